@@ -1,0 +1,1 @@
+"""Dataset readers, the MLR builder and the grain input pipelines."""
