@@ -1,0 +1,286 @@
+"""The PS-HRNet losses (SPEC section 2) as pure, jit-friendly jnp functions.
+
+L_ID    = 1.15 * CE_label_smoothing(l_c) + 0.2 * sum_{Seq1..Seq5} BH(Seq_n)
+L_SR    = mean |SR(LR) - HR|
+L_PS    = sum over the chosen outputs of mean |teacher(HR) - student(LR)|
+L_TOTAL = L_ID + 0.5 * L_SR + 0.5 * L_PS
+
+Every function computes in float32 whatever the input dtype, so a bf16 forward
+pass still gets float32 loss arithmetic (softmax, distances, sums). The model
+outputs are read from the `aux` dict the networks return (keys `seq1`..`seq5`,
+`l_f`, `logits`, `feature`, and `sr` for the student; see WORKSPACE.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+SEQ_KEYS = ("seq1", "seq2", "seq3", "seq4", "seq5")
+# Outputs the pseudo-siamese loss may compare ("logits" is the paper's l_c).
+PS_KEYS = SEQ_KEYS + ("logits", "l_f")
+# SPEC 2: the paper's L_PS set {Seq1, Seq4, Seq5, l_c}; the released code uses
+# all six of {Seq1..Seq5, l_c}.
+PAPER_PS_KEYS = ("seq1", "seq4", "seq5", "logits")
+RELEASED_CODE_PS_KEYS = SEQ_KEYS + ("logits",)
+
+# torchreid's TripletLoss clamps squared distances here before the sqrt, which
+# also keeps the sqrt's gradient finite when two features coincide.
+_MIN_SQUARED_DISTANCE = 1e-12
+
+
+def cross_entropy_label_smoothing(logits: jax.Array, labels: jax.Array,
+                                  epsilon: float = 0.1) -> jax.Array:
+  """Cross entropy against the target (1 - eps) * onehot + eps / M.
+
+  Equal to torch.nn.CrossEntropyLoss(label_smoothing=eps) with mean reduction.
+
+  Args:
+    logits: (B, M) class scores.
+    labels: (B,) integer class indices in [0, M).
+    epsilon: label-smoothing weight.
+
+  Returns:
+    The float32 scalar loss, averaged over the batch.
+  """
+  if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+    raise ValueError(
+        f"cross_entropy_label_smoothing expects logits (B, M) and labels (B,);"
+        f" got logits {logits.shape} and labels {labels.shape}")
+  num_classes = logits.shape[-1]
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  targets = ((1.0 - epsilon) * jax.nn.one_hot(labels, num_classes)
+             + epsilon / num_classes)
+  return jnp.mean(-jnp.sum(targets * log_probs, axis=-1))
+
+
+def pairwise_euclidean(features: jax.Array) -> jax.Array:
+  """Euclidean distances between all rows, computed as torchreid does.
+
+  ||a||^2 + ||b||^2 - 2 a.b, clamped at 1e-12, then sqrt. The Gram matrix runs
+  at HIGHEST precision: on accelerators a default float32 matmul may use
+  TF32/bf16 passes, and the expansion above cancels catastrophically with them.
+
+  Args:
+    features: (B, D) feature vectors (not normalised).
+
+  Returns:
+    (B, B) float32 distances.
+  """
+  features = features.astype(jnp.float32)
+  squared_norms = jnp.sum(jnp.square(features), axis=1)
+  gram = jnp.matmul(features, features.T, precision=jax.lax.Precision.HIGHEST)
+  squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * gram
+  return jnp.sqrt(jnp.maximum(squared, _MIN_SQUARED_DISTANCE))
+
+
+def batch_hard_triplet(features: jax.Array, labels: jax.Array,
+                       margin: float) -> jax.Array:
+  """Batch-hard triplet loss (Hermans et al.), as torchreid's TripletLoss.
+
+  For each anchor: hardest positive = the largest distance to a sample of the
+  same identity (the anchor itself included, as in torchreid), hardest
+  negative = the smallest distance to another identity; the loss is
+  max(0, d_ap - d_an + margin) averaged over anchors. An anchor with no other
+  identity in the batch (torchreid would fail) contributes 0.
+
+  Args:
+    features: (B, D) features, not normalised.
+    labels: (B,) integer identities.
+    margin: the hinge margin m.
+
+  Returns:
+    The float32 scalar loss.
+  """
+  if features.ndim != 2 or labels.shape != features.shape[:1]:
+    raise ValueError(
+        f"batch_hard_triplet expects features (B, D) and labels (B,); got "
+        f"features {features.shape} and labels {labels.shape}")
+  dist = pairwise_euclidean(features)
+  same_id = labels[:, None] == labels[None, :]
+  # Distances are >= 1e-6, so -1 never wins the max over positives; +inf only
+  # wins the min when there is no negative, and then the hinge is 0.
+  hardest_positive = jnp.max(jnp.where(same_id, dist, -1.0), axis=1)
+  hardest_negative = jnp.min(jnp.where(same_id, jnp.inf, dist), axis=1)
+  return jnp.mean(
+      jax.nn.relu(hardest_positive - hardest_negative + margin))
+
+
+def _require_keys(aux: Mapping[str, jax.Array], keys: Sequence[str],
+                  what: str) -> None:
+  missing = [k for k in keys if k not in aux]
+  if missing:
+    raise KeyError(f"{what}: the model's aux dict has no {missing}; it has "
+                   f"{sorted(aux)}")
+
+
+def id_loss(aux: Mapping[str, jax.Array], labels: jax.Array, *,
+            ce_weight: float = 1.15, label_smoothing: float = 0.1,
+            triplet_weight: float = 0.2, margin: float,
+            triplet_features: Sequence[str] = SEQ_KEYS,
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """L_ID = ce_weight * CE(logits) + triplet_weight * sum_n BH(aux[n]).
+
+  Args:
+    aux: the model's aux dict (needs `logits` and the `triplet_features`).
+    labels: (B,) integer identities in [0, M).
+    ce_weight: weight of the label-smoothed cross entropy (paper 1.15).
+    label_smoothing: epsilon of the cross entropy (paper 0.1).
+    triplet_weight: weight of the summed batch-hard terms (paper 0.2).
+    margin: triplet margin (paper 0.1, released code 0.3).
+    triplet_features: aux keys the batch-hard loss is applied to and summed
+      over (paper: seq1..seq5).
+
+  Returns:
+    (loss, metrics): the float32 scalar L_ID, and a dict with `id`, `ce`,
+    `triplet` (the unweighted sum) and `triplet_<key>` for each feature.
+  """
+  _require_keys(aux, ("logits",) + tuple(triplet_features), "id_loss")
+  metrics = {
+      "ce": cross_entropy_label_smoothing(aux["logits"], labels,
+                                          label_smoothing)}
+  triplet = jnp.zeros((), jnp.float32)
+  for key in triplet_features:
+    term = batch_hard_triplet(aux[key], labels, margin)
+    metrics[f"triplet_{key}"] = term
+    triplet = triplet + term
+  metrics["triplet"] = triplet
+  metrics["id"] = ce_weight * metrics["ce"] + triplet_weight * triplet
+  return metrics["id"], metrics
+
+
+def sr_l1(sr: jax.Array, hr: jax.Array) -> jax.Array:
+  """L_SR: mean absolute error between the SR output and the HR image.
+
+  Args:
+    sr: super-resolved images, e.g. (B, H, W, 3), ImageNet-normalised.
+    hr: the matching HR images, same shape and normalisation.
+
+  Returns:
+    The float32 scalar mean of |sr - hr| over every element.
+  """
+  if sr.shape != hr.shape:
+    raise ValueError(f"sr_l1: SR output {sr.shape} and HR image {hr.shape} "
+                     "differ in shape")
+  return jnp.mean(jnp.abs(sr.astype(jnp.float32) - hr.astype(jnp.float32)))
+
+
+def pseudo_siamese_terms(teacher_aux: Mapping[str, jax.Array],
+                         student_aux: Mapping[str, jax.Array],
+                         keys: Sequence[str]) -> dict[str, jax.Array]:
+  """Mean L1 between teacher(HR) and student(LR) outputs, per key.
+
+  The teacher side is under stop_gradient: only the student learns from it.
+
+  Args:
+    teacher_aux: the frozen teacher's aux dict on the HR images.
+    student_aux: the student's aux dict on the LR images of the same pairs.
+    keys: a non-empty subset of PS_KEYS (seq1..seq5, logits, l_f).
+
+  Returns:
+    {key: float32 scalar mean |teacher - student|}.
+  """
+  keys = tuple(keys)
+  if not keys:
+    raise ValueError("pseudo_siamese: no outputs to compare (keys is empty); "
+                     "switch the term off with its weight instead")
+  unknown = [k for k in keys if k not in PS_KEYS]
+  if unknown:
+    raise ValueError(f"pseudo_siamese: unknown outputs {unknown}; choose from"
+                     f" {list(PS_KEYS)}")
+  _require_keys(teacher_aux, keys, "pseudo_siamese (teacher)")
+  _require_keys(student_aux, keys, "pseudo_siamese (student)")
+  terms = {}
+  for key in keys:
+    teacher = jax.lax.stop_gradient(teacher_aux[key]).astype(jnp.float32)
+    student = student_aux[key].astype(jnp.float32)
+    if teacher.shape != student.shape:
+      raise ValueError(f"pseudo_siamese: '{key}' is {teacher.shape} for the "
+                       f"teacher but {student.shape} for the student")
+    terms[key] = jnp.mean(jnp.abs(teacher - student))
+  return terms
+
+
+def pseudo_siamese_l1(teacher_aux: Mapping[str, jax.Array],
+                      student_aux: Mapping[str, jax.Array],
+                      keys: Sequence[str]) -> jax.Array:
+  """L_PS: the sum over `keys` of the mean L1 (see pseudo_siamese_terms).
+
+  Args:
+    teacher_aux: the frozen teacher's aux dict on the HR images.
+    student_aux: the student's aux dict on the LR images.
+    keys: a non-empty subset of PS_KEYS.
+
+  Returns:
+    The float32 scalar loss.
+  """
+  return sum(pseudo_siamese_terms(teacher_aux, student_aux, keys).values())
+
+
+def _is_off(weight) -> bool:
+  # Only a Python number can switch a term off; a traced weight keeps it on.
+  return isinstance(weight, (int, float)) and weight == 0
+
+
+def total_loss(student_aux: Mapping[str, jax.Array], labels: jax.Array, *,
+               hr: Optional[jax.Array] = None,
+               teacher_aux: Optional[Mapping[str, jax.Array]] = None,
+               margin: float, ce_weight: float = 1.15,
+               label_smoothing: float = 0.1, triplet_weight: float = 0.2,
+               triplet_features: Sequence[str] = SEQ_KEYS,
+               sr_weight: float = 0.5, ps_weight: float = 0.5,
+               ps_keys: Sequence[str] = PAPER_PS_KEYS,
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """L_TOTAL = L_ID + sr_weight * L_SR + ps_weight * L_PS (phase 2).
+
+  Table II ablations: ID only is sr_weight=0, ps_weight=0; SR+ID is
+  ps_weight=0. A term whose weight is the Python number 0 is not computed at
+  all (so `hr` / `teacher_aux` may then be None) and is absent from metrics.
+
+  Args:
+    student_aux: the student's aux dict on the LR images (`sr` needed when
+      sr_weight is non-zero).
+    labels: (B,) integer identities.
+    hr: the HR images in normalised space, target of L_SR.
+    teacher_aux: the frozen teacher's aux dict on the HR images, for L_PS.
+    margin: triplet margin.
+    ce_weight: see id_loss.
+    label_smoothing: see id_loss.
+    triplet_weight: see id_loss.
+    triplet_features: see id_loss.
+    sr_weight: weight of L_SR (paper 0.5); 0 switches it off.
+    ps_weight: weight of L_PS (paper 0.5); 0 switches it off.
+    ps_keys: outputs compared by L_PS (PAPER_PS_KEYS or RELEASED_CODE_PS_KEYS
+      or any subset of PS_KEYS).
+
+  Returns:
+    (loss, metrics): the float32 scalar L_TOTAL and every term: `loss`, the
+    id_loss metrics, and when on `sr`, `ps` and `ps_<key>` (unweighted).
+  """
+  loss, metrics = id_loss(
+      student_aux, labels, ce_weight=ce_weight,
+      label_smoothing=label_smoothing, triplet_weight=triplet_weight,
+      margin=margin, triplet_features=triplet_features)
+  if not _is_off(sr_weight):
+    if hr is None or "sr" not in student_aux:
+      raise ValueError(
+          f"total_loss: L_SR is on (sr_weight={sr_weight}) but needs the HR "
+          f"images (hr is {'missing' if hr is None else 'given'}) and the "
+          f"student's 'sr' output (aux keys {sorted(student_aux)}); set "
+          "sr_weight=0 to switch it off")
+    metrics["sr"] = sr_l1(student_aux["sr"], hr)
+    loss = loss + sr_weight * metrics["sr"]
+  if not _is_off(ps_weight):
+    if teacher_aux is None:
+      raise ValueError(
+          f"total_loss: L_PS is on (ps_weight={ps_weight}) but no teacher_aux"
+          " was given; set ps_weight=0 to switch it off")
+    terms = pseudo_siamese_terms(teacher_aux, student_aux, ps_keys)
+    metrics.update({f"ps_{key}": value for key, value in terms.items()})
+    metrics["ps"] = sum(terms.values())
+    loss = loss + ps_weight * metrics["ps"]
+  metrics["loss"] = loss
+  return loss, metrics
