@@ -225,14 +225,14 @@ def _is_off(weight) -> bool:
   return isinstance(weight, (int, float)) and weight == 0
 
 
-def total_loss(student_aux: Mapping[str, jax.Array], labels: jax.Array, *,
-               hr: Optional[jax.Array] = None,
-               teacher_aux: Optional[Mapping[str, jax.Array]] = None,
+def total_loss(student_aux: Mapping[str, jax.Array],
+               teacher_aux: Optional[Mapping[str, jax.Array]],
+               hr: Optional[jax.Array], labels: jax.Array, *,
                margin: float, ce_weight: float = 1.15,
                label_smoothing: float = 0.1, triplet_weight: float = 0.2,
                triplet_features: Sequence[str] = SEQ_KEYS,
                sr_weight: float = 0.5, ps_weight: float = 0.5,
-               ps_keys: Sequence[str] = PAPER_PS_KEYS,
+               ps_features: Sequence[str] = PAPER_PS_KEYS,
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L_TOTAL = L_ID + sr_weight * L_SR + ps_weight * L_PS (phase 2).
 
@@ -243,9 +243,11 @@ def total_loss(student_aux: Mapping[str, jax.Array], labels: jax.Array, *,
   Args:
     student_aux: the student's aux dict on the LR images (`sr` needed when
       sr_weight is non-zero).
+    teacher_aux: the frozen teacher's aux dict on the HR images, for L_PS
+      (None when ps_weight is 0).
+    hr: the HR images in normalised space, target of L_SR (None when
+      sr_weight is 0).
     labels: (B,) integer identities.
-    hr: the HR images in normalised space, target of L_SR.
-    teacher_aux: the frozen teacher's aux dict on the HR images, for L_PS.
     margin: triplet margin.
     ce_weight: see id_loss.
     label_smoothing: see id_loss.
@@ -253,8 +255,8 @@ def total_loss(student_aux: Mapping[str, jax.Array], labels: jax.Array, *,
     triplet_features: see id_loss.
     sr_weight: weight of L_SR (paper 0.5); 0 switches it off.
     ps_weight: weight of L_PS (paper 0.5); 0 switches it off.
-    ps_keys: outputs compared by L_PS (PAPER_PS_KEYS or RELEASED_CODE_PS_KEYS
-      or any subset of PS_KEYS).
+    ps_features: outputs compared by L_PS (PAPER_PS_KEYS,
+      RELEASED_CODE_PS_KEYS, or any subset of PS_KEYS).
 
   Returns:
     (loss, metrics): the float32 scalar L_TOTAL and every term: `loss`, the
@@ -278,7 +280,7 @@ def total_loss(student_aux: Mapping[str, jax.Array], labels: jax.Array, *,
       raise ValueError(
           f"total_loss: L_PS is on (ps_weight={ps_weight}) but no teacher_aux"
           " was given; set ps_weight=0 to switch it off")
-    terms = pseudo_siamese_terms(teacher_aux, student_aux, ps_keys)
+    terms = pseudo_siamese_terms(teacher_aux, student_aux, ps_features)
     metrics.update({f"ps_{key}": value for key, value in terms.items()})
     metrics["ps"] = sum(terms.values())
     loss = loss + ps_weight * metrics["ps"]

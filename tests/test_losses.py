@@ -246,8 +246,7 @@ def test_total_loss_composition_and_ablations(phase2_inputs):
   ps_value = losses.pseudo_siamese_l1(teacher, student, losses.PAPER_PS_KEYS)
 
   # SR + ID + PS (paper defaults: 0.5, 0.5, {seq1, seq4, seq5, l_c}).
-  loss, metrics = losses.total_loss(student, labels, hr=hr,
-                                    teacher_aux=teacher, margin=0.1)
+  loss, metrics = losses.total_loss(student, teacher, hr, labels, margin=0.1)
   np.testing.assert_allclose(loss, id_value + 0.5 * sr_value + 0.5 * ps_value,
                              rtol=1e-6)
   assert set(metrics) == {
@@ -257,14 +256,14 @@ def test_total_loss_composition_and_ablations(phase2_inputs):
   np.testing.assert_allclose(metrics["ps"], ps_value)
 
   # SR + ID: no teacher needed, no PS metrics.
-  loss, metrics = losses.total_loss(student, labels, hr=hr, margin=0.1,
+  loss, metrics = losses.total_loss(student, None, hr, labels, margin=0.1,
                                     ps_weight=0)
   np.testing.assert_allclose(loss, id_value + 0.5 * sr_value, rtol=1e-6)
   assert "ps" not in metrics and "sr" in metrics
 
   # ID only: equals id_loss.
-  loss, metrics = losses.total_loss(student, labels, margin=0.1, sr_weight=0,
-                                    ps_weight=0.0)
+  loss, metrics = losses.total_loss(student, None, None, labels, margin=0.1,
+                                    sr_weight=0, ps_weight=0.0)
   np.testing.assert_allclose(loss, id_value, rtol=1e-7)
   assert "sr" not in metrics and "ps" not in metrics
 
@@ -272,10 +271,9 @@ def test_total_loss_composition_and_ablations(phase2_inputs):
 def test_total_loss_under_jit_matches_eager(phase2_inputs):
   student, teacher, hr, labels = phase2_inputs
   fn = functools.partial(losses.total_loss, margin=0.3, sr_weight=0.25,
-                         ps_keys=losses.RELEASED_CODE_PS_KEYS)
-  eager, eager_metrics = fn(student, labels, hr=hr, teacher_aux=teacher)
-  jitted, jit_metrics = jax.jit(fn)(student, labels, hr=hr,
-                                    teacher_aux=teacher)
+                         ps_features=losses.RELEASED_CODE_PS_KEYS)
+  eager, eager_metrics = fn(student, teacher, hr, labels)
+  jitted, jit_metrics = jax.jit(fn)(student, teacher, hr, labels)
   np.testing.assert_allclose(jitted, eager, rtol=1e-6)
   for key, value in eager_metrics.items():
     np.testing.assert_allclose(jit_metrics[key], value, rtol=1e-6)
@@ -285,6 +283,6 @@ def test_total_loss_under_jit_matches_eager(phase2_inputs):
 def test_total_loss_missing_inputs(phase2_inputs):
   student, _, hr, labels = phase2_inputs
   with pytest.raises(ValueError, match="no teacher_aux"):
-    losses.total_loss(student, labels, hr=hr, margin=0.1)
+    losses.total_loss(student, None, hr, labels, margin=0.1)
   with pytest.raises(ValueError, match="hr is missing"):
-    losses.total_loss(student, labels, margin=0.1, ps_weight=0)
+    losses.total_loss(student, None, None, labels, margin=0.1, ps_weight=0)
