@@ -1,0 +1,13 @@
+"""CAVIAR (SPEC 5): genuine LR camera; 25 / 25 of the 50 two-camera identities, single-shot.
+
+    python -m pshrnet_jax.main --config=configs/caviar.py --workdir=DIR \
+        --config.data.root=/path/to/dataset --config.init_from=/path/to/hrnet_w32
+"""
+
+from configs import base
+
+
+def get_config(preset: str = "paper"):
+  config = base.get_base_config(preset)
+  config.data.name = "caviar"
+  return config

@@ -1,0 +1,71 @@
+"""Progress a person can watch: periodic log lines and TensorBoard scalars.
+
+TensorBoard event files are written with tensorboardX (no TensorFlow needed)
+under WORKDIR/tensorboard/<phase>; `tensorboard --logdir WORKDIR/tensorboard`
+shows both phases side by side. Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Mapping
+
+import jax
+from absl import logging
+
+
+class ProgressWriter:
+  """Logs a line every `every_steps` steps and writes TensorBoard scalars."""
+
+  def __init__(self, workdir: str, phase: str, *, total_steps: int,
+               steps_per_epoch: int, pairs_per_step: int, every_steps: int):
+    self.phase = phase
+    self.total_steps = total_steps
+    self.steps_per_epoch = steps_per_epoch
+    self.pairs_per_step = pairs_per_step
+    self.every_steps = max(1, every_steps)
+    self._writer = None
+    if jax.process_index() == 0:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._writer = SummaryWriter(os.path.join(workdir, "tensorboard", phase))
+    self._last_time = time.perf_counter()
+    self._last_step = None
+
+  def should_write(self, step: int) -> bool:
+    return step % self.every_steps == 0 or step == self.total_steps
+
+  def write(self, step: int, metrics: Mapping[str, float],
+            learning_rates: Mapping[str, float]) -> None:
+    """Logs `metrics` (host floats) at `step` (number of steps done)."""
+    now = time.perf_counter()
+    rate = float("nan")
+    if self._last_step is not None and step > self._last_step:
+      rate = (step - self._last_step) * self.pairs_per_step / (now - self._last_time)
+    self._last_time, self._last_step = now, step
+    remaining = (self.total_steps - step) * self.pairs_per_step / rate
+    eta = "?" if not math.isfinite(remaining) else f"{remaining / 60:.1f} min"
+    terms = " ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
+    lrs = " ".join(f"lr[{k}] {v:.3g}" for k, v in sorted(learning_rates.items()))
+    logging.info("%s step %d/%d epoch %.2f | %s | %s | %.1f pairs/s | ETA %s",
+                 self.phase, step, self.total_steps,
+                 step / self.steps_per_epoch, terms, lrs, rate, eta)
+    if self._writer is not None:
+      for key, value in metrics.items():
+        self._writer.add_scalar(f"train/{key}", value, step)
+      for key, value in learning_rates.items():
+        self._writer.add_scalar(f"lr/{key}", value, step)
+      if math.isfinite(rate):
+        self._writer.add_scalar("perf/pairs_per_second", rate, step)
+      self._writer.flush()
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    if self._writer is not None:
+      for key, value in scalars.items():
+        self._writer.add_scalar(key, value, step)
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
