@@ -3,14 +3,18 @@
     load_benchmark("mlr_viper", "/data/VIPeR", build_dir="/scratch/builds",
                    seed=0, split_index=3)
 
-| name | reads | LR side (default) | protocol |
+| name | reader | LR side (default) | protocol |
 |---|---|---|---|
 | market1501, dukemtmc | market.py | none (HR only) | multi_shot |
-| mlr_market1501, mlr_dukemtmc | market.py | every query image; all train | multi_shot |
-| mlr_cuhk03 | cuhk03.py | 2nd camera of each pair; all train | single_shot |
+| mlr_market1501, mlr_dukemtmc | market.py | all queries; all train | multi_shot |
+| mlr_cuhk03 | cuhk03.py | 2nd camera of each pair; train | single_shot |
 | mlr_viper | viper.py | camera B; all train | single_shot |
-| caviar | caviar.py | the genuine LR camera (not down-sampled) | single_shot |
-| demo | synthetic.generate_demo, then as mlr_market1501 | as mlr_market1501 | multi_shot |
+| caviar | caviar.py | genuine LR camera (as is) | single_shot |
+| demo | synthetic.py | as mlr_market1501 | multi_shot |
+
+'demo' generates its Market-style HR set with
+`synthetic.generate_demo(out_dir, seed)` under the build dir, then is read
+like mlr_market1501.
 
 MLR-Market / MLR-Duke: SPEC 5 (after SING / CAD-Net) says "images of one
 camera" are LR, but the MLR folders the released code and other groups

@@ -75,7 +75,7 @@ class Cuhk03Images:
   testsets: tuple[tuple[int, ...], ...]
 
 
-def _cell_refs(mat, dataset) -> list:
+def _cell_refs(dataset) -> list:
   """The object references of a 1xN (or Nx1) MATLAB cell, in order."""
   refs = dataset[()]
   return list(np.asarray(refs).reshape(-1))
@@ -98,7 +98,7 @@ def _read_mat(mat_path: str, image_type: str):
           f"{sorted(k for k in mat.keys() if not k.startswith('#'))}.\n"
           f"Expected:\n{CUHK03_TREE}")
     images = []
-    for pair, pair_ref in enumerate(_cell_refs(mat, mat[image_type]), 1):
+    for pair, pair_ref in enumerate(_cell_refs(mat[image_type]), 1):
       # MATLAB stores arrays column-major: transposing gives (persons, 10).
       cells = np.asarray(mat[pair_ref][()]).T
       for person in range(1, cells.shape[0] + 1):
@@ -110,7 +110,7 @@ def _read_mat(mat_path: str, image_type: str):
           images.append((pair, person, view, cell,
                          np.ascontiguousarray(pixels.T).astype(np.uint8)))
     testsets = []
-    for ref in _cell_refs(mat, mat["testsets"]):
+    for ref in _cell_refs(mat["testsets"]):
       rows = np.asarray(mat[ref][()]).T.reshape(-1, 2)
       testsets.append(tuple(pid_of(int(p), int(k)) for p, k in rows))
   return images, testsets

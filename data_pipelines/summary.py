@@ -72,7 +72,8 @@ def format_table(summary: dict[str, Any]) -> str:
   lines.append(f"{'split':<8} {'images':>7} {'ids':>6} {'cams':>5}  "
                f"LR images per factor")
   for split, s in summary["splits"].items():
-    factors = ", ".join(f"x{k}: {v}" for k, v in s.get("lr_factors", {}).items())
+    factors = ", ".join(
+        f"x{k}: {v}" for k, v in s.get("lr_factors", {}).items())
     lines.append(f"{split:<8} {s['images']:>7} {s['identities']:>6} "
                  f"{s['cameras']:>5}  {factors or '-'}")
   if summary.get("skipped_unreadable"):
