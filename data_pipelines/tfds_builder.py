@@ -1,0 +1,291 @@
+"""tensorflow-datasets builders writing re-ID benchmarks as ArrayRecord files.
+
+No TensorFlow is needed, to write or to read (TOOLCHAIN): the builders live in
+this package, yield images as file paths (TFDS stores the encoded bytes as
+they are, never re-encodes), and are read back with `as_data_source()`, a
+random-access source that grain and `pipeline.make_train_iterator(...,
+source=...)` consume; images decode with PIL.
+
+Every split (train, query, gallery) has the features
+
+  'hr':        the HR image (the original file's bytes);
+  'lr':        a list of 0 or 1 images: the LR version when the record has one
+               (a fixed feature set needs a way to say "absent");
+  'pid', 'camid', 'lr_factor', 'index' (position in the Benchmark's split):
+               int64 scalars;
+  'file_name': the HR file's base name.
+
+Examples are written in record order (`disable_shuffling`), so item i of a
+split is record i and the pipeline's records and source line up (the 'index'
+feature is checked when read). A split with no records is not written (TFDS
+cannot write an empty split).
+
+Builders:
+  `ReidBenchmark(benchmark=...)`: any `records.Benchmark`; its builder config
+      is named after the benchmark and a hash of its records, so a changed
+      split builds a new dataset next to the old one.
+  `prepare_benchmark_source(benchmark, data_dir)`: builds that on first use,
+      reuses it afterwards, and returns the data sources per split.
+  `MlrMarket1501`, `MlrDukemtmc`, `MlrCuhk03`, `MlrViper`, `Caviar`,
+  `Market1501`, `Dukemtmc`: manual-download builders; the user's copy of the
+      published layout is the manual dir, and
+      `benchmarks.load_benchmark(name, manual_dir, build_dir=..., seed=...,
+      split_index=...)` reads (and for MLR sets builds) it. Choose the seed
+      and trial with `config=ReidBuilderConfig.make(seed, split_index)`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+import re
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_pipelines import records as records_lib
+from data_pipelines import image_cache
+
+SPLITS = ("train", "query", "gallery")
+
+_MANUAL_INSTRUCTIONS = """\
+The benchmark cannot be downloaded by the program (licences, dead links).
+Put your copy of the published layout in a folder and pass it as the manual
+dir: `builder.download_and_prepare(download_config=
+tfds.download.DownloadConfig(manual_dir=ROOT))`. README.md shows the folder
+tree each benchmark expects.
+"""
+
+
+def _features() -> tfds.features.FeaturesDict:
+  image = tfds.features.Image(shape=(None, None, 3))
+  return tfds.features.FeaturesDict({
+      "hr": image,
+      "lr": tfds.features.Sequence(tfds.features.Image(shape=(None, None, 3))),
+      "pid": tfds.features.Scalar(np.int64),
+      "camid": tfds.features.Scalar(np.int64),
+      "lr_factor": tfds.features.Scalar(np.int64),
+      "index": tfds.features.Scalar(np.int64),
+      "file_name": tfds.features.Text(),
+  })
+
+
+def _examples(records: tuple[records_lib.ImageRecord, ...]):
+  for index, record in enumerate(records):
+    for path in (record.hr_path, record.lr_path):
+      if path is not None and not os.path.isfile(path):
+        raise FileNotFoundError(f"image file not found: {path}")
+    yield index, {
+        "hr": record.hr_path,
+        "lr": [] if record.lr_path is None else [record.lr_path],
+        "pid": record.pid,
+        "camid": record.camid,
+        "lr_factor": record.lr_factor,
+        "index": index,
+        "file_name": os.path.basename(record.hr_path),
+    }
+
+
+def _split_generators(benchmark: records_lib.Benchmark) -> dict[str, Any]:
+  return {split: _examples(tuple(getattr(benchmark, split)))
+          for split in SPLITS if getattr(benchmark, split)}
+
+
+class _BenchmarkBuilderBase(tfds.core.GeneratorBasedBuilder,
+                            skip_registration=True):
+  """Shared features and generation; subclasses say where the records come from."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "HR/LR pairs, ids, cameras, LR factors."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_INSTRUCTIONS
+
+  def __init__(self, *, file_format: str = "array_record", **kwargs):
+    super().__init__(file_format=file_format, **kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=_features(), disable_shuffling=True,
+        description="Cross-resolution re-ID benchmark (pshrnet_jax).")
+
+  @abc.abstractmethod
+  def _benchmark(self, dl_manager) -> records_lib.Benchmark:
+    """The records to write (each subclass says where they come from)."""
+
+  def _split_generators(self, dl_manager):
+    return _split_generators(self._benchmark(dl_manager))
+
+  def _generate_examples(self, records):  # pytype: disable=signature-mismatch
+    # Unused: _split_generators hands TFDS ready generators.
+    return _examples(records)
+
+
+def _config_name(text: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_") or "benchmark"
+
+
+def benchmark_key(benchmark: records_lib.Benchmark) -> str:
+  """Hash of a benchmark's records and their file sizes.
+
+  Args:
+    benchmark: the benchmark.
+
+  Returns:
+    20 hex digits; changes when a record or an image file's size changes.
+  """
+  parts: list[Any] = [benchmark.name, benchmark.protocol]
+  for split in SPLITS:
+    for record in getattr(benchmark, split):
+      sizes = tuple(os.path.getsize(p) if os.path.isfile(p) else -1
+                    for p in (record.hr_path, record.lr_path) if p is not None)
+      parts.append((split, tuple(record), sizes))
+  return image_cache.cache_key(parts)
+
+
+class ReidBenchmark(_BenchmarkBuilderBase):
+  """Writes a given `records.Benchmark` (no manual dir needed)."""
+
+  name = "reid_benchmark"
+
+  def __init__(self, *, benchmark: Optional[records_lib.Benchmark] = None,
+               config: Any = None, **kwargs):
+    """Builder for `benchmark`, or for reading an existing config.
+
+    Args:
+      benchmark: the records to write. Needed to build; reading a prepared
+        dataset works without it given the `config` name.
+      config: a config name or BuilderConfig; default: named after the
+        benchmark and `benchmark_key(benchmark)`.
+      **kwargs: `data_dir` and other `GeneratorBasedBuilder` arguments.
+    """
+    if config is None:
+      if benchmark is None:
+        raise ValueError("ReidBenchmark needs a benchmark or a config name")
+      config = f"{_config_name(benchmark.name)}_{benchmark_key(benchmark)}"
+    if isinstance(config, str):
+      config = tfds.core.BuilderConfig(name=config)
+    self._records = benchmark
+    super().__init__(config=config, **kwargs)
+
+  def _benchmark(self, dl_manager) -> records_lib.Benchmark:
+    if self._records is None:
+      raise ValueError(
+          f"{self.data_dir} is not prepared and ReidBenchmark got no benchmark "
+          "to build it from")
+    return self._records
+
+
+def prepare_benchmark_source(
+    benchmark: records_lib.Benchmark, data_dir: str) -> dict[str, Any]:
+  """The benchmark as TFDS ArrayRecord data sources, built on first use.
+
+  Args:
+    benchmark: the records (e.g. from `benchmarks.load_benchmark`).
+    data_dir: TFDS data dir; the dataset goes to
+      `data_dir/reid_benchmark/<name>_<hash>/1.0.0/` and is reused when the
+      same records come again.
+
+  Returns:
+    {'train'|'query'|'gallery': random-access source}, item i of a split being
+    record i of that split (a split without records is absent).
+  """
+  builder = ReidBenchmark(benchmark=benchmark, data_dir=data_dir)
+  builder.download_and_prepare()
+  return builder.as_data_source()
+
+
+@dataclasses.dataclass(eq=False)
+class ReidBuilderConfig(tfds.core.BuilderConfig):
+  """Seed (MLR factors, random splits), trial and options of a build.
+
+  Attributes:
+    seed: `load_benchmark`'s seed.
+    split_index: the CUHK03 test set / VIPeR or CAVIAR trial.
+    options: `load_benchmark`'s per-benchmark options (e.g. lr_root); name
+      the config so that different options get different names.
+  """
+
+  seed: int = 0
+  split_index: int = 0
+  options: Optional[dict[str, Any]] = None
+
+  @classmethod
+  def make(cls, seed: int = 0, split_index: int = 0,
+           options: Optional[dict[str, Any]] = None,
+           name: Optional[str] = None) -> ReidBuilderConfig:
+    """A config, named `seed{seed}_split{split_index}` unless `name` is given.
+
+    Args:
+      seed: the seed.
+      split_index: the trial.
+      options: per-benchmark options, or None.
+      name: the config (folder) name; needed when options are given.
+
+    Returns:
+      The config.
+    """
+    if options and not name:
+      raise ValueError("name the config when passing options, so builds "
+                       "with different options do not share a folder")
+    return cls(name=name or f"seed{seed}_split{split_index}", seed=seed,
+               split_index=split_index, options=options)
+
+
+class _PublishedBenchmarkBuilder(_BenchmarkBuilderBase, skip_registration=True):
+  """A benchmark read from the user's copy (the manual dir)."""
+
+  BENCHMARK_NAME = ""  # the `benchmarks.load_benchmark` name
+  BUILDER_CONFIGS = [ReidBuilderConfig.make(0, 0)]
+
+  def _benchmark(self, dl_manager) -> records_lib.Benchmark:
+    # Imported here: the readers are only needed when building.
+    from data_pipelines import benchmarks  # pylint: disable=g-import-not-at-top
+    config = self.builder_config
+    build_dir = os.path.join(os.fspath(dl_manager.download_dir), "mlr_build")
+    return benchmarks.load_benchmark(
+        self.BENCHMARK_NAME, os.fspath(dl_manager.manual_dir),
+        build_dir=build_dir, seed=config.seed, split_index=config.split_index,
+        options=config.options)
+
+
+class MlrMarket1501(_PublishedBenchmarkBuilder):
+  """MLR-Market-1501 (SPEC 5)."""
+  name = "mlr_market1501"
+  BENCHMARK_NAME = "mlr_market1501"
+
+
+class MlrDukemtmc(_PublishedBenchmarkBuilder):
+  """MLR-DukeMTMC-reID (SPEC 5)."""
+  name = "mlr_dukemtmc"
+  BENCHMARK_NAME = "mlr_dukemtmc"
+
+
+class MlrCuhk03(_PublishedBenchmarkBuilder):
+  """MLR-CUHK03 (SPEC 5)."""
+  name = "mlr_cuhk03"
+  BENCHMARK_NAME = "mlr_cuhk03"
+
+
+class MlrViper(_PublishedBenchmarkBuilder):
+  """MLR-VIPeR (SPEC 5): choose the trial with the config's split_index."""
+  name = "mlr_viper"
+  BENCHMARK_NAME = "mlr_viper"
+
+
+class Caviar(_PublishedBenchmarkBuilder):
+  """CAVIAR4REID (SPEC 5): choose the trial with the config's split_index."""
+  name = "caviar"
+  BENCHMARK_NAME = "caviar"
+
+
+class Market1501(_PublishedBenchmarkBuilder):
+  """HR Market-1501 (paper Table VI)."""
+  name = "market1501"
+  BENCHMARK_NAME = "market1501"
+
+
+class Dukemtmc(_PublishedBenchmarkBuilder):
+  """HR DukeMTMC-reID (paper Table VI)."""
+  name = "dukemtmc"
+  BENCHMARK_NAME = "dukemtmc"
