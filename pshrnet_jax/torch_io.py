@@ -133,50 +133,31 @@ class _TensorRef(NamedTuple):
   dtype: np.dtype
 
 
+def _is_count(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
-  if not isinstance(value, (tuple, list)) or not all(
-      type(v) is int and v >= 0 for v in value):  # pylint: disable=unidiomatic-typecheck
+  if not isinstance(value, (tuple, list)) or not all(map(_is_count, value)):
     raise _Corrupt(f"tensor {what} {value!r} is not a tuple of ints >= 0")
   return tuple(value)
 
 
 def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any,
-                    *unused: Any, dtype: np.dtype | None = None) -> _TensorRef:
+                    *unused: Any, dtype: Any = None) -> _TensorRef:
   del unused  # requires_grad, backward hooks, metadata: no meaning here.
   if not isinstance(storage, _Storage):
     raise _Corrupt(f"tensor built from {type(storage).__name__}, not a storage")
-  if type(offset) is not int or offset < 0:  # pylint: disable=unidiomatic-typecheck
+  if not _is_count(offset):
     raise _Corrupt(f"tensor storage offset {offset!r} is not an int >= 0")
   size, stride = _int_tuple(size, "size"), _int_tuple(stride, "stride")
   if len(size) != len(stride):
     raise _Corrupt(f"tensor size {size} and stride {stride} differ in rank")
-  return _TensorRef(storage, offset, size, stride,
-                    storage.dtype if dtype is None else dtype)
-
-
-def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks,
-                       dtype, *unused):
-  del requires_grad, hooks, unused
-  if not isinstance(dtype, TorchDtype) or dtype.name not in _TORCH_DTYPES:
+  if dtype is not None and (not isinstance(dtype, TorchDtype)
+                            or dtype.name not in _TORCH_DTYPES):
     raise _Corrupt(f"unsupported tensor dtype {dtype!r}")
-  return _rebuild_tensor(storage, offset, size, stride,
-                         dtype=_TORCH_DTYPES[dtype.name])
-
-
-def _rebuild_parameter(data: Any, *unused: Any) -> Any:
-  del unused  # requires_grad, backward hooks, state.
-  return data
-
-
-def _rebuild_from_type(func: Any, new_type: Any, args: Any, state: Any) -> Any:
-  # Tensors with Python attributes or subclasses; `func` came through
-  # find_class, so calling it is as safe as any other whitelisted call.
-  del new_type, state
-  return func(*args)
-
-
-def _torch_size(dims: Any) -> tuple[int, ...]:
-  return _int_tuple(dims, "torch.Size")
+  return _TensorRef(storage, offset, size, stride, storage.dtype
+                    if dtype is None else _TORCH_DTYPES[dtype.name])
 
 
 def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
@@ -184,14 +165,6 @@ def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
   if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
     raise _Corrupt(f"_codecs.encode called with {encoding!r}")
   return text.encode("latin1")
-
-
-def _make_bytes(*args: Any) -> bytes:
-  if not args:
-    return b""
-  if len(args) == 1 and isinstance(args[0], (bytes, list)):
-    return bytes(args[0])
-  raise _Corrupt("builtins.bytes called with unsupported arguments")
 
 
 _NDARRAY_TOKEN = object()
@@ -207,21 +180,22 @@ def _np_dtype(obj: Any, align: Any = False, copy: Any = True) -> np.dtype:
 def _np_reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
   if subtype is not _NDARRAY_TOKEN:
     raise _Corrupt("numpy _reconstruct of a type other than ndarray")
-  return _np_multiarray._reconstruct(np.ndarray, shape, typecode)  # pylint: disable=protected-access
+  reconstruct = _np_multiarray._reconstruct  # pylint: disable=protected-access
+  return reconstruct(np.ndarray, shape, typecode)
 
 
 def _sealed(fn: Callable[..., Any]) -> Any:
   """Wraps `fn` in a callable that BUILD cannot modify (no dict, no slots)."""
-  cls = type(f"_Sealed_{fn.__name__}", (), {
-      "__slots__": (), "__call__": lambda self, *a: fn(*a)})
-  return cls()
+  return type("_Sealed", (), {"__slots__": (),
+                              "__call__": lambda self, *a: fn(*a)})()
 
 
 _WHITELIST = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice, ("builtins", "complex"): complex,
-    ("builtins", "bytes"): _sealed(_make_bytes),
+    # Protocol 2 spells b"" as bytes(); other bytes go through _codecs.encode.
+    ("builtins", "bytes"): _sealed(lambda: b""),
     ("_codecs", "encode"): _sealed(_codecs_encode),
     ("numpy", "ndarray"): _NDARRAY_TOKEN,
     ("numpy", "dtype"): _sealed(_np_dtype),
@@ -229,12 +203,20 @@ _WHITELIST = {
     ("numpy.core.multiarray", "scalar"): _np_multiarray.scalar,
     ("torch._utils", "_rebuild_tensor"): _sealed(_rebuild_tensor),
     ("torch._utils", "_rebuild_tensor_v2"): _sealed(_rebuild_tensor),
-    ("torch._utils", "_rebuild_tensor_v3"): _sealed(_rebuild_tensor_v3),
-    ("torch._utils", "_rebuild_parameter"): _sealed(_rebuild_parameter),
-    ("torch._utils", "_rebuild_parameter_with_state"):
-        _sealed(_rebuild_parameter),
-    ("torch._tensor", "_rebuild_from_type_v2"): _sealed(_rebuild_from_type),
-    ("torch", "Size"): _sealed(_torch_size),
+    # v3 (torch >= 2.1, dtypes without a typed storage, e.g. uint16) reads an
+    # UntypedStorage as the dtype that follows the backward hooks.
+    ("torch._utils", "_rebuild_tensor_v3"): _sealed(
+        lambda s, o, size, stride, grad, hooks, dtype, *meta: _rebuild_tensor(
+            s, o, size, stride, dtype=dtype)),
+    # A Parameter is its data (requires_grad, hooks and state are dropped).
+    ("torch._utils", "_rebuild_parameter"): _sealed(lambda data, *_: data),
+    ("torch._utils", "_rebuild_parameter_with_state"): _sealed(
+        lambda data, *_: data),
+    # Tensors carrying Python attributes; `func` came through find_class, so
+    # calling it is as safe as any other whitelisted call.
+    ("torch._tensor", "_rebuild_from_type_v2"): _sealed(
+        lambda func, new_type, args, state: func(*args)),
+    ("torch", "Size"): _sealed(lambda dims: _int_tuple(dims, "torch.Size")),
     ("torch.storage", "UntypedStorage"): _StorageType(np.dtype("uint8")),
 }
 _WHITELIST.update({("torch", n): TorchDtype(n) for n in _TORCH_DTYPES})
@@ -276,7 +258,7 @@ def _storage_from_pid(pid: Any, storages: dict[str, _Storage]) -> Any:
     return pid[1]  # Old files pickled module source; keep the placeholder.
   if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
           and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
-          and type(pid[4]) is int and pid[4] >= 0):  # pylint: disable=unidiomatic-typecheck
+          and _is_count(pid[4])):
     raise _Corrupt(f"unsupported storage reference {pid!r}")
   dtype, key, numel = pid[1].dtype, pid[2], pid[4]
   root = storages.setdefault(key, _Storage(key, dtype, numel))
@@ -287,54 +269,46 @@ def _storage_from_pid(pid: Any, storages: dict[str, _Storage]) -> Any:
     return root
   # torch < 1.0 pickled storage views as (view_key, offset, size) of a root.
   view_key, offset, view_numel = view
-  if (not all(type(v) is int and v >= 0 for v in (offset, view_numel))  # pylint: disable=unidiomatic-typecheck
-      or offset + view_numel > numel):
+  if not (_is_count(offset) and _is_count(view_numel)
+          and offset + view_numel <= numel):
     raise _Corrupt(f"storage view {view!r} lies outside storage {key!r}")
   return _Storage(view_key, dtype, view_numel, root, offset * dtype.itemsize)
 
 
-def _read_zip(fileobj: Any) -> tuple[Any, Callable[[_Storage], bytes], str]:
-  """Unpickles a zip-format checkpoint; returns (tree, storage reader, order)."""
+def _read_zip(f: Any) -> tuple[Any, Callable[[str], bytes | None], bool]:
+  """Unpickles a zip checkpoint; returns (tree, storage reader, big-endian)."""
   try:
-    archive = zipfile.ZipFile(fileobj)
+    archive = zipfile.ZipFile(f)
   except zipfile.BadZipFile as exc:
     raise _Corrupt(f"truncated or corrupt zip archive ({exc})") from exc
-  names = archive.namelist()
+  names = set(archive.namelist())
   pickles = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
   if len(pickles) != 1:
     raise _Corrupt("zip archive without a single <archive>/data.pkl, so not a "
-                   f"PyTorch checkpoint (entries: {names[:5]})")
+                   f"PyTorch checkpoint (entries: {sorted(names)[:5]})")
   prefix = pickles[0][:-len("data.pkl")]
-  order = "little"
-  if prefix + "byteorder" in names:
-    order = archive.read(prefix + "byteorder").decode("ascii", "replace")
-    if order not in ("little", "big"):
-      raise _Corrupt(f"unknown byte order {order!r}")
+  order = (archive.read(prefix + "byteorder")
+           if prefix + "byteorder" in names else b"little")
+  if order not in (b"little", b"big"):
+    raise _Corrupt(f"unknown byte order {order!r}")
   storages: dict[str, _Storage] = {}
   with archive.open(pickles[0]) as stream:
     tree = _RestrictedUnpickler(
         stream, lambda pid: _storage_from_pid(pid, storages)).load()
 
-  def read(storage: _Storage) -> bytes:
-    record = f"{prefix}data/{storage.key}"
-    if record not in names:
-      raise _Corrupt(f"storage record {record!r} is missing")
-    data = archive.read(record)
-    need = storage.numel * storage.dtype.itemsize
-    if len(data) < need:
-      raise _Corrupt(f"storage record {record!r} holds {len(data)} bytes, "
-                     f"its storage declares {need}")
-    return data
-  return tree, read, order
+  def read(key: str) -> bytes | None:
+    record = f"{prefix}data/{key}"
+    return archive.read(record) if record in names else None
+  return tree, read, order == b"big"
 
 
-def _read_legacy(f: Any) -> tuple[Any, Callable[[_Storage], bytes], str]:
-  """Unpickles a legacy-format checkpoint and reads all its storages."""
+def _read_legacy(f: Any) -> tuple[Any, Callable[[str], bytes | None], bool]:
+  """Unpickles a legacy checkpoint and reads all its storages."""
   try:
     magic = _RestrictedUnpickler(f).load()
   except Exception as exc:
-    raise _Corrupt("not a PyTorch checkpoint (no zip archive, no legacy "
-                   f"magic number: {type(exc).__name__}: {exc})") from exc
+    raise _Corrupt("not a PyTorch checkpoint (neither a zip archive nor a "
+                   f"pickle: {type(exc).__name__}: {exc})") from exc
   if magic != _LEGACY_MAGIC:
     raise _Corrupt("not a PyTorch checkpoint (a pickle without the legacy "
                    "magic number)")
@@ -346,52 +320,43 @@ def _read_legacy(f: Any) -> tuple[Any, Callable[[_Storage], bytes], str]:
   tree = _RestrictedUnpickler(
       f, lambda pid: _storage_from_pid(pid, storages)).load()
   keys = _RestrictedUnpickler(f).load()
-  if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-    raise _Corrupt("storage key list is not a list of strings")
+  if not isinstance(keys, list) or not all(k in storages for k in keys):
+    raise _Corrupt(f"storage key list {keys!r:.100} names unknown storages")
   raw: dict[str, bytes] = {}
   for key in keys:
-    if key not in storages:
-      raise _Corrupt(f"storage {key!r} listed but never referenced")
-    storage = storages[key]
-    header = f.read(8)
+    header, need = f.read(8), storages[key].numel * storages[key].dtype.itemsize
     if len(header) < 8:
       raise _Corrupt(f"file truncated before storage {key!r}")
-    (numel,) = struct.unpack("<q", header)
-    if numel != storage.numel:
-      raise _Corrupt(f"storage {key!r} holds {numel} elements, its tensors "
-                     f"declare {storage.numel}")
-    need = numel * storage.dtype.itemsize
+    if struct.unpack("<q", header)[0] != storages[key].numel:
+      raise _Corrupt(f"storage {key!r} holds {struct.unpack('<q', header)[0]} "
+                     f"elements, its tensors declare {storages[key].numel}")
     raw[key] = f.read(need)
     if len(raw[key]) < need:
       raise _Corrupt(f"file truncated inside storage {key!r}: "
                      f"{len(raw[key])} of {need} bytes")
-
-  def read(storage: _Storage) -> bytes:
-    if storage.key not in raw:
-      raise _Corrupt(f"storage {storage.key!r} has no data in the file")
-    return raw[storage.key]
-  return tree, read, "little"
+  return tree, raw.get, False
 
 
-def _to_array(ref: _TensorRef, read: Callable[[_Storage], bytes],
-              swap: bool) -> np.ndarray:
-  """Copies the elements a tensor addresses out of its storage."""
+def _to_array(ref: _TensorRef, data: bytes | None, swap: bool) -> np.ndarray:
+  """Copies the elements a tensor addresses out of its (root) storage bytes."""
   storage, dtype = ref.storage, ref.dtype
-  if storage.root is not None:
-    start = storage.byte_offset
-    data = memoryview(read(storage.root))[
-        start:start + storage.numel * storage.dtype.itemsize]
-  else:
-    data = memoryview(read(storage))[:storage.numel * storage.dtype.itemsize]
+  root = storage if storage.root is None else storage.root
+  if data is None:
+    raise _Corrupt(f"storage {root.key!r} has no data in the file")
+  if len(data) < root.numel * root.dtype.itemsize:
+    raise _Corrupt(f"storage {root.key!r} holds {len(data)} bytes, its "
+                   f"header says {root.numel * root.dtype.itemsize}")
   if 0 in ref.size:
     return np.empty(ref.size, dtype)
+  start = storage.byte_offset
+  data = memoryview(data)[start:start + storage.numel * storage.dtype.itemsize]
   extent = ref.offset + 1 + sum(
       (n - 1) * s for n, s in zip(ref.size, ref.stride))
   available = len(data) // dtype.itemsize
   if extent > available:
     raise _Corrupt(f"tensor of size {ref.size}, stride {ref.stride}, offset "
                    f"{ref.offset} needs {extent} elements but storage "
-                   f"{storage.key!r} holds {available}")
+                   f"{root.key!r} holds {available}")
   flat = np.frombuffer(data, dtype, count=available)[ref.offset:extent]
   array = np.lib.stride_tricks.as_strided(
       flat, ref.size, tuple(s * dtype.itemsize for s in ref.stride)).copy()
@@ -442,30 +407,22 @@ def _load(path: str | os.PathLike) -> tuple[Any, set[int]]:
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"PyTorch checkpoint not found: {path}")
-  tensor_ids: set[int] = set()
   with open(path, "rb") as f:
     try:
       head = f.read(512)
       f.seek(0)
-      if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        tree, read, order = _read_zip(f)
-      elif head[257:262] == b"ustar":
+      if head[257:262] == b"ustar":
         raise _Corrupt("a tar-format PyTorch checkpoint (torch < 0.4); this "
                        "format is not supported, re-save it with torch.save")
-      elif head[:1] == b"\x80":
-        tree, read, order = _read_legacy(f)
-      else:
-        raise _Corrupt("not a PyTorch checkpoint (neither a zip archive nor "
-                       "a pickle)")
-      cache: dict[int, bytes] = {}
-
-      def cached_read(storage: _Storage) -> bytes:
-        if id(storage) not in cache:
-          cache[id(storage)] = read(storage)
-        return cache[id(storage)]
+      is_zip = head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+      tree, read, swap = (_read_zip if is_zip else _read_legacy)(f)
+      tensor_ids, storage_bytes = set(), {}
 
       def convert(ref: _TensorRef) -> np.ndarray:
-        array = _to_array(ref, cached_read, order == "big")
+        root = ref.storage if ref.storage.root is None else ref.storage.root
+        if root.key not in storage_bytes:
+          storage_bytes[root.key] = read(root.key)
+        array = _to_array(ref, storage_bytes[root.key], swap)
         tensor_ids.add(id(array))
         return array
       return _materialize(tree, convert), tensor_ids
