@@ -67,6 +67,10 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.data.lr_interpolation = "bilinear"  # or 'bicubic'
   config.data.worker_count = 0
   config.data.skip_unreadable = False
+  # Dataset-specific reader/builder options (data_pipelines.benchmarks
+  # DEFAULT_OPTIONS); each benchmark config lists the ones it exposes.
+  config.data.options = ml_collections.ConfigDict()
+  config.data.options.factors = (2, 3, 4)  # LR down-sampling factors r
 
   config.loss = ml_collections.ConfigDict()
   config.loss.ce_weight = 1.15

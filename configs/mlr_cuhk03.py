@@ -10,5 +10,6 @@ from configs import base
 def get_config(preset: str = "paper"):
   config = base.get_base_config(preset)
   config.data.name = "mlr_cuhk03"
-  config.data.cuhk03_images = 'labeled'  # or 'detected'
+  config.data.options.cuhk03_images = "labeled"  # or 'detected'
+  config.data.options.lr_camera_in_pair = 1  # which camera of each pair is LR
   return config

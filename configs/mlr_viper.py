@@ -10,4 +10,5 @@ from configs import base
 def get_config(preset: str = "paper"):
   config = base.get_base_config(preset)
   config.data.name = "mlr_viper"
+  config.data.options.lr_camera = "cam_b"
   return config

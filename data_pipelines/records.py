@@ -18,7 +18,9 @@ class ImageRecord(NamedTuple):
       has one (MLR query images, and every training image of an MLR set so
       training can form HR/LR pairs). None for HR-only images.
     lr_factor: the down-sampling factor r of `lr_path` (2, 3 or 4); 1 when
-      there is no LR version.
+      there is no LR version, and also for a genuine LR image (CAVIAR's LR
+      camera, where `lr_path == hr_path`); 0 when unknown (a pre-built LR
+      folder whose sizes are not an exact 2/3/4 ratio).
   """
   hr_path: str
   pid: int

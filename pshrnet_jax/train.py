@@ -79,7 +79,7 @@ def load_benchmark(config: ml_collections.ConfigDict, workdir: str) -> Benchmark
   """Reads (and on first use builds) the configured benchmark."""
   d = config.data
   build_dir = d.build_dir or os.path.join(workdir, "data")
-  options = dict(d.get("options", {}) or {})
+  options = d.options.to_dict()
   if d.lr_root:
     options["lr_root"] = d.lr_root
   if d.skip_unreadable:
