@@ -411,10 +411,10 @@ def _load(path: str | os.PathLike) -> tuple[Any, set[int]]:
     try:
       head = f.read(512)
       f.seek(0)
-      if head[257:262] == b"ustar":
+      is_zip = head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+      if not is_zip and head[257:262] == b"ustar":
         raise _Corrupt("a tar-format PyTorch checkpoint (torch < 0.4); this "
                        "format is not supported, re-save it with torch.save")
-      is_zip = head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
       tree, read, swap = (_read_zip if is_zip else _read_legacy)(f)
       tensor_ids, storage_bytes = set(), {}
 
