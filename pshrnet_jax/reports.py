@@ -1,0 +1,289 @@
+"""Results people can read and look at: JSON, Markdown, CMC plot, ranked lists.
+
+All figures in results.json and results.md are percentages (rank-k, mAP,
+mINP), rounded to 2 decimals, with the protocol and AP convention named, so a
+number is never quoted without the rules that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+import matplotlib
+
+matplotlib.use("Agg")  # Headless: reports are written on servers.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+from PIL import Image, ImageDraw
+
+from pshrnet_jax.evaluation import RankResult
+from pshrnet_jax.features import load_image
+from pshrnet_jax.sr_quality import SRQuality
+
+CORRECT_COLOR = (0, 200, 0)
+WRONG_COLOR = (220, 0, 0)
+QUERY_COLOR = (128, 128, 128)
+BACKGROUND = (255, 255, 255)
+HEADER_HEIGHT = 16
+
+GalleryImages = Union[Sequence, Callable[[int], np.ndarray]]
+
+
+def _pct(x) -> float:
+  return round(float(x) * 100.0, 2)
+
+
+def _summary(result: RankResult) -> dict:
+  """The headline numbers of one RankResult, in percent."""
+  out = {
+      "rank1": _pct(result.rank(1)),
+      "rank5": _pct(result.rank(5)) if len(result.cmc) >= 5 else None,
+      "rank10": _pct(result.rank(10)) if len(result.cmc) >= 10 else None,
+      "mAP": _pct(result.mAP),
+      "mINP": _pct(result.mINP),
+      "num_valid_queries": result.num_valid_queries,
+      "num_queries": result.num_queries,
+  }
+  if result.trials is not None:
+    trials = result.trials
+    std = trials.cmc_std
+    out["single_shot"] = {
+        "trials": int(trials.mAP.shape[0]),
+        "rank1_std": _pct(std[0]),
+        "rank5_std": _pct(std[4]) if len(std) >= 5 else None,
+        "rank10_std": _pct(std[9]) if len(std) >= 10 else None,
+        "mAP_std": _pct(trials.mAP_std),
+        "per_trial_rank1": [_pct(c[0]) for c in trials.cmc],
+        "per_trial_mAP": [_pct(m) for m in trials.mAP],
+    }
+  return out
+
+
+def results_dict(result: RankResult, *, dataset: str = "",
+                 sr: Optional[SRQuality] = None) -> dict:
+  """The content of results.json.
+
+  Args:
+    result: the evaluation (with per_factor and trials when present).
+    dataset: benchmark name, e.g. "mlr_market1501".
+    sr: SR quality, when measured.
+
+  Returns:
+    A JSON-serialisable dict.
+  """
+  out = {"dataset": dataset, "protocol": result.protocol,
+         "ap_convention": result.ap_convention, **_summary(result),
+         "cmc": [_pct(c) for c in result.cmc]}
+  if result.per_factor:
+    out["per_factor"] = {str(k): _summary(v)
+                         for k, v in sorted(result.per_factor.items())}
+  if sr is not None:
+    out["sr"] = {"psnr": round(sr.psnr, 3), "ssim": round(sr.ssim, 4),
+                 "num_images": sr.num_images}
+  return out
+
+
+def results_markdown(result: RankResult, *, dataset: str = "",
+                     sr: Optional[SRQuality] = None) -> str:
+  """A Markdown table of the results (percent; single shot: mean ± std)."""
+
+  def cell(value, spread):
+    text = f"{value * 100:.2f}"
+    return text if spread is None else f"{text} ± {spread * 100:.2f}"
+
+  def row(label, r):
+    s = r.trials.cmc_std if r.trials is not None else None
+    ranks = [cell(r.cmc[k - 1], None if s is None else s[k - 1])
+             if len(r.cmc) >= k else "-" for k in (1, 5, 10)]
+    m_ap = cell(r.mAP, None if r.trials is None else r.trials.mAP_std)
+    return (f"| {label} | {' | '.join(ranks)} | {m_ap} | {r.mINP * 100:.2f} "
+            f"| {r.num_valid_queries}/{r.num_queries} |")
+
+  lines = [
+      f"# Results{': ' + dataset if dataset else ''}", "",
+      f"Protocol: {result.protocol}; AP convention: {result.ap_convention}"
+      + (f"; {result.trials.mAP.shape[0]} single-shot trials (mean ± std)"
+         if result.trials is not None else ""), "",
+      "| queries | Rank-1 | Rank-5 | Rank-10 | mAP | mINP | valid/all |",
+      "|---|---|---|---|---|---|---|",
+      row("all", result)]
+  for factor, r in sorted(result.per_factor.items()):
+    lines.append(row(f"LR x{factor}", r))
+  if sr is not None:
+    lines += ["", "| SR quality | PSNR (dB) | SSIM | images |", "|---|---|---|---|",
+              f"| SR vs HR | {sr.psnr:.2f} | {sr.ssim:.4f} | "
+              f"{sr.num_images} |"]
+  return "\n".join(lines) + "\n"
+
+
+def write_results(workdir: str, result: RankResult, *, dataset: str = "",
+                  sr: Optional[SRQuality] = None) -> tuple[str, str]:
+  """Writes results.json and results.md into `workdir`; returns their paths."""
+  os.makedirs(workdir, exist_ok=True)
+  json_path = os.path.join(workdir, "results.json")
+  md_path = os.path.join(workdir, "results.md")
+  with open(json_path, "w") as f:
+    json.dump(results_dict(result, dataset=dataset, sr=sr), f, indent=2)
+  with open(md_path, "w") as f:
+    f.write(results_markdown(result, dataset=dataset, sr=sr))
+  return json_path, md_path
+
+
+def plot_cmc(path: str, results: Union[RankResult, Mapping[str, RankResult]],
+             *, max_rank: int = 50, size_px: tuple[int, int] = (600, 400),
+             dpi: int = 100) -> str:
+  """Saves CMC curves (percent vs rank) as a PNG of `size_px` (width, height).
+
+  Args:
+    path: the PNG to write.
+    results: one RankResult, or label -> RankResult for several curves.
+    max_rank: last rank plotted.
+    size_px: image (width, height) in pixels.
+    dpi: resolution used to size the figure.
+
+  Returns:
+    `path`.
+  """
+  if isinstance(results, RankResult):
+    results = {"": results}
+  fig, ax = plt.subplots(figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi)
+  for label, r in results.items():
+    n = min(max_rank, len(r.cmc))
+    ax.plot(np.arange(1, n + 1), np.asarray(r.cmc[:n]) * 100,
+            label=f"{label} R1 {r.rank(1) * 100:.1f}".strip())
+  ax.set_xlabel("rank")
+  ax.set_ylabel("matching rate (%)")
+  ax.set_title("CMC")
+  ax.set_ylim(0, 101)
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+  return path
+
+
+def ranked_matches(distances: np.ndarray, q_pids: np.ndarray,
+                   g_pids: np.ndarray, q_camids: np.ndarray,
+                   g_camids: np.ndarray, top_k: int = 10
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Top-k gallery indices per query and whether each is a correct match.
+
+  Gallery entries with the query's identity and camera are skipped, as in the
+  metrics; ties are ordered by gallery index.
+
+  Args:
+    distances: (Q, G) distances.
+    q_pids: (Q,) query identities.
+    g_pids: (G,) gallery identities.
+    q_camids: (Q,) query cameras.
+    g_camids: (G,) gallery cameras.
+    top_k: how many per query.
+
+  Returns:
+    (indices (Q, top_k) int64, correct (Q, top_k) bool).
+  """
+  distances = np.array(distances, dtype=np.float64)
+  g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
+  same = ((np.asarray(q_pids)[:, None] == g_pids[None]) &
+          (np.asarray(q_camids)[:, None] == g_camids[None]))
+  distances[same] = np.inf
+  order = np.argsort(distances, axis=1, kind="stable")[:, :top_k]
+  return order, g_pids[order] == np.asarray(q_pids)[:, None]
+
+
+def _framed(image: np.ndarray, color, border: int) -> np.ndarray:
+  h, w = image.shape[:2]
+  out = np.empty((h + 2 * border, w + 2 * border, 3), np.uint8)
+  out[:] = color
+  out[border:border + h, border:border + w] = image
+  return out
+
+
+def _to_uint8(image) -> np.ndarray:
+  arr = np.asarray(image)
+  if arr.dtype != np.uint8:
+    arr = np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+  return arr
+
+
+def ranked_list_box_origin(row: int, column: int, *,
+                           cell_size: tuple[int, int] = (128, 64),
+                           border: int = 4, gap: int = 6) -> tuple[int, int]:
+  """(y, x) of the top-left pixel of a framed cell in `save_ranked_list`.
+
+  Column 0 is the LR query, 1 its SR output (when given), then ranks 1..k.
+  """
+  box_h, box_w = cell_size[0] + 2 * border, cell_size[1] + 2 * border
+  return (HEADER_HEIGHT + gap + row * (box_h + gap), gap + column *
+          (box_w + gap))
+
+
+def save_ranked_list(path: str, query_images: Sequence, gallery_images:
+                     GalleryImages, ranked_indices: np.ndarray,
+                     correct: np.ndarray, *, sr_images: Optional[Sequence] =
+                     None, cell_size: tuple[int, int] = (128, 64),
+                     border: int = 4, gap: int = 6) -> tuple[int, int]:
+  """Draws queries, their SR output and top-k gallery images framed green/red.
+
+  Args:
+    path: the PNG to write.
+    query_images: Q LR query images (paths, uint8 arrays or [0, 1] floats).
+    gallery_images: gallery images by index: a sequence of paths/arrays, or a
+      function index -> uint8 image (to avoid loading the whole gallery).
+    ranked_indices: (Q, k) gallery indices, nearest first.
+    correct: (Q, k) bool, True where the gallery image is the query's person.
+    sr_images: Q SR outputs (RGB [0, 1] float or uint8), drawn beside the
+      queries; None for no SR column.
+    cell_size: (height, width) every image is resized to (bilinear).
+    border: frame width in pixels (green correct, red wrong, grey query).
+    gap: white space between cells.
+
+  Returns:
+    The image (width, height).
+  """
+  ranked_indices, correct = np.asarray(ranked_indices), np.asarray(correct)
+  num_q, top_k = ranked_indices.shape
+  if correct.shape != ranked_indices.shape or len(query_images) != num_q:
+    raise ValueError(f"ranked_indices {ranked_indices.shape}, correct "
+                     f"{correct.shape} and {len(query_images)} query images "
+                     f"do not match")
+  if sr_images is not None and len(sr_images) != num_q:
+    raise ValueError(f"{len(sr_images)} SR images for {num_q} queries")
+  get = gallery_images if callable(gallery_images) else (
+      lambda i: gallery_images[i])
+  first = 2 if sr_images is not None else 1
+  columns = first + top_k
+  height = ranked_list_box_origin(num_q, 0, cell_size=cell_size,
+                                  border=border, gap=gap)[0]
+  width = ranked_list_box_origin(0, columns, cell_size=cell_size,
+                                 border=border, gap=gap)[1]
+  canvas = np.empty((height, width, 3), np.uint8)
+  canvas[:] = BACKGROUND
+
+  def put(row, col, image, color):
+    y, x = ranked_list_box_origin(row, col, cell_size=cell_size, border=border,
+                                  gap=gap)
+    box = _framed(load_image(_to_uint8(image) if not isinstance(image, str)
+                             else image, cell_size), color, border)
+    canvas[y:y + box.shape[0], x:x + box.shape[1]] = box
+
+  for r in range(num_q):
+    put(r, 0, query_images[r], QUERY_COLOR)
+    if sr_images is not None:
+      put(r, 1, sr_images[r], QUERY_COLOR)
+    for k in range(top_k):
+      put(r, first + k, get(int(ranked_indices[r, k])),
+          CORRECT_COLOR if correct[r, k] else WRONG_COLOR)
+  picture = Image.fromarray(canvas)
+  draw = ImageDraw.Draw(picture)
+  labels = ["query"] + (["SR"] if sr_images is not None else []) + [
+      str(k + 1) for k in range(top_k)]
+  for c, label in enumerate(labels):
+    x = ranked_list_box_origin(0, c, cell_size=cell_size, border=border,
+                               gap=gap)[1]
+    draw.text((x + border, 2), label, fill=(0, 0, 0))
+  picture.save(path)
+  return picture.size
