@@ -60,9 +60,8 @@ tree each benchmark expects.
 
 
 def _features() -> tfds.features.FeaturesDict:
-  image = tfds.features.Image(shape=(None, None, 3))
   return tfds.features.FeaturesDict({
-      "hr": image,
+      "hr": tfds.features.Image(shape=(None, None, 3)),
       "lr": tfds.features.Sequence(tfds.features.Image(shape=(None, None, 3))),
       "pid": tfds.features.Scalar(np.int64),
       "camid": tfds.features.Scalar(np.int64),
@@ -88,11 +87,6 @@ def _examples(records: tuple[records_lib.ImageRecord, ...]):
     }
 
 
-def _split_generators(benchmark: records_lib.Benchmark) -> dict[str, Any]:
-  return {split: _examples(tuple(getattr(benchmark, split)))
-          for split in SPLITS if getattr(benchmark, split)}
-
-
 class _BenchmarkBuilderBase(tfds.core.GeneratorBasedBuilder,
                             skip_registration=True):
   """Shared features and generation; subclasses say where the records come from."""
@@ -114,10 +108,12 @@ class _BenchmarkBuilderBase(tfds.core.GeneratorBasedBuilder,
     """The records to write (each subclass says where they come from)."""
 
   def _split_generators(self, dl_manager):
-    return _split_generators(self._benchmark(dl_manager))
+    benchmark = self._benchmark(dl_manager)
+    # TFDS cannot write an empty split: leave it out.
+    return {split: self._generate_examples(tuple(getattr(benchmark, split)))
+            for split in SPLITS if getattr(benchmark, split)}
 
   def _generate_examples(self, records):  # pytype: disable=signature-mismatch
-    # Unused: _split_generators hands TFDS ready generators.
     return _examples(records)
 
 
