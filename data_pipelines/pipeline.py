@@ -319,10 +319,10 @@ class _EvalBatchLoader:
     batch = {"image": np.zeros((size, height, width, 3), np.uint8)}
     if self._include_hr:
       batch["hr"] = np.zeros((size, height, width, 3), np.uint8)
-    # Padding rows: zero images, -1 ids, factor 0, valid False.
-    for key in ("pid", "camid", "index"):
+    # Padding rows: zero images, -1 everywhere (lr_factor 0 means "unknown"
+    # in records.py, so padding must not use it), valid False.
+    for key in ("pid", "camid", "index", "lr_factor"):
       batch[key] = np.full((size,), -1, np.int32)
-    batch["lr_factor"] = np.zeros((size,), np.int32)
     batch["valid"] = np.zeros((size,), bool)
     for row in range(count):
       i = start + row
@@ -375,7 +375,7 @@ def make_eval_batches(
                  version, else 1;
     'index':     int32 (B,), position in `records`;
     'valid':     bool (B,), False on the padding rows of the last batch
-                 (zero images, pid/camid/index -1, lr_factor 0).
+                 (zero images; pid, camid, index, lr_factor -1).
 
   Args:
     records: the query or gallery records.

@@ -267,7 +267,8 @@ def test_eval_batches_are_padded_and_masked(records):
     assert batch["camid"][row] == record.camid
     assert batch["lr_factor"][row] == record.lr_factor
   assert not out[2]["image"][2:].any() and not out[2]["hr"][2:].any()
-  np.testing.assert_array_equal(out[2]["pid"][2:], [-1, -1])
+  for key in ("pid", "camid", "lr_factor"):
+    np.testing.assert_array_equal(out[2][key][2:], [-1, -1])
   # use_lr=False feeds the HR image even where an LR version exists
   hr_batches = list(pipeline.make_eval_batches(
       chosen[:2], image_size=_SIZE, batch_size=2, use_lr=False))
