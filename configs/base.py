@@ -66,6 +66,9 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.data.k = 4 if released else 6
   config.data.lr_interpolation = "bilinear"  # or 'bicubic'
   config.data.worker_count = 0
+  # 'tfds': pack the benchmark once into ArrayRecord files read through
+  # grain; 'files': read the image files directly.
+  config.data.source = "tfds"
   config.data.skip_unreadable = False
   # Dataset-specific reader/builder options (data_pipelines.benchmarks
   # DEFAULT_OPTIONS); each benchmark config lists the ones it exposes.

@@ -75,10 +75,34 @@ def build_student(config: ml_collections.ConfigDict, num_classes: int):
                         dtype=_dtype(config))
 
 
+def data_build_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Where built data (MLR images, TFDS files, image caches) goes."""
+  return config.data.build_dir or os.path.join(workdir, "data")
+
+
+def data_sources(config: ml_collections.ConfigDict, workdir: str,
+                 benchmark: Benchmark) -> dict[str, Any]:
+  """Random-access image sources per split ('train', 'query', 'gallery').
+
+  With `data.source='tfds'` the benchmark is packed once into ArrayRecord
+  files (tensorflow-datasets, no TensorFlow needed) and read from there;
+  with 'files' the pipelines read the image files directly. Either way the
+  decoded, resized images are cached under the build dir on first use.
+  """
+  if config.data.source == "files":
+    return {}
+  if config.data.source != "tfds":
+    raise ValueError(f"--config.data.source={config.data.source!r}; expected "
+                     "'tfds' or 'files'.")
+  from data_pipelines import tfds_builder  # pylint: disable=g-import-not-at-top
+  return tfds_builder.prepare_benchmark_source(
+      benchmark, os.path.join(data_build_dir(config, workdir), "tfds"))
+
+
 def load_benchmark(config: ml_collections.ConfigDict, workdir: str) -> Benchmark:
   """Reads (and on first use builds) the configured benchmark."""
   d = config.data
-  build_dir = d.build_dir or os.path.join(workdir, "data")
+  build_dir = data_build_dir(config, workdir)
   options = d.options.to_dict()
   if d.lr_root:
     options["lr_root"] = d.lr_root
@@ -144,7 +168,8 @@ def _phase_epochs(config, phase: str) -> int:
 
 
 def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
-                benchmark: Benchmark, mesh) -> dict[str, Any]:
+                benchmark: Benchmark, sources: Mapping[str, Any],
+                mesh) -> dict[str, Any]:
   """Trains one phase to completion (resuming if possible).
 
   Returns:
@@ -158,7 +183,8 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
       seed=config.seed, with_lr=(phase == "phase2"),
       lr_interpolation=d.lr_interpolation,
       shard_index=jax.process_index(), shard_count=jax.process_count(),
-      worker_count=d.worker_count)
+      worker_count=d.worker_count, source=sources.get("train"),
+      cache_dir=os.path.join(data_build_dir(config, workdir), "image_cache"))
   num_classes = data_iter.num_classes
   model = (build_teacher if phase == "phase1" else build_student)(
       config, num_classes)
@@ -278,10 +304,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   logging.info("Benchmark %s: %d train, %d query, %d gallery images.",
                benchmark.name, len(benchmark.train), len(benchmark.query),
                len(benchmark.gallery))
+  sources = data_sources(config, workdir, benchmark)
   if config.mode in ("phase1", "all"):
-    train_phase(config, workdir, "phase1", benchmark, mesh)
+    train_phase(config, workdir, "phase1", benchmark, sources, mesh)
   if config.mode in ("phase2", "all") and not config.hr_only:
-    train_phase(config, workdir, "phase2", benchmark, mesh)
+    train_phase(config, workdir, "phase2", benchmark, sources, mesh)
   if config.mode in ("eval", "all"):
-    return eval_run.evaluate_workdir(config, workdir, benchmark)
+    return eval_run.evaluate_workdir(config, workdir, benchmark, sources)
   return {}
