@@ -1,0 +1,159 @@
+"""Building blocks shared by the HRNet, VDSR-CA and ReID modules.
+
+Every default here is PyTorch's, set explicitly, because the weights these
+modules run come from PyTorch checkpoints and parity tests compare against
+PyTorch: BatchNorm momentum 0.9 (PyTorch 0.1), epsilon 1e-5, convolutions
+without bias, and symmetric padding k // 2 on every side (Flax's 'SAME' pads
+a stride-2 3x3 convolution asymmetrically, which shifts every later map by
+half a pixel relative to PyTorch).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# Kaiming-normal, fan-out, ReLU gain: the official HRNet initialisation, and
+# for 3x3 convolutions the same law as VDSR's N(0, sqrt(2 / (k * k * out))).
+conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def conv(features: int, kernel_size: int, stride: int = 1, *,
+         use_bias: bool = False, dtype: Dtype = jnp.float32,
+         name: str | None = None) -> nn.Conv:
+  """A PyTorch-equivalent Conv2d(padding=kernel_size // 2) in NHWC.
+
+  Args:
+    features: output channels.
+    kernel_size: square kernel size.
+    stride: square stride.
+    use_bias: whether the convolution has a bias (HRNet's are bias-free).
+    dtype: computation dtype; parameters stay float32.
+    name: module name.
+
+  Returns:
+    The `nn.Conv` module.
+  """
+  pad = kernel_size // 2
+  return nn.Conv(
+      features, (kernel_size, kernel_size), strides=(stride, stride),
+      padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
+      param_dtype=jnp.float32, kernel_init=conv_kernel_init, name=name)
+
+
+def batch_norm(train: bool, *, dtype: Dtype = jnp.float32,
+               name: str | None = None) -> nn.BatchNorm:
+  """BatchNorm with PyTorch's defaults (momentum 0.1 == Flax 0.9, eps 1e-5).
+
+  Args:
+    train: batch statistics (True) or running averages (False).
+    dtype: computation dtype; parameters and statistics stay float32.
+    name: module name.
+
+  Returns:
+    The `nn.BatchNorm` module.
+  """
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+      param_dtype=jnp.float32, name=name)
+
+
+class ConvBN(nn.Module):
+  """Conv (bias-free unless asked) + BatchNorm + optional ReLU.
+
+  Attributes:
+    features: output channels.
+    kernel_size: square kernel size.
+    stride: square stride.
+    relu: apply a ReLU after the BatchNorm.
+    use_bias: convolution bias (the ImageNet head's convolutions have one).
+    dtype: computation dtype.
+  """
+  features: int
+  kernel_size: int = 3
+  stride: int = 1
+  relu: bool = True
+  use_bias: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = conv(self.features, self.kernel_size, self.stride,
+             use_bias=self.use_bias, dtype=self.dtype, name="conv")(x)
+    x = batch_norm(train, dtype=self.dtype, name="bn")(x)
+    return nn.relu(x) if self.relu else x
+
+
+class BasicBlock(nn.Module):
+  """HRNet's BasicBlock (expansion 1): two 3x3 conv-BN with identity skip.
+
+  HRNet only builds it with matching channels and stride 1, so it has no
+  downsample path; asking for another configuration is an error.
+
+  Attributes:
+    features: channels in and out.
+    dtype: computation dtype.
+  """
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if x.shape[-1] != self.features:
+      raise ValueError(
+          f"BasicBlock {self.name}: input has {x.shape[-1]} channels, "
+          f"expected {self.features} (HRNet branches keep their width)")
+    y = conv(self.features, 3, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
+    y = conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
+    y = batch_norm(train, dtype=self.dtype, name="bn2")(y)
+    return nn.relu(y + x)
+
+
+class Bottleneck(nn.Module):
+  """ResNet/HRNet Bottleneck (expansion 4), downsample path when needed.
+
+  Parameter names follow PyTorch's (`conv1..3`, `bn1..3`); the 1x1
+  projection `downsample.0/1` becomes `downsample_conv` / `downsample_bn`.
+
+  Attributes:
+    planes: bottleneck width; the output has `4 * planes` channels.
+    stride: stride of the 3x3 convolution (and of the projection).
+    dtype: computation dtype.
+  """
+  planes: int
+  stride: int = 1
+  dtype: Dtype = jnp.float32
+
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    out_features = self.planes * self.expansion
+    y = conv(self.planes, 1, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
+    y = conv(self.planes, 3, self.stride, dtype=self.dtype, name="conv2")(y)
+    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn2")(y))
+    y = conv(out_features, 1, dtype=self.dtype, name="conv3")(y)
+    y = batch_norm(train, dtype=self.dtype, name="bn3")(y)
+    if self.stride != 1 or x.shape[-1] != out_features:
+      x = conv(out_features, 1, self.stride, dtype=self.dtype,
+               name="downsample_conv")(x)
+      x = batch_norm(train, dtype=self.dtype, name="downsample_bn")(x)
+    return nn.relu(y + x)
+
+
+def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
+  """Nearest-neighbour upsampling by an integer factor (torch 'nearest').
+
+  Args:
+    x: (B, H, W, C).
+    factor: integer scale.
+
+  Returns:
+    (B, H * factor, W * factor, C).
+  """
+  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)

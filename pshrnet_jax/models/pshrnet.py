@@ -1,0 +1,120 @@
+"""HRNet-ReID (the teacher / HR model) and PS-HRNet (the student), SPEC 1.4.
+
+Parameter paths: `HRNetReID` holds `backbone` and `incre_modules` with the
+same paths as `HRNetClassifier` (so ImageNet weights copy across), and
+`head` (`fc1`, `bn`, `fc2`). `PSHRNet` holds `sr` (the SR network) and
+`reid` (an `HRNetReID`).
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pshrnet_jax.models import hrnet
+from pshrnet_jax.models import reid_head
+from pshrnet_jax.models import vdsr_ca
+
+Dtype = Any
+
+SR_MODULES = ("vdsr_ca", "vdsr", "none")
+
+
+class HRNetReID(nn.Module):
+  """HRNet backbone + incre_modules + the ReID head: the teacher model.
+
+  Attributes:
+    width: backbone width (32 in the paper).
+    num_classes: training identities M (751 is Market-1501's).
+    pooling: 'avg', 'max' or 'avgmax' (paper default; Table V ablation).
+    head_planes: incre_modules planes (paper: 32/64/128/256; smaller for
+      tests and CPU demos).
+    dropout_rate: dropout before the identity classifier.
+    dtype: computation dtype (parameters stay float32; outputs float32).
+  """
+  width: int = 32
+  num_classes: int = 751
+  pooling: str = "avgmax"
+  head_planes: Sequence[int] = hrnet.HEAD_PLANES
+  dropout_rate: float = 0.5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Runs the ReID model.
+
+    Args:
+      x: (B, H, W, 3) ImageNet-normalised images, H and W multiples of 32.
+      train: batch statistics + dropout (needs a 'dropout' RNG) or inference.
+
+    Returns:
+      (logits, aux): aux holds seq1..seq5, l_f, logits and feature
+      (= concat(seq5, l_f), the test-time descriptor), all float32.
+    """
+    if self.pooling not in reid_head.POOLING_MODES:
+      raise ValueError(f"pooling must be one of {reid_head.POOLING_MODES}, "
+                       f"got {self.pooling!r}")
+    xs = hrnet.HRNet(self.width, dtype=self.dtype, name="backbone")(x, train)
+    xs = hrnet.IncreModules(self.head_planes, dtype=self.dtype,
+                            name="incre_modules")(xs, train)
+    return reid_head.ReIDHead(
+        self.num_classes, pooling=self.pooling,
+        dropout_rate=self.dropout_rate, dtype=self.dtype,
+        name="head")(xs, train)
+
+
+class PSHRNet(nn.Module):
+  """The PS-HRNet student: an SR network followed by HRNet-ReID.
+
+  Attributes:
+    width: backbone width.
+    num_classes: training identities M.
+    pooling: ReID pooling mode.
+    sr_module: 'vdsr_ca' (paper), 'vdsr' (no channel attention) or 'none'
+      (the input goes straight to the ReID model; aux['sr'] is the input).
+    sr_blocks: SR middle blocks (18).
+    sr_features: SR channels (64).
+    sr_squeeze_channels: channel-attention bottleneck (4).
+    head_planes: incre_modules planes.
+    dropout_rate: dropout before the identity classifier.
+    dtype: computation dtype.
+  """
+  width: int = 32
+  num_classes: int = 751
+  pooling: str = "avgmax"
+  sr_module: str = "vdsr_ca"
+  sr_blocks: int = 18
+  sr_features: int = 64
+  sr_squeeze_channels: int = 4
+  head_planes: Sequence[int] = hrnet.HEAD_PLANES
+  dropout_rate: float = 0.5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Super-resolves, then runs the ReID model.
+
+    Args:
+      x: (B, H, W, 3) LR images resized to network size, normalised.
+      train: training mode (BatchNorm statistics, dropout).
+
+    Returns:
+      (logits, aux): HRNetReID's aux plus 'sr', the SR output.
+    """
+    if self.sr_module not in SR_MODULES:
+      raise ValueError(f"sr_module must be one of {SR_MODULES}, "
+                       f"got {self.sr_module!r}")
+    if self.sr_module == "none":
+      sr = x.astype(jnp.float32)
+    else:
+      sr = vdsr_ca.VDSRCA(
+          self.sr_blocks, self.sr_features, self.sr_squeeze_channels,
+          channel_attention=self.sr_module == "vdsr_ca", dtype=self.dtype,
+          name="sr")(x)
+    logits, aux = HRNetReID(
+        self.width, self.num_classes, self.pooling, self.head_planes,
+        self.dropout_rate, dtype=self.dtype, name="reid")(sr, train)
+    return logits, {**aux, "sr": sr}

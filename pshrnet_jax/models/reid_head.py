@@ -1,0 +1,150 @@
+"""The HRNet-ReID representation head (SPEC 1.3).
+
+Each incre_modules output is pooled to a small grid with PyTorch's adaptive
+pooling, flattened channel-major (NCHW `.view(B, -1)` order, so FC weights
+loaded from PyTorch line up), concatenated into Seq5, and fed to the
+released code's ClassBlock: Linear -> BatchNorm1d -> Dropout -> Linear.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# Output grid of the adaptive pooling per branch, and the weight of the max
+# pool in `avg + lambda * max` (SPEC 1.3 table).
+POOL_SIZES = (4, 2, 2, 1)
+MAX_WEIGHTS = (0.5, 0.2, 0.2, 0.2)
+POOLING_MODES = ("avg", "max", "avgmax")
+EMBED_FEATURES = 512
+
+# Released code: Linear kaiming-normal fan_out, BatchNorm1d weight N(1, 0.02),
+# classifier N(0, 0.001); biases zero.
+_fc1_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+_fc2_init = nn.initializers.normal(stddev=0.001)
+
+
+def _bn1d_scale_init(key: jax.Array, shape: Sequence[int],
+                     dtype: Dtype = jnp.float32) -> jax.Array:
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def _adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
+  # PyTorch's rule: bin i covers [floor(i*size/out), ceil((i+1)*size/out)).
+  return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def adaptive_pool(x: jax.Array, output_size: int, mode: str) -> jax.Array:
+  """PyTorch-exact AdaptiveAvgPool2d / AdaptiveMaxPool2d on NHWC maps.
+
+  Bins follow PyTorch (possibly overlapping, unequal when the size does not
+  divide), so any input size gives torch's result. The pooling is done
+  along H, then along W; both mean and max separate over rectangular bins.
+
+  Args:
+    x: (B, H, W, C).
+    output_size: side of the square output grid.
+    mode: 'avg' or 'max'.
+
+  Returns:
+    (B, output_size, output_size, C).
+  """
+  if mode not in ("avg", "max"):
+    raise ValueError(f"adaptive_pool mode must be 'avg' or 'max', got {mode!r}")
+  if x.shape[1] < output_size or x.shape[2] < output_size:
+    raise ValueError(f"cannot pool a {x.shape[1]}x{x.shape[2]} map to "
+                     f"{output_size}x{output_size}")
+  reduce = jnp.mean if mode == "avg" else jnp.max
+  for axis in (1, 2):
+    size = x.shape[axis]
+    if size % output_size == 0:
+      # Equal bins: one reshape instead of `output_size` slices.
+      shape = x.shape[:axis] + (output_size, size // output_size) + x.shape[axis + 1:]
+      x = reduce(x.reshape(shape), axis=axis + 1)
+    else:
+      x = jnp.concatenate(
+          [reduce(jax.lax.slice_in_dim(x, lo, hi, axis=axis), axis=axis,
+                  keepdims=True)
+           for lo, hi in _adaptive_bins(size, output_size)], axis=axis)
+  return x
+
+
+def pool_branch(x: jax.Array, output_size: int, max_weight: float,
+                pooling: str) -> jax.Array:
+  """Pools one branch and flattens it channel-major.
+
+  Args:
+    x: (B, H, W, C) incre_modules output.
+    output_size: side s of the adaptive pooling grid.
+    max_weight: lambda of `avg + lambda * max`.
+    pooling: 'avg', 'max' or 'avgmax'.
+
+  Returns:
+    (B, C * s * s), in PyTorch's NCHW `.view(B, -1)` order.
+  """
+  if pooling == "avg":
+    y = adaptive_pool(x, output_size, "avg")
+  elif pooling == "max":
+    y = adaptive_pool(x, output_size, "max")
+  elif pooling == "avgmax":
+    y = (adaptive_pool(x, output_size, "avg")
+         + max_weight * adaptive_pool(x, output_size, "max"))
+  else:
+    raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+  return jnp.transpose(y, (0, 3, 1, 2)).reshape(y.shape[0], -1)
+
+
+class ReIDHead(nn.Module):
+  """Pooling, Seq1..Seq5, and the ClassBlock (FC1 -> BN1d -> Dropout -> FC2).
+
+  Attributes:
+    num_classes: number of training identities M.
+    pooling: 'avg', 'max' or 'avgmax' (paper Table V).
+    embed_features: FC1 output (512).
+    dropout_rate: dropout on l_f before FC2.
+    dtype: computation dtype; outputs are float32.
+  """
+  num_classes: int
+  pooling: str = "avgmax"
+  embed_features: int = EMBED_FEATURES
+  dropout_rate: float = 0.5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, xs: Sequence[jax.Array],
+               train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Builds the representations.
+
+    Args:
+      xs: the four incre_modules outputs.
+      train: batch statistics and dropout (True) or inference (False).
+
+    Returns:
+      (logits, aux) with aux holding seq1..seq5, l_f, logits, feature.
+    """
+    if len(xs) != len(POOL_SIZES):
+      raise ValueError(f"ReIDHead expects {len(POOL_SIZES)} branches, "
+                       f"got {len(xs)}")
+    aux = {}
+    for n, (x, size, weight) in enumerate(zip(xs, POOL_SIZES, MAX_WEIGHTS), 1):
+      aux[f"seq{n}"] = pool_branch(x, size, weight, self.pooling)
+    seq5 = jnp.concatenate([aux[f"seq{n}"] for n in range(1, 5)], axis=-1)
+    aux["seq5"] = seq5
+    y = nn.Dense(self.embed_features, dtype=self.dtype,
+                 param_dtype=jnp.float32, kernel_init=_fc1_init,
+                 name="fc1")(seq5)
+    l_f = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                       epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32,
+                       scale_init=_bn1d_scale_init, name="bn")(y)
+    y = nn.Dropout(self.dropout_rate, deterministic=not train)(l_f)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype,
+                      param_dtype=jnp.float32, kernel_init=_fc2_init,
+                      name="fc2")(y)
+    aux = {k: v.astype(jnp.float32) for k, v in aux.items()}
+    aux["l_f"] = l_f.astype(jnp.float32)
+    aux["logits"] = logits.astype(jnp.float32)
+    aux["feature"] = jnp.concatenate([aux["seq5"], aux["l_f"]], axis=-1)
+    return aux["logits"], aux

@@ -1,0 +1,196 @@
+"""Shapes, parameter counts, initialisation and pooling of the Flax models.
+
+Full-size models go through `jax.eval_shape` only (no compute); pooling is
+checked against PyTorch's adaptive pooling on uneven sizes.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pshrnet_jax import convert
+from pshrnet_jax.models import HRNetClassifier
+from pshrnet_jax.models import HRNetReID
+from pshrnet_jax.models import PSHRNet
+from pshrnet_jax.models import VDSRCA
+from pshrnet_jax.models import reid_head
+
+TINY = dict(width=4, head_planes=(4, 8, 8, 16))
+
+
+def _shapes(module, shape, **kwargs):
+  return jax.eval_shape(lambda: module.init(
+      jax.random.key(0), jnp.zeros(shape), **kwargs))
+
+
+def _count(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+@pytest.fixture(scope="module")
+def w32_classifier_shapes():
+  return _shapes(HRNetClassifier(width=32, num_classes=1000), (1, 64, 64, 3),
+                 train=False)
+
+
+@pytest.fixture(scope="module")
+def w32_reid():
+  model = HRNetReID(width=32, num_classes=751)
+  variables = _shapes(model, (1, 64, 64, 3), train=False)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
+                       jax.ShapeDtypeStruct((2, 256, 128, 3), jnp.float32))
+  return variables, out
+
+
+def test_hrnet_w32_c_parameter_counts(w32_classifier_shapes):
+  params = w32_classifier_shapes["params"]
+  assert _count(params) == 41_232_680
+  assert _count(params["backbone"]) + _count(params["incre_modules"]) == 30_881_856
+
+
+def test_vdsr_parameter_counts():
+  assert _count(_shapes(VDSRCA(), (1, 8, 8, 3))["params"]) == 677_448
+  # Without channel attention: 18 x (64*4+4 + 4*64+64) = 10,440 fewer.
+  plain = VDSRCA(channel_attention=False)
+  assert _count(_shapes(plain, (1, 8, 8, 3))["params"]) == 667_008
+
+
+def test_reid_head_and_sequence_lengths(w32_reid):
+  variables, (logits, aux) = w32_reid
+  # add_block (Linear 6144->512, BN1d 512) + classifier (Linear 512->751).
+  assert _count(variables["params"]["head"]) == 3_532_527
+  lengths = {k: aux[k].shape for k in
+             ("seq1", "seq2", "seq3", "seq4", "seq5", "l_f", "feature")}
+  assert lengths == {"seq1": (2, 2048), "seq2": (2, 1024), "seq3": (2, 2048),
+                     "seq4": (2, 1024), "seq5": (2, 6144), "l_f": (2, 512),
+                     "feature": (2, 6656)}
+  assert logits.shape == aux["logits"].shape == (2, 751)
+
+
+def test_reid_paths_match_the_classifier(w32_classifier_shapes, w32_reid):
+  cls_vars, (reid_vars, _) = w32_classifier_shapes, w32_reid
+  for collection in ("params", "batch_stats"):
+    for name in ("backbone", "incre_modules"):
+      a = jax.tree_util.tree_leaves_with_path(cls_vars[collection][name])
+      b = jax.tree_util.tree_leaves_with_path(reid_vars[collection][name])
+      assert [(p, x.shape) for p, x in a] == [(p, x.shape) for p, x in b]
+
+
+def test_student_layout_and_sr_options():
+  x = jax.ShapeDtypeStruct((1, 64, 32, 3), jnp.float32)
+  for sr_module, sr_params in (("vdsr_ca", 677_448), ("vdsr", 667_008),
+                               ("none", 0)):
+    model = PSHRNet(num_classes=5, sr_module=sr_module, **TINY)
+    variables = jax.eval_shape(
+        lambda x: model.init(jax.random.key(0), x, train=False), x)
+    assert set(variables["params"]) == ({"reid"} | ({"sr"} if sr_params else set()))
+    assert _count(variables["params"].get("sr", {})) == sr_params
+    _, aux = jax.eval_shape(lambda v, x: model.apply(v, x, train=False),
+                            variables, x)
+    assert aux["sr"].shape == (1, 64, 32, 3)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_outputs():
+  model = HRNetReID(num_classes=5, dtype=jnp.bfloat16, **TINY)
+  x = jax.ShapeDtypeStruct((1, 64, 32, 3), jnp.float32)
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.key(0), x, train=False), x)
+  assert {a.dtype for a in jax.tree.leaves(variables)} == {jnp.dtype("float32")}
+  _, aux = jax.eval_shape(lambda v, x: model.apply(v, x, train=False),
+                          variables, x)
+  assert {a.dtype for a in aux.values()} == {jnp.dtype("float32")}
+
+
+def test_input_size_must_be_a_multiple_of_32():
+  with pytest.raises(ValueError, match=r"multiples of 32.*\(1, 100, 64, 3\)"):
+    _shapes(HRNetClassifier(width=4), (1, 100, 64, 3), train=False)
+
+
+def test_initialisation_laws():
+  sr = VDSRCA().init(jax.random.key(1), jnp.zeros((1, 8, 8, 3)))["params"]
+  kernel = np.asarray(sr["block_3_conv"]["kernel"])  # 3x3x64x64
+  assert kernel.std() == pytest.approx(np.sqrt(2 / (9 * 64)), rel=0.02)
+  assert abs(kernel.mean()) < 3e-3
+  xs = [jnp.zeros((1, s, s, c)) for s, c in ((4, 128), (2, 256), (2, 512),
+                                             (1, 1024))]
+  head = reid_head.ReIDHead(num_classes=751).init(jax.random.key(2), xs)
+  params = head["params"]
+  assert params["fc1"]["kernel"].shape == (6144, 512)
+  assert np.std(params["fc1"]["kernel"]) == pytest.approx(np.sqrt(2 / 512), rel=0.02)
+  assert np.std(params["fc2"]["kernel"]) == pytest.approx(0.001, rel=0.05)
+  assert np.mean(params["bn"]["scale"]) == pytest.approx(1.0, abs=0.01)
+  assert np.std(params["bn"]["scale"]) == pytest.approx(0.02, rel=0.2)
+  assert not np.any(params["fc1"]["bias"]) and not np.any(params["bn"]["bias"])
+
+
+@pytest.mark.parametrize("size,out", [((7, 5), 4), ((3, 3), 2), ((9, 6), 4),
+                                      ((8, 4), 2), ((5, 3), 1)])
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_adaptive_pool_matches_torch(size, out, mode):
+  x = np.random.RandomState(0).randn(2, 3, *size).astype(np.float32)
+  fn = F.adaptive_avg_pool2d if mode == "avg" else F.adaptive_max_pool2d
+  want = fn(torch.from_numpy(x), out).numpy().transpose(0, 2, 3, 1)
+  got = reid_head.adaptive_pool(jnp.asarray(x.transpose(0, 2, 3, 1)), out, mode)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max", "avgmax"])
+def test_pool_branch_flattens_channel_major(pooling):
+  x = np.random.RandomState(1).randn(2, 6, 10, 6).astype(np.float32)  # NCHW
+  t = torch.from_numpy(x)
+  avg, mx = F.adaptive_avg_pool2d(t, 4), F.adaptive_max_pool2d(t, 4)
+  want = {"avg": avg, "max": mx, "avgmax": avg + 0.5 * mx}[pooling]
+  got = reid_head.pool_branch(jnp.asarray(x.transpose(0, 2, 3, 1)), 4, 0.5,
+                              pooling)
+  np.testing.assert_allclose(got, want.reshape(2, -1).numpy(), rtol=1e-6,
+                             atol=1e-6)
+
+
+def test_bad_pooling_and_sr_module_names():
+  x = jnp.zeros((1, 64, 32, 3))
+  with pytest.raises(ValueError, match="'mean'"):
+    HRNetReID(pooling="mean", **TINY).init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="'srcnn'"):
+    PSHRNet(sr_module="srcnn", **TINY).init(jax.random.key(0), x)
+
+
+def _numbered(shapes, offset):
+  """Concrete arrays whose values say which tree they came from."""
+  leaves, treedef = jax.tree.flatten(shapes)
+  return jax.tree.unflatten(treedef, [np.full(l.shape, offset + i, np.float32)
+                                      for i, l in enumerate(leaves)])
+
+
+def test_reid_from_imagenet_and_student_from_teacher():
+  x = (1, 64, 32, 3)
+  cls = _numbered(_shapes(HRNetClassifier(width=4, num_classes=3,
+                                          head_planes=TINY["head_planes"],
+                                          final_features=8), x), 1000)
+  reid = _numbered(_shapes(HRNetReID(num_classes=5, **TINY), x), 5000)
+  out = convert.reid_from_imagenet(cls, reid)
+  for col in ("params", "batch_stats"):
+    for name in ("backbone", "incre_modules"):
+      assert jax.tree.all(jax.tree.map(np.array_equal, out[col][name],
+                                       cls[col][name]))
+  assert jax.tree.all(jax.tree.map(np.array_equal, out["params"]["head"],
+                                   reid["params"]["head"]))
+  assert reid["params"]["backbone"]["conv1"]["kernel"].flat[0] >= 5000  # Untouched.
+
+  student = _numbered(_shapes(PSHRNet(num_classes=5, sr_blocks=2, **TINY), x), 9000)
+  new = convert.student_from_teacher(out, student)
+  assert jax.tree.all(jax.tree.map(np.array_equal, new["params"]["reid"]["backbone"],
+                                   cls["params"]["backbone"]))
+  assert jax.tree.all(jax.tree.map(np.array_equal, new["batch_stats"]["reid"]["incre_modules"],
+                                   cls["batch_stats"]["incre_modules"]))
+  for kept in (new["params"]["sr"], new["params"]["reid"]["head"]):
+    assert min(float(a.min()) for a in jax.tree.leaves(kept)) >= 9000
+
+  wider = _numbered(_shapes(HRNetClassifier(width=8, num_classes=3,
+                                            head_planes=TINY["head_planes"],
+                                            final_features=8), x), 0)
+  with pytest.raises(convert.ConversionError,
+                     match=r"params/backbone\['conv1'\]|params/backbone.*shape"):
+    convert.reid_from_imagenet(wider, reid)
