@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+torch.set_num_threads(1)  # See test_parity.py: two threads thrash here.
+
 from pshrnet_jax import convert
 from pshrnet_jax.models import HRNetClassifier
 from pshrnet_jax.models import HRNetReID

@@ -1,0 +1,87 @@
+r"""Converts a PyTorch HRNet / PS-HRNet checkpoint into an Orbax checkpoint.
+
+  python scripts/convert_pytorch_hrnet.py \
+      --input=hrnetv2_w32_imagenet_pretrained.pth --output=/tmp/hrnet_w32
+
+writes DIR/variables (Orbax: {'params', 'batch_stats'}) and
+DIR/conversion.json (source, model class and arguments, key prefixes, keys
+skipped, parameter count). Training starts from it with
+`--config.init_from=DIR` (read by `pshrnet_jax.convert.restore_variables`).
+
+The checkpoint is converted completely before anything is written, and the
+files are renamed into place at the end, so a failure leaves DIR untouched.
+An existing non-empty DIR is refused.
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from pshrnet_jax import convert
+
+_INPUT = flags.DEFINE_string("input", None, "PyTorch .pth file.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Directory to create (must not exist or be empty).")
+_KIND = flags.DEFINE_enum(
+    "kind", "hrnet", ["hrnet", "teacher", "student"],
+    "hrnet: ImageNet HRNet-W*-C (official or timm) -> HRNetClassifier; "
+    "teacher / student: released PS-HRNet checkpoints -> HRNetReID / PSHRNet.")
+_WIDTH = flags.DEFINE_integer(
+    "width", None, "Expected HRNet width (e.g. 32); default: the checkpoint's.")
+_POOLING = flags.DEFINE_enum(
+    "pooling", "avgmax", ["avg", "max", "avgmax"],
+    "ReID pooling recorded for teacher/student models (not in the weights).")
+
+
+def convert_file(input_path: str, output_dir: str, kind: str = "hrnet",
+                 width: int | None = None,
+                 pooling: str = "avgmax") -> dict:
+  """Converts `input_path` and saves it under `output_dir`.
+
+  Args:
+    input_path: the PyTorch checkpoint.
+    output_dir: directory to create; must not exist or be empty.
+    kind: 'hrnet', 'teacher' or 'student'.
+    width: expected HRNet width, or None.
+    pooling: ReID pooling mode for teacher/student.
+
+  Returns:
+    The conversion info written to conversion.json.
+
+  Raises:
+    FileExistsError: `output_dir` is not empty (checked before converting).
+    convert.ConversionError, torch_io.TorchFileError, FileNotFoundError: bad
+      input; nothing is written.
+  """
+  if os.path.exists(output_dir) and (not os.path.isdir(output_dir)
+                                     or os.listdir(output_dir)):
+    raise FileExistsError(f"--output={output_dir} exists and is not an empty "
+                          "directory; refusing to overwrite it")
+  variables, _, info = convert.convert_checkpoint(
+      input_path, kind, width=width, pooling=pooling)
+  convert.save_variables(variables, output_dir, info)
+  return info
+
+
+def main(argv):
+  del argv
+  if not _INPUT.value or not _OUTPUT.value:
+    raise app.UsageError("--input and --output are required")
+  try:
+    info = convert_file(_INPUT.value, _OUTPUT.value, _KIND.value, _WIDTH.value,
+                        _POOLING.value)
+  except (ValueError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(json.dumps({k: info[k] for k in ("model", "model_kwargs", "num_params",
+                                          "num_tensors")}, indent=1))
+  print(f"wrote {_OUTPUT.value} ({len(info['ignored_keys'])} unused keys "
+        "skipped, listed in conversion.json)")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
