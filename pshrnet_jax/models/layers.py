@@ -2,13 +2,14 @@
 
 Every default here is PyTorch's, set explicitly, because the weights these
 modules run come from PyTorch checkpoints and parity tests compare against
-PyTorch: BatchNorm momentum 0.9 (PyTorch 0.1), epsilon 1e-5, convolutions
-without bias, and symmetric padding k // 2 on every side (Flax's 'SAME' pads
-a stride-2 3x3 convolution asymmetrically, which shifts every later map by
-half a pixel relative to PyTorch).
+PyTorch: BatchNorm momentum 0.9 (PyTorch 0.1), epsilon 1e-5 and PyTorch's
+unbiased running-variance update, convolutions without bias, and symmetric
+padding k // 2 on every side (Flax's 'SAME' pads a stride-2 3x3 convolution
+asymmetrically, which shifts every later map by half a pixel relative to
+PyTorch).
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -44,8 +45,59 @@ def conv(features: int, kernel_size: int, stride: int = 1, *,
       param_dtype=jnp.float32, kernel_init=conv_kernel_init, name=name)
 
 
+class BatchNorm(nn.Module):
+  """BatchNorm with PyTorch's semantics (BatchNorm1d/2d over the last axis).
+
+  Flax's `nn.BatchNorm` updates the running variance with the biased batch
+  variance; PyTorch uses the unbiased one (n / (n - 1)). For the ReID head's
+  BatchNorm1d, n is the batch size (24), a 4% difference in every update, so
+  the running statistics of a model trained here would drift from PyTorch's.
+  Normalisation itself uses the biased variance, as in PyTorch. Variable
+  names match `nn.BatchNorm` (params scale/bias, batch_stats mean/var).
+
+  Attributes:
+    use_running_average: normalise with the running statistics (eval).
+    momentum: running-average decay (0.9 == PyTorch momentum 0.1).
+    epsilon: added to the variance (PyTorch: 1e-5).
+    dtype: computation dtype of the output; statistics are float32.
+    scale_init: initialiser of the scale.
+  """
+  use_running_average: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+  scale_init: Callable[..., jax.Array] = nn.initializers.ones
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    axes = tuple(range(x.ndim - 1))
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,),
+                            jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, (features,),
+                           jnp.float32)
+    scale = self.param("scale", self.scale_init, (features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    if self.use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      x32 = x.astype(jnp.float32)
+      mean = jnp.mean(x32, axes)
+      var = jnp.mean(jnp.square(x32 - mean), axes)
+      if not self.is_initializing():
+        n = x.size // features
+        unbiased = var * (n / max(n - 1, 1))
+        ra_mean.value = (self.momentum * ra_mean.value
+                         + (1 - self.momentum) * mean)
+        ra_var.value = (self.momentum * ra_var.value
+                        + (1 - self.momentum) * unbiased)
+    mul = scale * jax.lax.rsqrt(var + self.epsilon)
+    y = x.astype(jnp.float32) * mul + (bias - mean * mul)
+    return y.astype(self.dtype)
+
+
 def batch_norm(train: bool, *, dtype: Dtype = jnp.float32,
-               name: str | None = None) -> nn.BatchNorm:
+               name: str | None = None) -> BatchNorm:
   """BatchNorm with PyTorch's defaults (momentum 0.1 == Flax 0.9, eps 1e-5).
 
   Args:
@@ -54,11 +106,10 @@ def batch_norm(train: bool, *, dtype: Dtype = jnp.float32,
     name: module name.
 
   Returns:
-    The `nn.BatchNorm` module.
+    The `BatchNorm` module.
   """
-  return nn.BatchNorm(
-      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-      param_dtype=jnp.float32, name=name)
+  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                   dtype=dtype, name=name)
 
 
 class ConvBN(nn.Module):

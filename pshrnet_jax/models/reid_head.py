@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pshrnet_jax.models import layers
+
 Dtype = Any
 
 # Output grid of the adaptive pooling per branch, and the weight of the max
@@ -136,9 +138,8 @@ class ReIDHead(nn.Module):
     y = nn.Dense(self.embed_features, dtype=self.dtype,
                  param_dtype=jnp.float32, kernel_init=_fc1_init,
                  name="fc1")(seq5)
-    l_f = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                       epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32,
-                       scale_init=_bn1d_scale_init, name="bn")(y)
+    l_f = layers.BatchNorm(use_running_average=not train, dtype=self.dtype,
+                           scale_init=_bn1d_scale_init, name="bn")(y)
     y = nn.Dropout(self.dropout_rate, deterministic=not train)(l_f)
     logits = nn.Dense(self.num_classes, dtype=self.dtype,
                       param_dtype=jnp.float32, kernel_init=_fc2_init,
