@@ -51,6 +51,8 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.model.head_planes = (32, 64, 128, 256)
   config.model.pooling = "avgmax"  # 'avg' | 'max' | 'avgmax' (Table V)
   config.model.sr_module = "vdsr_ca"  # 'vdsr_ca' | 'vdsr' | 'none' (Table IV)
+  config.model.sr_features = 64  # VDSR-CA width (SPEC 1.1)
+  config.model.sr_blocks = 18  # middle blocks (SPEC 1.1)
   config.model.dropout_rate = 0.5
   config.model.compute_dtype = "float32"  # 'bfloat16' on accelerators
 

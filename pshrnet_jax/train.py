@@ -72,6 +72,7 @@ def build_student(config: ml_collections.ConfigDict, num_classes: int):
   return models.PSHRNet(width=m.width, num_classes=num_classes,
                         pooling=m.pooling, head_planes=tuple(m.head_planes),
                         dropout_rate=m.dropout_rate, sr_module=m.sr_module,
+                        sr_blocks=m.sr_blocks, sr_features=m.sr_features,
                         dtype=_dtype(config))
 
 

@@ -1,0 +1,32 @@
+"""The built-in synthetic cross-resolution set, sized for a 2-core CPU.
+
+    python -m pshrnet_jax.main --config=configs/demo.py --workdir=workdirs/demo
+
+Generates procedurally drawn people seen by 3 cameras (data_pipelines/
+synthetic.py), down-samples the queries and the training images by r in
+{2, 3, 4}, then runs phase 1 (teacher), phase 2 (student) and evaluation.
+Everything the paper's configs use is here, at toy sizes: a narrow HRNet,
+a narrow VDSR-CA, 64x32 network input and a few epochs.
+"""
+
+from configs import base
+
+
+def get_config(preset: str = "paper"):
+  config = base.get_base_config(preset)
+  config.data.name = "demo"
+  config.data.image_size = (64, 32)
+  config.data.source = "files"
+  config.model.width = 8
+  config.model.head_planes = (8, 16, 32, 64)
+  config.model.sr_features = 16
+  config.model.sr_blocks = 6
+  config.optim.epochs = 12
+  config.optim.decay_epochs = 8
+  config.optim.groups.hrnet.lr = 0.05
+  config.optim.groups.sr.lr = 0.005
+  config.train.log_every_steps = 30
+  config.train.checkpoint_every_steps = 120
+  config.eval.batch_size = 120
+  config.eval.trials = 10
+  return config
