@@ -119,7 +119,10 @@ def _initial_variables(config, phase: str, model, num_classes: int,
   """Random init, then the configured initial weights on top."""
   dummy = jnp.zeros((1, *image_size, 3), jnp.float32)
   rng = jax.random.key(config.seed)
-  variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rng, dummy)
+  # Eagerly, not jitted: XLA:CPU spends minutes compiling one program with
+  # every initialiser's RNG, while op-by-op init reuses small cached kernels
+  # (measured 2.5x faster for the demo model; W32 is slower still under jit).
+  variables = model.init(rng, dummy, train=False)
   variables = jax.tree.map(np.asarray, dict(variables))
   if phase == "phase2" and config.student_init == "teacher":
     teacher_vars = restore_teacher(config, workdir)
