@@ -45,6 +45,8 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.hr_only = False  # HR-only benchmarks (Table VI): no phase 2
   config.distributed = False  # jax.distributed.initialize() for multi-host
   config.num_devices = 0  # 0: all visible devices
+  # JAX's persistent compilation cache; empty turns it off.
+  config.compilation_cache_dir = "~/.cache/pshrnet_jax/xla"
 
   config.model = ml_collections.ConfigDict()
   config.model.width = 32

@@ -7,6 +7,8 @@ The released-code preset is chosen with the config argument,
 `--config=configs/mlr_cuhk03.py:released_code`.
 """
 
+import os
+
 import jax
 from absl import app
 from absl import flags
@@ -36,6 +38,12 @@ def main(argv):
         f"config was built; use --config=FILE:{config.preset} instead.")
   if config.distributed:
     jax.distributed.initialize()
+  if config.compilation_cache_dir:
+    # Compiling the steps takes minutes on a CPU; a second run (or a resume)
+    # reuses the executables from here.
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.expanduser(config.compilation_cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
