@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from jax import lax
 
 from pshrnet_jax.models import fast_conv
@@ -62,6 +63,28 @@ def test_values_and_gradients_match_lax_conv(shape, method):
   assert _relative(y, ref_y) < 1e-4
   assert _relative(dx, ref_dx) < 1e-4
   assert _relative(dw, ref_dw) < 1e-4
+
+
+@pytest.mark.parametrize("kernel_size,strides", [(1, 2), (3, 2)])
+def test_flax_conv_with_the_drop_in_matches_default(kernel_size, strides):
+  # The wiring the models would use: same parameters, same gradients.
+  pad = kernel_size // 2
+  make = lambda **kw: nn.Conv(5, (kernel_size, kernel_size), (strides,) * 2,
+                              padding=((pad, pad), (pad, pad)), use_bias=True,
+                              **kw)
+  default, fast = make(), make(
+      conv_general_dilated=fast_conv.conv_general_dilated)
+  x = jax.random.normal(jax.random.key(0), (2, 7, 6, 4))
+  params = default.init(jax.random.key(1), x)
+  loss = lambda module: lambda p, x_: jnp.sum(
+      jnp.sin(module.apply(p, x_)))
+  expected = jax.grad(loss(default), argnums=(0, 1))(params, x)
+  got = jax.jit(jax.grad(loss(fast), argnums=(0, 1)))(params, x)
+  for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    assert _relative(g, e) < 1e-4
+  # Only 1x1 kernels take the custom weight gradient; 3x3 falls back to lax.
+  jaxpr = str(jax.make_jaxpr(fast.apply)(params, x))
+  assert ("custom_vjp_call" in jaxpr) == (kernel_size == 1)
 
 
 def test_shifted_weight_grad_by_hand():

@@ -15,12 +15,19 @@ this CPU they measured slower than XLA's own program for every HRNet 3x3
 shape, so 'auto' uses them only for 1x1 kernels.
 
 Layouts follow flax.linen.Conv: x NHWC, kernel HWIO, explicit padding.
+`conv_general_dilated` has lax's signature, so a Flax layer takes it as is:
+
+  nn.Conv(..., conv_general_dilated=fast_conv.conv_general_dilated)
+
+(parameters and their paths are unchanged); anything it does not handle
+(dilation, feature groups, other layouts, an explicit precision) goes to
+lax.conv_general_dilated untouched.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -142,3 +149,58 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
                      f"{WEIGHT_GRAD_METHODS}, got {weight_grad!r}")
   strides, padding = _check(x, kernel, strides, padding)
   return _conv(x, kernel, strides, padding, weight_grad)
+
+
+_NHWC_HWIO = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2),
+                                      rhs_spec=(3, 2, 0, 1),
+                                      out_spec=(0, 3, 1, 2))
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
+                         window_strides: Sequence[int], padding: Any,
+                         lhs_dilation: Sequence[int] | None = None,
+                         rhs_dilation: Sequence[int] | None = None,
+                         dimension_numbers: Any = None,
+                         feature_group_count: int = 1,
+                         batch_group_count: int = 1,
+                         precision: Any = None,
+                         preferred_element_type: Any = None) -> jax.Array:
+  """Drop-in for lax.conv_general_dilated: 1x1 NHWC/HWIO convs use conv2d.
+
+  Args:
+    lhs: input, as for lax.conv_general_dilated.
+    rhs: kernel.
+    window_strides: strides.
+    padding: explicit pairs or 'SAME' / 'VALID'.
+    lhs_dilation: input dilation.
+    rhs_dilation: kernel dilation.
+    dimension_numbers: layouts (strings, or lax.ConvDimensionNumbers as Flax
+      passes them).
+    feature_group_count: feature groups.
+    batch_group_count: batch groups.
+    precision: matmul precision.
+    preferred_element_type: accumulation/output type.
+
+  Returns:
+    The convolution, equal to lax.conv_general_dilated's.
+  """
+  def plain():
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+        dimension_numbers, feature_group_count, batch_group_count, precision,
+        preferred_element_type)
+
+  if lhs.ndim != 4 or rhs.ndim != 4:
+    return plain()
+  numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                       dimension_numbers)
+  ones = (None, (1, 1), [1, 1])
+  if (numbers != _NHWC_HWIO or tuple(rhs.shape[:2]) != (1, 1)
+      or lhs_dilation not in ones or rhs_dilation not in ones
+      or feature_group_count != 1 or batch_group_count != 1
+      or precision is not None or preferred_element_type is not None):
+    return plain()
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2],
+                                  window_strides, padding)
+  return conv2d(lhs, rhs, window_strides, padding, weight_grad="auto")
