@@ -69,6 +69,7 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.data.p = 6 if released else 4
   config.data.k = 4 if released else 6
   config.data.lr_interpolation = "bilinear"  # or 'bicubic'
+  config.data.pad = 10  # zero padding before the random crop (SPEC 3)
   config.data.worker_count = 0
   # 'tfds': pack the benchmark once into ArrayRecord files read through
   # grain; 'files': read the image files directly.

@@ -17,6 +17,7 @@ def get_config(preset: str = "paper"):
   config.data.name = "demo"
   config.data.image_size = (64, 32)
   config.data.source = "files"
+  config.data.pad = 3  # SPEC's 10 pixels at 256x128, scaled to 64x32
   config.model.width = 8
   config.model.head_planes = (8, 16, 32, 64)
   config.model.sr_features = 16

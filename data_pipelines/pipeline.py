@@ -86,8 +86,10 @@ class _TrainBatchLoader:
 
   def __init__(self, images: image_cache.ImageArray, pids: np.ndarray,
                labels: np.ndarray, p: int, k: int, seed: int,
-               steps_per_epoch: int, with_lr: bool, rows: slice):
+               steps_per_epoch: int, with_lr: bool, rows: slice,
+               pad: int = transforms.PAD):
     self._images = images
+    self._pad = pad
     self._pids = pids
     self._labels = labels
     self._p, self._k, self._seed = p, k, seed
@@ -124,13 +126,15 @@ class _TrainBatchLoader:
     indices = self._plan(epoch)[row]
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence(
         [self._seed, sampler.AUGMENT_STREAM, epoch, row])))
-    params = transforms.sample_crop_params(rng, len(indices))
+    params = transforms.sample_crop_params(rng, len(indices), pad=self._pad)
     params = transforms.CropParams(*(a[self._rows] for a in params))
     indices = indices[self._rows]
     images = self._images.array
-    batch = {"hr": transforms.flip_pad_crop(images[0], indices, params)}
+    batch = {"hr": transforms.flip_pad_crop(images[0], indices, params,
+                                            pad=self._pad)}
     if self._with_lr:
-      batch["lr"] = transforms.flip_pad_crop(images[1], indices, params)
+      batch["lr"] = transforms.flip_pad_crop(images[1], indices, params,
+                                             pad=self._pad)
     batch["label"] = self._labels[indices]
     batch["pid"] = self._pids[indices].astype(np.int32)
     return batch
@@ -216,7 +220,7 @@ def make_train_iterator(
     shard_index: int = 0, shard_count: int = 1, worker_count: int = 0,
     start_step: int = 0, source: Optional[Sequence[Any]] = None,
     cache_dir: Optional[str] = None, read_threads: int = 2,
-    prefetch: int = 4) -> TrainIterator:
+    prefetch: int = 4, pad: int = transforms.PAD) -> TrainIterator:
   """Builds the P x K paired training iterator (keywords: module docstring).
 
   Args:
@@ -235,6 +239,8 @@ def make_train_iterator(
     cache_dir: directory for the memory-mapped image cache, or None.
     read_threads: grain read threads.
     prefetch: batches prepared ahead.
+    pad: zero padding on each side before the random crop (SPEC: 10 at
+      256x128; smaller network sizes should scale it).
 
   Returns:
     The iterator. Decoding and resizing happen here, once.
@@ -267,8 +273,9 @@ def make_train_iterator(
       source=source, cache_dir=cache_dir, num_threads=read_threads)
   rows = slice(shard_index * local_batch, (shard_index + 1) * local_batch)
   loader = _TrainBatchLoader(images, pids, labels, p, k, seed, num_steps,
-                             with_lr, rows)
-  fingerprint = image_cache.cache_key([pids.tolist(), p, k, seed])
+                             with_lr, rows, pad)
+  fingerprint = image_cache.cache_key([pids.tolist(), p, k, seed] +
+                                      ([pad] if pad != transforms.PAD else []))
   iterator = TrainIterator(
       loader, num_classes=len(unique), steps_per_epoch=num_steps,
       global_batch_size=global_batch, local_batch_size=local_batch,
