@@ -8,6 +8,7 @@ The released-code preset is chosen with the config argument,
 """
 
 import os
+import sys
 
 import jax
 from absl import app
@@ -15,6 +16,14 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from data_pipelines import errors as data_errors
+from data_pipelines import pipeline
+from data_pipelines import sampler
+from data_pipelines import synthetic
+from pshrnet_jax import checkpoint
+from pshrnet_jax import convert
+from pshrnet_jax import optim
+from pshrnet_jax import torch_io
 from pshrnet_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -22,6 +31,40 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", "workdirs/default", "Where checkpoints, logs and results go.")
+
+# Errors that describe bad input (data, config, workdir) and carry a message
+# naming the cause: the command prints that message, not a traceback.
+_INPUT_ERRORS = (train.ConfigError, data_errors.DatasetError,
+                 pipeline.PipelineError, sampler.SamplerError,
+                 synthetic.DemoSetMismatchError,
+                 checkpoint.CheckpointMismatchError, train.MissingTeacherError,
+                 train.NonFiniteLossError, optim.OptimConfigError,
+                 optim.ParamGroupError, convert.ConversionError,
+                 torch_io.TorchFileError, FileNotFoundError)
+
+
+def _exit_with(message: str) -> None:
+  sys.stderr.write(f"FATAL {message}\n")
+  sys.exit(1)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with unknown --config.* fields named clearly.
+
+  ml_collections reports an override of a field the config does not have
+  as a bare AttributeError('nonexistent') from deep inside absl.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _exit_with(f"Flags parsing error: {e}\nPass --helpshort or --helpfull "
+               "to see help on flags.")
+  except (AttributeError, KeyError) as e:
+    overrides = [a.split("=", 1)[0] for a in argv[1:]
+                 if a.startswith("--config.")]
+    _exit_with(f"Flags parsing error: the config has no field {e} (in "
+               f"{', '.join(overrides) or 'the --config overrides'}); "
+               "see configs/base.py for the fields that exist.")
 
 
 def main(argv):
@@ -33,9 +76,10 @@ def main(argv):
   preset_arg = (flags.FLAGS["config"].config_filename or "")
   preset = preset_arg.split(":", 1)[1] if ":" in preset_arg else "paper"
   if config.preset != preset:
-    raise app.UsageError(
+    _exit_with(
         f"--config.preset={config.preset} cannot re-apply a preset after the "
-        f"config was built; use --config=FILE:{config.preset} instead.")
+        "config was built; use "
+        f"--config={preset_arg.split(':', 1)[0]}:{config.preset} instead.")
   if config.distributed:
     jax.distributed.initialize()
   if config.compilation_cache_dir:
@@ -48,8 +92,11 @@ def main(argv):
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
-  train.run(config, _WORKDIR.value)
+  try:
+    train.run(config, _WORKDIR.value)
+  except _INPUT_ERRORS as e:
+    _exit_with(f"{type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -13,7 +13,7 @@ Workdir layout:
   phase1/teacher             the final teacher variables (convert.save_variables)
   phase2/checkpoints/<step>
   phase2/student             the final student variables
-  tensorboard/{phase1,phase2,eval}
+  tensorboard/{phase1,phase2}
   results.json, results.md, cmc.png, ranked_list.png
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from typing import Any, Mapping
 
 import jax
@@ -43,6 +44,10 @@ from pshrnet_jax import sharding
 from pshrnet_jax import steps
 
 MODES = ("phase1", "phase2", "eval", "all")
+
+
+class ConfigError(ValueError):
+  """A config value the run cannot use (the message names the flag)."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -93,8 +98,8 @@ def data_sources(config: ml_collections.ConfigDict, workdir: str,
   if config.data.source == "files":
     return {}
   if config.data.source != "tfds":
-    raise ValueError(f"--config.data.source={config.data.source!r}; expected "
-                     "'tfds' or 'files'.")
+    raise ConfigError(f"--config.data.source={config.data.source!r}; "
+                      "expected 'tfds' or 'files'.")
   from data_pipelines import tfds_builder  # pylint: disable=g-import-not-at-top
   return tfds_builder.prepare_benchmark_source(
       benchmark, os.path.join(data_build_dir(config, workdir), "tfds"))
@@ -182,12 +187,17 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
   d = config.data
   global_batch = d.p * d.k
   sharding.check_global_batch(global_batch, mesh)
+  teacher_variables = None
+  if phase == "phase2":
+    # Before any work (image decoding, compiling) and before anything is
+    # written under WORKDIR/phase2: a missing teacher fails at once.
+    teacher_variables = restore_teacher(config, workdir)
   data_iter = pipeline.make_train_iterator(
       benchmark.train, image_size=tuple(d.image_size), p=d.p, k=d.k,
       seed=config.seed, with_lr=(phase == "phase2"),
       lr_interpolation=d.lr_interpolation,
       shard_index=jax.process_index(), shard_count=jax.process_count(),
-      worker_count=d.worker_count, source=sources.get("train"),
+      worker_count=d.worker_count, source=sources.get("train"), pad=d.pad,
       cache_dir=os.path.join(data_build_dir(config, workdir), "image_cache"))
   num_classes = data_iter.num_classes
   model = (build_teacher if phase == "phase1" else build_student)(
@@ -235,8 +245,7 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
     extra = ()
   else:
     teacher = build_teacher(config, num_classes)
-    teacher_vars = sharding.put_replicated(restore_teacher(config, workdir),
-                                           mesh)
+    teacher_vars = sharding.put_replicated(teacher_variables, mesh)
     step_fn = steps.jit_step(steps.phase2_step, replicated,
                              sharding.batch_sharded(mesh), num_extra_args=1,
                              student=model, teacher=teacher, tx=optimizer.tx,
@@ -248,7 +257,7 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
       workdir, phase, total_steps=total_steps,
       steps_per_epoch=data_iter.steps_per_epoch, pairs_per_step=global_batch,
       every_steps=config.train.log_every_steps)
-  step = int(jax.device_get(state.step))
+  step = start_step = int(jax.device_get(state.step))
   logging.info("%s: %d epochs x %d steps of %d pairs (P=%d x K=%d) on %d "
                "device(s).", phase, epochs, data_iter.steps_per_epoch,
                global_batch, d.p, d.k, mesh.devices.size)
@@ -279,10 +288,31 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
                "batch_stats": jax.device_get(state.batch_stats)}
   export_dir = os.path.join(workdir, phase,
                             "teacher" if phase == "phase1" else "student")
-  if not os.path.exists(export_dir) and jax.process_index() == 0:
-    convert.save_variables(variables, export_dir)
-    logging.info("%s: final variables saved to %s.", phase, export_dir)
+  if jax.process_index() == 0:
+    _export(variables, export_dir, phase, replace=step > start_step)
   return variables
+
+
+def _export(variables, export_dir: str, phase: str, *, replace: bool) -> None:
+  """Saves the phase's final variables; an existing export is kept unless
+  this run trained past it (e.g. resumed with more epochs), so phase 2 and
+  evaluation never read a stale teacher or student."""
+  if os.path.exists(export_dir) and not replace:
+    return
+  if os.path.exists(export_dir):
+    fresh = export_dir + ".new"
+    shutil.rmtree(fresh, ignore_errors=True)  # Left by a killed export.
+    convert.save_variables(variables, fresh)
+    stale = export_dir + ".old"
+    shutil.rmtree(stale, ignore_errors=True)
+    os.rename(export_dir, stale)
+    os.rename(fresh, export_dir)
+    shutil.rmtree(stale)
+    logging.warning("%s: replaced the earlier export %s with this run's "
+                    "final variables.", phase, export_dir)
+    return
+  convert.save_variables(variables, export_dir)
+  logging.info("%s: final variables saved to %s.", phase, export_dir)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -301,7 +331,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     The evaluation results (empty if the mode does not evaluate).
   """
   if config.mode not in MODES:
-    raise ValueError(f"--config.mode={config.mode!r}; expected one of {MODES}.")
+    raise ConfigError(
+        f"--config.mode={config.mode!r}; expected one of {MODES}.")
   save_config(config, workdir)
   mesh = sharding.make_data_mesh(config.num_devices or None)
   benchmark = load_benchmark(config, workdir)
