@@ -51,18 +51,26 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.width = 32
   config.model.head_planes = (32, 64, 128, 256)
+  # HRNet-W*-C's depth: modules of stages 2-4, blocks of layer1 and of each
+  # branch. Smaller values keep the stages and fusions but compile and run
+  # faster (tests, CPU demos); ImageNet weights need the defaults.
+  config.model.hrnet_modules = (1, 4, 3)
+  config.model.hrnet_blocks = 4
   config.model.pooling = "avgmax"  # 'avg' | 'max' | 'avgmax' (Table V)
   config.model.sr_module = "vdsr_ca"  # 'vdsr_ca' | 'vdsr' | 'none' (Table IV)
   config.model.sr_features = 64  # VDSR-CA width (SPEC 1.1)
   config.model.sr_blocks = 18  # middle blocks (SPEC 1.1)
   config.model.dropout_rate = 0.5
   config.model.compute_dtype = "float32"  # 'bfloat16' on accelerators
+  # 'xla': lax convolutions; 'fast': weight gradients as GEMMs
+  # (pshrnet_jax/models/fast_conv.py). The same maths either way.
+  config.model.conv_impl = "xla"
 
   config.data = ml_collections.ConfigDict()
   config.data.name = ""
   config.data.root = ""  # the user's copy of the published layout
   config.data.lr_root = ""  # optional pre-built MLR folder (Market layout)
-  config.data.build_dir = ""  # empty: WORKDIR/../data_cache/<name>
+  config.data.build_dir = ""  # empty: WORKDIR/data
   config.data.seed = 0  # MLR construction and splits
   config.data.split_index = 0
   config.data.image_size = (256, 128)

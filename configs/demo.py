@@ -3,7 +3,7 @@
     python -m pshrnet_jax.main --config=configs/demo.py --workdir=workdirs/demo
 
 Generates procedurally drawn people seen by 3 cameras (data_pipelines/
-synthetic.py), down-samples the queries and the training images by r in
+builders/synthetic.py), down-samples the queries and the training images by r in
 {2, 3, 4}, then runs phase 1 (teacher), phase 2 (student) and evaluation.
 Everything the paper's configs use is here, at toy sizes: a narrow HRNet,
 a narrow VDSR-CA, 64x32 network input and a few epochs.

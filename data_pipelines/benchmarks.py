@@ -5,12 +5,12 @@
 
 | name | reader | LR side (default) | protocol |
 |---|---|---|---|
-| market1501, dukemtmc | market.py | none (HR only) | multi_shot |
-| mlr_market1501, mlr_dukemtmc | market.py | all queries; all train | multi_shot |
-| mlr_cuhk03 | cuhk03.py | 2nd camera of each pair; train | single_shot |
-| mlr_viper | viper.py | camera B; all train | single_shot |
-| caviar | caviar.py | genuine LR camera (as is) | single_shot |
-| demo | synthetic.py | as mlr_market1501 | multi_shot |
+| market1501, dukemtmc | readers/market.py | none (HR only) | multi_shot |
+| mlr_market1501, mlr_dukemtmc | readers/market.py | all queries; all train | multi_shot |
+| mlr_cuhk03 | readers/cuhk03.py | 2nd camera of each pair; train | single_shot |
+| mlr_viper | readers/viper.py | camera B; all train | single_shot |
+| caviar | readers/caviar.py | genuine LR camera (as is) | single_shot |
+| demo | builders/synthetic.py | as mlr_market1501 | multi_shot |
 
 'demo' generates its Market-style HR set with
 `synthetic.generate_demo(out_dir, seed)` under the build dir, then is read
@@ -36,7 +36,7 @@ Options (a mapping; unknown keys are an error listing the valid ones):
   caviar:         lr_camera ('auto' | 0 | 1), test_ids
 
 Builds go to `<build_dir>/<name>-seed<S>[-split<I>][-<hash of non-default
-options>]/` (see mlr_builder.py); the HR-only sets get a build too (a
+options>]/` (see builders/mlr.py); the HR-only sets get a build too (a
 manifest, no images) so their images are checked once, not at every load.
 """
 
@@ -49,15 +49,15 @@ import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from data_pipelines import caviar
-from data_pipelines import cuhk03
-from data_pipelines import market
-from data_pipelines import mlr_builder
-from data_pipelines import viper
+from data_pipelines.readers import caviar
+from data_pipelines.readers import cuhk03
+from data_pipelines.readers import market
+from data_pipelines.builders import mlr
+from data_pipelines.readers import viper
 from data_pipelines.records import Benchmark
 
 _COMMON = {"skip_unreadable": False}
-_MLR = {**_COMMON, "factors": list(mlr_builder.DEFAULT_FACTORS)}
+_MLR = {**_COMMON, "factors": list(mlr.DEFAULT_FACTORS)}
 _MARKET_MLR = {**_MLR, "lr_query_cameras": None, "lr_root": None}
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "market1501": dict(_COMMON),
@@ -134,11 +134,11 @@ def build_name(name: str, seed: int, split_index: int,
 
 def _market_style(name: str, root: str, dataset: str, seed: int,
                   options: dict[str, Any], build_dir: str, folder: str
-                  ) -> mlr_builder.BuiltBenchmark:
+                  ) -> mlr.BuiltBenchmark:
   hr = market.read_market_layout(root, dataset)
   root = _abs(root)
   if name in ("market1501", "dukemtmc"):
-    return mlr_builder.build_mlr(
+    return mlr.build_mlr(
         hr, source_root=root, build_dir=build_dir, build_name=folder, seed=0,
         lr_splits=(), options=options,
         skip_unreadable=options["skip_unreadable"])
@@ -160,7 +160,7 @@ def _market_style(name: str, root: str, dataset: str, seed: int,
           r._replace(lr_path=paired[r.hr_path][0],
                      lr_factor=paired[r.hr_path][1]) for r in splits[split])
   source = dataclasses.replace(hr, name=name, **splits)
-  return mlr_builder.build_mlr(
+  return mlr.build_mlr(
       source, source_root=root, build_dir=build_dir, build_name=folder,
       seed=seed, lr_splits=("train", "query"), options=options,
       factors=options["factors"], skip_unreadable=options["skip_unreadable"],
@@ -170,7 +170,7 @@ def _market_style(name: str, root: str, dataset: str, seed: int,
 def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
                       seed: int = 0, split_index: int = 0,
                       options: Optional[Mapping[str, Any]] = None
-                      ) -> mlr_builder.BuiltBenchmark:
+                      ) -> mlr.BuiltBenchmark:
   """Like `load_benchmark`, also returning the build folder and manifest."""
   options = resolve_options(name, options)
   if name not in _SPLIT_SETS and split_index != 0:
@@ -182,7 +182,7 @@ def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
                 options=options, factors=options.get("factors", (2, 3, 4)),
                 skip_unreadable=options["skip_unreadable"])
   if name == "demo":
-    from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+    from data_pipelines.builders import synthetic  # pylint: disable=g-import-not-at-top
     demo_root = synthetic.generate_demo(
         os.path.join(build_dir, f"demo-source-seed{seed}"), seed)
     return _market_style(name, demo_root, "market1501", seed, options,
@@ -199,14 +199,14 @@ def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
     source = cuhk03.cuhk03_split(
         data, split_index, lr_camera_in_pair=options["lr_camera_in_pair"],
         test_ids=options["test_ids"])
-    return mlr_builder.build_mlr(
+    return mlr.build_mlr(
         source, source_root=data.images_root, lr_splits=("train", "query"),
         protected_roots=[_abs(root)], **common)
   if name == "mlr_viper":
     source = viper.viper_split(
         viper.read_viper(root), seed=seed, trial=split_index,
         lr_camera=options["lr_camera"], test_ids=options["test_ids"])
-    return mlr_builder.build_mlr(
+    return mlr.build_mlr(
         source, source_root=_abs(root),
         lr_splits=("train", "query"), **common)
   # caviar: the query side is genuinely LR; only HR-camera training images
@@ -214,7 +214,7 @@ def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
   source = caviar.caviar_split(
       caviar.read_caviar(root), seed=seed, trial=split_index,
       lr_camera=options["lr_camera"], test_ids=options["test_ids"])
-  return mlr_builder.build_mlr(
+  return mlr.build_mlr(
       source, source_root=_abs(root), lr_splits=("train",),
       **common)
 
@@ -239,7 +239,7 @@ def load_benchmark(name: str, root: Optional[str], *, build_dir: str,
 
   Raises:
     ValueError: unknown name or option; a `DatasetError` subclass for bad
-      data (see errors.py).
+      data (see pshrnet_jax/errors.py).
   """
   return prepare_benchmark(name, root, build_dir=build_dir, seed=seed,
                            split_index=split_index, options=options).benchmark

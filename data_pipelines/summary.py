@@ -25,7 +25,7 @@ from absl import app
 from absl import flags
 
 from data_pipelines import benchmarks
-from data_pipelines import errors
+from pshrnet_jax import errors
 from data_pipelines.records import Benchmark, ImageRecord
 
 DEFAULT_BUILD_DIR = os.path.join("~", ".cache", "pshrnet_jax", "data")

@@ -1,3 +1,27 @@
-"""PS-HRNet in JAX/Flax: cross-resolution person re-identification."""
+"""PS-HRNet in JAX/Flax: cross-resolution person re-identification.
 
-__version__ = "0.1.0"
+| subpackage / module | concern |
+|---|---|
+| `main`, `driver` | the command line and the run behind it |
+| `models/` | Flax networks and the factory that builds them from a config |
+| `training/` | steps, losses, optimiser, checkpoints, sharding, the loop |
+| `evaluation/` | metrics, features, SR quality, reports, pictures |
+| `convert/` | PyTorch `.pth` -> Flax variables, Orbax variable folders |
+| `errors` | every bad-input error type, and the tuple `main` catches |
+| `atomic`, `workdir_layout` | atomic folder writes; where a run keeps what |
+
+`from pshrnet_jax import features` is kept for code written against the
+first layout: it is `pshrnet_jax.evaluation.features`.
+"""
+
+import importlib
+
+__version__ = "0.2.0"
+
+_MOVED = {"features": "pshrnet_jax.evaluation.features"}
+
+
+def __getattr__(name: str):
+  if name in _MOVED:
+    return importlib.import_module(_MOVED[name])
+  raise AttributeError(f"module 'pshrnet_jax' has no attribute {name!r}")

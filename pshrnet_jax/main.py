@@ -16,31 +16,14 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from data_pipelines import errors as data_errors
-from data_pipelines import pipeline
-from data_pipelines import sampler
-from data_pipelines import synthetic
-from pshrnet_jax import checkpoint
-from pshrnet_jax import convert
-from pshrnet_jax import optim
-from pshrnet_jax import torch_io
-from pshrnet_jax import train
+from pshrnet_jax import driver
+from pshrnet_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py), optionally with ':preset'.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", "workdirs/default", "Where checkpoints, logs and results go.")
-
-# Errors that describe bad input (data, config, workdir) and carry a message
-# naming the cause: the command prints that message, not a traceback.
-_INPUT_ERRORS = (train.ConfigError, data_errors.DatasetError,
-                 pipeline.PipelineError, sampler.SamplerError,
-                 synthetic.DemoSetMismatchError,
-                 checkpoint.CheckpointMismatchError, train.MissingTeacherError,
-                 train.NonFiniteLossError, optim.OptimConfigError,
-                 optim.ParamGroupError, convert.ConversionError,
-                 torch_io.TorchFileError, FileNotFoundError)
 
 
 def _exit_with(message: str) -> None:
@@ -93,8 +76,8 @@ def main(argv):
                jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
   try:
-    train.run(config, _WORKDIR.value)
-  except _INPUT_ERRORS as e:
+    driver.run(config, _WORKDIR.value)
+  except errors.INPUT_ERRORS as e:
     _exit_with(f"{type(e).__name__}: {e}")
 
 

@@ -10,7 +10,7 @@ good Market model, 1.3 a hard problem whose positives rank deep); distance = 1 -
 3,368 queries x 15,913 gallery (751 identities plus 2,798 distractors with
 pid 0), 6 cameras, max_rank 50. The fast evaluator is compared for exact
 equality with the straightforward per-query torchreid transcription
-(tests/rank_reference.py) on a query subset, and timed against it.
+(reference/torchreid_rank.py) on a query subset, and timed against it.
 """
 
 import argparse
@@ -25,10 +25,9 @@ import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
-sys.path.insert(0, os.path.join(_ROOT, "tests"))
 
 from pshrnet_jax import evaluation  # pylint: disable=g-import-not-at-top
-import rank_reference  # pylint: disable=g-import-not-at-top
+from reference import torchreid_rank  # pylint: disable=g-import-not-at-top
 
 
 def make_problem(num_q, num_g, num_ids, num_cams, num_distractors, *, dim=64,
@@ -97,7 +96,7 @@ def market(reference_queries, noise):
   print(f"  R1 {cmc[0]:.4f} R5 {cmc[4]:.4f} R10 {cmc[9]:.4f} mAP {m_ap:.4f}")
   n = reference_queries
   sub = (distmat[:n], q_pids[:n], g_pids, q_cams[:n], g_cams)
-  (ref_cmc, ref_map, _, _), ref_s = timed(rank_reference.eval_market1501,
+  (ref_cmc, ref_map, _, _), ref_s = timed(torchreid_rank.eval_market1501,
                                           *sub, 50)
   (fast_cmc, fast_map), fast_s = timed(evaluation.evaluate_rank, *sub)
   print(f"  reference (torchreid Python transcription) on the first {n} "
@@ -106,7 +105,7 @@ def market(reference_queries, noise):
   print(f"  CMC identical: {np.array_equal(ref_cmc, fast_cmc)}; mAP identical:"
         f" {ref_map == fast_map} ({ref_map!r} vs {fast_map!r})")
   np.random.seed(0)
-  ref_cuhk = rank_reference.eval_cuhk03(*sub, 50)
+  ref_cuhk = torchreid_rank.eval_cuhk03(*sub, 50)
   np.random.seed(0)
   (c_cmc, c_map), c_s = timed(evaluation.evaluate_rank, *sub,
                               use_metric_cuhk03=True)
@@ -124,7 +123,7 @@ def large():
   peak = traced_peak(evaluation.evaluate_features, *args)
   full = 4 * 10000 * 100000
   print(f"10,000 x 100,000 from 64-d features (evaluate_features, cosine, "
-        f"query chunks of {evaluation.rank_metrics.default_chunk_size(100000)}"
+        f"query chunks of {evaluation.rank_engine.default_chunk_size(100000)}"
         f"): {seconds:.2f} s; traced peak {peak / 2**20:.0f} MiB (a full "
         f"float32 distmat would be {full / 2**30:.1f} GiB)")
   print(f"  R1 {res.rank(1):.4f} mAP {res.mAP:.4f} mINP {res.mINP:.4f} valid "

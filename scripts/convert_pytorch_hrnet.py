@@ -20,7 +20,10 @@ import sys
 from absl import app
 from absl import flags
 
-from pshrnet_jax import convert
+# `python scripts/convert_pytorch_hrnet.py` puts scripts/ on the path, not
+# the repository root the packages live in.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pshrnet_jax import convert  # pylint: disable=g-import-not-at-top
 
 _INPUT = flags.DEFINE_string("input", None, "PyTorch .pth file.")
 _OUTPUT = flags.DEFINE_string(
@@ -53,7 +56,7 @@ def convert_file(input_path: str, output_dir: str, kind: str = "hrnet",
 
   Raises:
     FileExistsError: `output_dir` is not empty (checked before converting).
-    convert.ConversionError, torch_io.TorchFileError, FileNotFoundError: bad
+    errors.ConversionError, errors.TorchFileError, FileNotFoundError: bad
       input; nothing is written.
   """
   if os.path.exists(output_dir) and (not os.path.isdir(output_dir)

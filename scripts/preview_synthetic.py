@@ -22,7 +22,7 @@ from absl import flags
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+from data_pipelines.builders import synthetic  # pylint: disable=g-import-not-at-top
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", os.path.join(tempfile.gettempdir(), "pshrnet_synthetic_demo"),

@@ -1,16 +1,24 @@
-"""Shared test set-up: a persistent XLA compilation cache and absl flags.
+"""Shared test set-up: 8 CPU devices, a persistent XLA cache, absl flags.
 
-Compile time dominates this suite on a CPU (a tiny HRNet takes 15-30 s to
-compile), so every test process reuses compiled executables across runs
-through JAX's persistent cache, and expensive compiled functions are shared
-through session-scoped fixtures in the test modules.
+- 8 CPU devices (`jax_num_cpu_devices`, set before JAX starts its backend),
+  so the data-parallel tests run in this process; every other test places
+  its arrays on one device (`tiny_setup.tiny_config` sets num_devices=1).
+- Compile time dominates this suite on a CPU, so every test process reuses
+  compiled executables across runs through JAX's persistent cache, and the
+  training steps are shared through `loop.phase_step`'s in-process cache.
 """
 
 import os
 
 import jax
+import pytest
 from absl import flags
 
+import tiny_setup
+from pshrnet_jax import driver
+
+# Before JAX starts its backend (the first computation), not before imports.
+jax.config.update("jax_num_cpu_devices", 8)
 _CACHE_DIR = os.environ.get(
     "PSHRNET_JAX_TEST_CACHE",
     os.path.join(os.path.expanduser("~"), ".cache", "pshrnet_jax", "xla"),
@@ -23,3 +31,30 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 # absl.app.run, so mark them parsed once here.
 if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
+
+
+# The tiny end-to-end runs, shared by the test files that read them.
+
+@pytest.fixture(scope="session")
+def tiny_source(tmp_path_factory):
+  """The tiny synthetic set in Market layout."""
+  return tiny_setup.make_tiny_source(
+      str(tmp_path_factory.mktemp("data") / "src"))
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_source, tmp_path_factory):
+  """A full run (phase 1, phase 2, evaluation) in one workdir."""
+  workdir = str(tmp_path_factory.mktemp("trained"))
+  with tiny_setup.capture_logs() as logs:
+    results = driver.run(tiny_setup.config_with(tiny_source),
+                                    workdir)
+  return {"workdir": workdir, "results": results, "log": logs.text}
+
+
+@pytest.fixture(scope="session")
+def tiny_killed(tiny_source, tmp_path_factory):
+  """A phase-1 workdir stopped right after its checkpoint at step 4."""
+  workdir = str(tmp_path_factory.mktemp("killed"))
+  tiny_setup.run_killed(tiny_source, workdir)
+  return workdir

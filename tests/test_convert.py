@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from pshrnet_jax import convert
-from pshrnet_jax import torch_io
 
-import torch_reference as tr
+from reference import torch_models as tr
+from pshrnet_jax import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "convert_pytorch_hrnet.py")
@@ -78,7 +78,7 @@ def test_wrappers_prefixes_and_torch_tensors(tiny):
 
 
 def _error(state, match, **kwargs):
-  with pytest.raises(convert.ConversionError, match=match):
+  with pytest.raises(errors.ConversionError, match=match):
     convert.convert_checkpoint(state, **kwargs)
 
 
@@ -141,12 +141,14 @@ def test_unreadable_files(tmp_path, tiny):
   torch.save(tiny[0].state_dict(), path)
   truncated = tmp_path / "truncated.pth"
   truncated.write_bytes(path.read_bytes()[:5000])
-  with pytest.raises(torch_io.TorchFileError, match="truncated.pth"):
+  with pytest.raises(errors.TorchFileError, match="truncated.pth"):
     convert.load_torch_hrnet(truncated)
 
 
 def _run_script(*args):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  # No PYTHONPATH: the script must run as README shows it, from anywhere.
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  env["JAX_PLATFORMS"] = "cpu"
   return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True,
                         text=True, env=env, timeout=300)
 

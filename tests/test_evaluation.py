@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-import rank_reference
-from pshrnet_jax import evaluation, rank_metrics
+from reference import torchreid_rank
+from pshrnet_jax import evaluation
+from pshrnet_jax.evaluation import rank_engine
 from pshrnet_jax.evaluation import RankInputError, evaluate, evaluate_rank
 
 
@@ -93,7 +94,7 @@ def test_released_trapezoid_ap_and_minp():
 @pytest.mark.parametrize("seed", range(6))
 def test_market_matches_torchreid_reference_exactly(seed):
   problem = _random_problem(seed)
-  ref_cmc, ref_map, ref_minp, ref_valid = rank_reference.eval_market1501(
+  ref_cmc, ref_map, ref_minp, ref_valid = torchreid_rank.eval_market1501(
       *problem, 50)
   cmc, m_ap = evaluate_rank(*problem)
   assert cmc.dtype == np.float32
@@ -108,7 +109,7 @@ def test_market_matches_torchreid_reference_exactly(seed):
 
 def test_tied_distances_follow_stable_argsort():
   problem = _random_problem(11, ties=True)
-  ref_cmc, ref_map, _, _ = rank_reference.eval_market1501(*problem, 50)
+  ref_cmc, ref_map, _, _ = torchreid_rank.eval_market1501(*problem, 50)
   cmc, m_ap = evaluate_rank(*problem)
   np.testing.assert_array_equal(cmc, ref_cmc)
   assert m_ap == ref_map
@@ -119,7 +120,7 @@ def test_released_matches_reference(seed):
   distmat, q_pids, g_pids, q_cams, g_cams = _random_problem(seed + 20)
   g_pids = g_pids.copy()
   g_pids[:15] = -1  # Junk, removed by the released code.
-  ref_cmc, ref_map = rank_reference.eval_released(distmat, q_pids, g_pids,
+  ref_cmc, ref_map = torchreid_rank.eval_released(distmat, q_pids, g_pids,
                                                   q_cams, g_cams, 50)
   result = evaluate(distmat, q_pids, g_pids, q_cams, g_cams,
                     ap_convention="released")
@@ -131,7 +132,7 @@ def test_released_matches_reference(seed):
 def test_cuhk03_metric_reproduces_torchreid_random_draws(seed):
   problem = _random_problem(seed + 40, num_q=25, num_g=120, num_ids=12)
   np.random.seed(seed)
-  ref_cmc, ref_map = rank_reference.eval_cuhk03(*problem, 10)
+  ref_cmc, ref_map = torchreid_rank.eval_cuhk03(*problem, 10)
   np.random.seed(seed)
   cmc, m_ap = evaluate_rank(*problem, max_rank=10, use_metric_cuhk03=True)
   np.testing.assert_array_equal(cmc, ref_cmc)
@@ -196,7 +197,7 @@ def test_pairwise_sum_emulation_matches_numpy():
       pos = np.sort(rng.choice(n, k, replace=False))
       arr = np.zeros(n)
       arr[pos] = rng.random(k)
-      assert rank_metrics.numpy_pairwise_sum(
+      assert rank_engine.numpy_pairwise_sum(
           pos.tolist(), arr[pos].tolist(), n) == arr.sum()
 
 

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pshrnet_jax import features
+from pshrnet_jax.evaluation import features
+from pshrnet_jax.models import inputs
 
 _SIZE = (4, 2)  # Tiny network input (height, width).
-_MEAN = np.array(features.IMAGENET_MEAN)
-_STD = np.array(features.IMAGENET_STD)
+_MEAN = np.array(inputs.IMAGENET_MEAN)
+_STD = np.array(inputs.IMAGENET_STD)
 
 
 class TinyReID(nn.Module):
@@ -41,7 +42,7 @@ def _numpy_features(images, kernel):
 
 
 def test_normalize_images_by_hand():
-  out = np.asarray(features.normalize_images(
+  out = np.asarray(inputs.normalize_images(
       np.array([[[[255, 0, 128]]]], np.uint8)))
   expected = [(1 - 0.485) / 0.229, -0.456 / 0.224, (128 / 255 - 0.406) / 0.225]
   np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)
@@ -53,8 +54,7 @@ def test_flip_sum_normalised_and_padded(model):
   images = rng.integers(0, 256, (5,) + _SIZE + (3,), dtype=np.uint8)
   batches = [{"image": images[:3]}, {"image": images[3:]}]
   feats, sr = features.extract_features(module.apply, variables, batches,
-                                        batch_size=3, return_sr=True,
-                                        feature_fn=fn)
+                                        batch_size=3, return_sr=True)
   kernel = np.asarray(variables["params"]["Dense_0"]["kernel"], np.float64)
   np.testing.assert_allclose(feats, _numpy_features(images, kernel),
                              atol=1e-5)
@@ -105,8 +105,7 @@ def test_bad_inputs(model, tmp_path):
   with pytest.raises(ValueError, match="more than batch_size"):
     features.extract_features(
         module.apply, variables,
-        [{"image": np.zeros((4,) + _SIZE + (3,), np.uint8)}], batch_size=3,
-        feature_fn=fn)
+        [{"image": np.zeros((4,) + _SIZE + (3,), np.uint8)}], batch_size=3)
   with pytest.raises(ValueError, match="no 'image' key"):
     features.extract_features(module.apply, variables, [{"img": None}],
-                              batch_size=3, feature_fn=fn)
+                              batch_size=3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pshrnet_jax import losses
+from pshrnet_jax.training import losses
 
 
 def torch_triplet(inputs: torch.Tensor, targets: torch.Tensor,

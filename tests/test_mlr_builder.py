@@ -10,11 +10,11 @@ import types
 from PIL import Image
 import pytest
 
-import data_pipelines
+import data_pipelines.builders
 import fixtures_data
 from data_pipelines import benchmarks
-from data_pipelines import errors
-from data_pipelines import mlr_builder
+from pshrnet_jax import errors
+from data_pipelines.builders import mlr
 
 
 def _tree(folder):
@@ -60,14 +60,14 @@ def test_records_and_manifest(market_root, mlr_market):
   assert all(r.lr_path is None for r in bench.gallery)
   assert len(bench.gallery) == 4  # distractor kept, junk dropped
   assert manifest["key"]["dataset"] == "mlr_market1501"
-  assert manifest["key"]["builder_version"] == mlr_builder.BUILDER_VERSION
+  assert manifest["key"]["builder_version"] == mlr.BUILDER_VERSION
   assert manifest["key"]["options"]["factors"] == [2, 3, 4]
   assert manifest["identities"] == {"train": [2, 7], "query": [1, 3],
                                     "gallery": [0, 1, 3]}
   assert manifest["skipped_unreadable"] == []
   for record in bench.train + bench.query:
     rel = os.path.relpath(record.hr_path, market_root)
-    factor = mlr_builder.draw_factor(5, rel)
+    factor = mlr.draw_factor(5, rel)
     assert record.lr_factor == factor
     assert manifest["lr_images"][rel] == {
         "factor": factor, "origin": "built",
@@ -82,17 +82,17 @@ def test_records_and_manifest(market_root, mlr_market):
       assert lr.size == (math.ceil(16 / factor), math.ceil(32 / factor))
       expected = hr.convert("RGB").resize(lr.size, Image.Resampling.BICUBIC)
       assert lr.tobytes() == expected.tobytes()
-  assert mlr_builder.verify_build(mlr_market.path) == []
+  assert mlr.verify_build(mlr_market.path) == []
 
 
 def test_factor_draw_is_uniform_and_split_independent():
-  draws = [mlr_builder.draw_factor(0, f"query/{i:04d}.jpg")
+  draws = [mlr.draw_factor(0, f"query/{i:04d}.jpg")
            for i in range(3000)]
   for r in (2, 3, 4):
     assert 900 < draws.count(r) < 1100
-  assert draws != [mlr_builder.draw_factor(1, f"query/{i:04d}.jpg")
+  assert draws != [mlr.draw_factor(1, f"query/{i:04d}.jpg")
                    for i in range(3000)]
-  assert mlr_builder.lr_size((64, 128), 3) == (22, 43)
+  assert mlr.lr_size((64, 128), 3) == (22, 43)
 
 
 def test_reuse_and_conflicts(market_root, tmp_path):
@@ -256,10 +256,11 @@ def test_demo_uses_the_generator_lazily(tmp_path, monkeypatch):
     calls.append((out_dir, seed))
     return fixtures_data.make_market(os.path.join(out_dir, "market"))
 
-  fake = types.ModuleType("data_pipelines.synthetic")
+  fake = types.ModuleType("data_pipelines.builders.synthetic")
   fake.generate_demo = generate_demo
-  monkeypatch.setitem(sys.modules, "data_pipelines.synthetic", fake)
-  monkeypatch.setattr(data_pipelines, "synthetic", fake, raising=False)
+  monkeypatch.setitem(sys.modules, "data_pipelines.builders.synthetic", fake)
+  monkeypatch.setattr(data_pipelines.builders, "synthetic", fake,
+                      raising=False)
   bench = benchmarks.load_benchmark("demo", None, build_dir=str(tmp_path),
                                     seed=3)
   assert calls == [(str(tmp_path / "demo-source-seed3"), 3)]

@@ -19,6 +19,7 @@ from pshrnet_jax.models import HRNetReID
 from pshrnet_jax.models import PSHRNet
 from pshrnet_jax.models import VDSRCA
 from pshrnet_jax.models import reid_head
+from pshrnet_jax import errors
 
 TINY = dict(width=4, head_planes=(4, 8, 8, 16))
 
@@ -193,6 +194,6 @@ def test_reid_from_imagenet_and_student_from_teacher():
   wider = _numbered(_shapes(HRNetClassifier(width=8, num_classes=3,
                                             head_planes=TINY["head_planes"],
                                             final_features=8), x), 0)
-  with pytest.raises(convert.ConversionError,
+  with pytest.raises(errors.ConversionError,
                      match=r"params/backbone\['conv1'\]|params/backbone.*shape"):
     convert.reid_from_imagenet(wider, reid)

@@ -8,7 +8,8 @@ import optax
 import pytest
 import torch
 
-from pshrnet_jax import optim
+from pshrnet_jax.training import optim
+from pshrnet_jax import errors
 
 
 def _config(**overrides) -> ml_collections.ConfigDict:
@@ -179,7 +180,7 @@ def test_describe_groups_labels_only():
 def test_parameter_in_no_group_is_named():
   config = _config()
   config.groups.hrnet.pattern = r"^reid/backbone/"
-  with pytest.raises(optim.ParamGroupError,
+  with pytest.raises(errors.ParamGroupError,
                      match=r"hrnet.*sr.*1 do not: 'reid/bias' matches no"):
     optim.make_optimizer(config, _params(), steps_per_epoch=1)
 
@@ -188,7 +189,7 @@ def test_parameter_in_several_groups_is_named():
   config = _config()
   config.groups.hrnet.pattern = r"kernel|bias"
   with pytest.raises(
-      optim.ParamGroupError,
+      errors.ParamGroupError,
       match=r"'sr/input/kernel' matches several groups \['hrnet', 'sr'\]"):
     optim.make_optimizer(config, _params(), steps_per_epoch=1)
 
@@ -203,12 +204,12 @@ def test_parameter_in_several_groups_is_named():
 def test_bad_config_is_named(change, message):
   config = _config()
   change(config)
-  with pytest.raises(optim.OptimConfigError, match=message):
+  with pytest.raises(errors.OptimConfigError, match=message):
     optim.make_optimizer(config, _params(), steps_per_epoch=1)
 
 
 def test_missing_field_is_named():
   config = ml_collections.ConfigDict(
       {k: v for k, v in _config().items() if k != "warmup_lr"})
-  with pytest.raises(optim.OptimConfigError, match="no 'warmup_lr'"):
+  with pytest.raises(errors.OptimConfigError, match="no 'warmup_lr'"):
     optim.make_optimizer(config, _params(), steps_per_epoch=1)

@@ -1,6 +1,6 @@
 """Numerical parity with PyTorch: weights go through the converters.
 
-The PyTorch references (tests/torch_reference.py) get random weights and
+The PyTorch references (reference/torch_models.py) get random weights and
 random BatchNorm statistics/affines; their state dicts are converted with
 `load_torch_hrnet` / `convert_checkpoint`, so these tests prove both the
 Flax modules and the conversion. Eval mode; max relative error
@@ -18,7 +18,7 @@ from pshrnet_jax import convert
 from pshrnet_jax.convert import load_torch_hrnet
 from pshrnet_jax.models import HRNetClassifier
 
-import torch_reference as tr
+from reference import torch_models as tr
 
 # One thread: with two, torch spin-waits against XLA and the other jobs on
 # this 2-core machine (measured 10 s instead of 0.08 s per tiny forward).

@@ -9,11 +9,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from data_pipelines import errors
-from data_pipelines import image_cache
+from pshrnet_jax import errors
+from data_pipelines.pipeline import image_cache
 from data_pipelines import pipeline
-from data_pipelines import sampler
-from data_pipelines import transforms
+from data_pipelines.pipeline import sampler
+from data_pipelines.pipeline import transforms
 from data_pipelines.records import ImageRecord
 
 _SIZE = (32, 16)  # network size (H, W) in these tests
@@ -172,7 +172,7 @@ def test_resume_from_json_state(records, reference_run):
   _assert_same(_batches(started, 3), expected[7:])
   other_seed = pipeline.make_train_iterator(records, image_size=_SIZE, p=2,
                                             k=3, seed=6)
-  with pytest.raises(pipeline.PipelineError, match="does not match"):
+  with pytest.raises(errors.PipelineError, match="does not match"):
     other_seed.set_state(state)
 
 
@@ -189,7 +189,7 @@ def test_shards_split_the_global_batch_exactly(records, reference_run,
     for key, value in expected[step].items():
       np.testing.assert_array_equal(
           np.concatenate([part[key] for part in parts]), value)
-  with pytest.raises(pipeline.PipelineError, match="does not split evenly"):
+  with pytest.raises(errors.PipelineError, match="does not split evenly"):
     pipeline.make_train_iterator(records, image_size=_SIZE, p=2, k=3,
                                  shard_count=4)
 
@@ -203,7 +203,7 @@ def test_hr_only_mode_and_missing_lr(records, reference_run):
   assert set(batch) == {"hr", "label", "pid"}
   # the LR stream does not change the HR images
   np.testing.assert_array_equal(batch["hr"], expected[0]["hr"])
-  with pytest.raises(pipeline.PipelineError, match=r"0040_0\.png has no LR"):
+  with pytest.raises(errors.PipelineError, match=r"0040_0\.png has no LR"):
     pipeline.make_train_iterator(hr_only, image_size=_SIZE, p=2, k=3)
 
 
@@ -239,7 +239,7 @@ def test_unreadable_and_missing_images_are_named(records, tmp_path):
                                    records[0].lr_path, 2),)
   with pytest.raises(FileNotFoundError, match="gone.png"):
     pipeline.make_train_iterator(missing, image_size=_SIZE, p=2, k=3)
-  with pytest.raises(pipeline.PipelineError, match="empty"):
+  with pytest.raises(errors.PipelineError, match="empty"):
     pipeline.make_train_iterator([], image_size=_SIZE)
 
 

@@ -8,11 +8,11 @@ from PIL import Image
 import pytest
 
 import fixtures_data
-from data_pipelines import caviar
-from data_pipelines import cuhk03
-from data_pipelines import errors
-from data_pipelines import market
-from data_pipelines import viper
+from data_pipelines.readers import caviar
+from data_pipelines.readers import cuhk03
+from pshrnet_jax import errors
+from data_pipelines.readers import market
+from data_pipelines.readers import viper
 
 
 def _names(records):

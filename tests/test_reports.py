@@ -8,8 +8,11 @@ import pytest
 from PIL import Image
 from skimage import metrics
 
-from pshrnet_jax import evaluation, reports, sr_quality
-from pshrnet_jax.features import IMAGENET_MEAN, IMAGENET_STD
+from pshrnet_jax import evaluation
+
+from pshrnet_jax.evaluation import reports, sr_quality
+from pshrnet_jax.models.inputs import IMAGENET_MEAN, IMAGENET_STD
+from pshrnet_jax.evaluation import plots
 
 
 def _result():
@@ -51,7 +54,7 @@ def test_results_json_and_markdown(tmp_path):
 
 
 def test_cmc_png_size(tmp_path):
-  path = reports.plot_cmc(str(tmp_path / "cmc.png"), {"a": _result()},
+  path = plots.plot_cmc(str(tmp_path / "cmc.png"), {"a": _result()},
                           max_rank=10)
   with Image.open(path) as img:
     assert img.size == (600, 400)
@@ -65,12 +68,12 @@ def test_ranked_list_frames(tmp_path):
   gallery = [rng.integers(0, 256, (40, 20, 3), dtype=np.uint8)
              for _ in range(6)]
   distances = rng.random((2, 6))
-  indices, correct = reports.ranked_matches(
+  indices, correct = plots.ranked_matches(
       distances, np.array([1, 2]), np.array([1, 2, 1, 3, 2, 1]),
       np.array([0, 0]), np.array([1, 1, 0, 1, 1, 1]), top_k=4)
   assert 2 not in indices[0]  # Same id and camera as query 0: skipped.
   path = str(tmp_path / "ranked.png")
-  size = reports.save_ranked_list(path, queries, gallery, indices, correct,
+  size = plots.save_ranked_list(path, queries, gallery, indices, correct,
                                   sr_images=srs, cell_size=(32, 16), border=3,
                                   gap=5)
   with Image.open(path) as img:
@@ -79,14 +82,14 @@ def test_ranked_list_frames(tmp_path):
   assert size == (5 + 6 * 27, 16 + 5 + 2 * 43) == pixels.shape[1::-1]
   for r in range(2):
     for k in range(4):
-      y, x = reports.ranked_list_box_origin(r, 2 + k, cell_size=(32, 16),
+      y, x = plots.ranked_list_box_origin(r, 2 + k, cell_size=(32, 16),
                                             border=3, gap=5)
-      colour = reports.CORRECT_COLOR if correct[r, k] else reports.WRONG_COLOR
+      colour = plots.CORRECT_COLOR if correct[r, k] else plots.WRONG_COLOR
       assert tuple(pixels[y, x]) == colour
       assert tuple(pixels[y + 37, x + 21]) == colour  # Bottom-right corner.
-    y, x = reports.ranked_list_box_origin(r, 0, cell_size=(32, 16), border=3,
+    y, x = plots.ranked_list_box_origin(r, 0, cell_size=(32, 16), border=3,
                                           gap=5)
-    assert tuple(pixels[y + 1, x + 1]) == reports.QUERY_COLOR
+    assert tuple(pixels[y + 1, x + 1]) == plots.QUERY_COLOR
   assert correct.any() and not correct.all()
 
 

@@ -5,7 +5,8 @@ import collections
 import numpy as np
 import pytest
 
-from data_pipelines import sampler
+from data_pipelines.pipeline import sampler
+from pshrnet_jax import errors
 
 # Identity -> image count. With K = 3: groups 4, 1 (2 images, with
 # replacement), 2, 2, 1 (1 image) = 10 groups; P = 2 gives 5 steps.
@@ -95,9 +96,9 @@ def test_epochs_cover_identities_evenly():
 
 
 def test_too_few_identities_is_an_error():
-  with pytest.raises(sampler.SamplerError, match="at least P=3 distinct"):
+  with pytest.raises(errors.SamplerError, match="at least P=3 distinct"):
     sampler.steps_per_epoch([1, 1, 2, 2], 3, 2)
-  with pytest.raises(sampler.SamplerError, match="non-empty"):
+  with pytest.raises(errors.SamplerError, match="non-empty"):
     sampler.pk_epoch_plan([], 2, 2, 0, 0)
-  with pytest.raises(sampler.SamplerError, match="K=0"):
+  with pytest.raises(errors.SamplerError, match="K=0"):
     sampler.steps_per_epoch([1, 2], 1, 0)

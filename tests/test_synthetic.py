@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipelines import synthetic
+from data_pipelines.builders import synthetic
+from pshrnet_jax import errors
 
 # Market-1501 rules: 4-digit pid, 1-based one-digit camera, sequence, 6-digit
 # frame, 2-digit box index.
@@ -174,13 +175,13 @@ def test_reuses_a_complete_set_and_never_overwrites_another(tmp_path):
   before = os.stat(manifest).st_mtime_ns, _hashes(out)
   assert synthetic.generate_demo(out, 0, **_SMALL) == out
   assert (os.stat(manifest).st_mtime_ns, _hashes(out)) == before
-  with pytest.raises(synthetic.DemoSetMismatchError, match=re.escape(manifest)):
+  with pytest.raises(errors.DemoSetMismatchError, match=re.escape(manifest)):
     synthetic.generate_demo(out, 1, **_SMALL)
   assert _hashes(out) == before[1]
   # A modified set is reported, not silently reused.
   os.remove(os.path.join(out, "query", sorted(os.listdir(
       os.path.join(out, "query")))[0]))
-  with pytest.raises(synthetic.DemoSetMismatchError, match="query holds 7"):
+  with pytest.raises(errors.DemoSetMismatchError, match="query holds 7"):
     synthetic.generate_demo(out, 0, **_SMALL)
   # No temporary folders left next to the output.
   assert os.listdir(tmp_path) == ["set"]
@@ -190,7 +191,7 @@ def test_refuses_a_foreign_folder_and_fills_an_empty_one(tmp_path):
   foreign = tmp_path / "mine"
   foreign.mkdir()
   (foreign / "notes.txt").write_text("user data")
-  with pytest.raises(synthetic.DemoSetMismatchError, match=str(foreign)):
+  with pytest.raises(errors.DemoSetMismatchError, match=str(foreign)):
     synthetic.generate_demo(str(foreign), 0, **_SMALL)
   assert os.listdir(foreign) == ["notes.txt"]
   empty = tmp_path / "empty"

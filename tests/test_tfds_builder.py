@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from data_pipelines import pipeline
 from data_pipelines import tfds_builder
 from data_pipelines.records import Benchmark, ImageRecord
+from pshrnet_jax import errors
 
 _SIZE = (16, 8)
 
@@ -119,7 +120,7 @@ def test_source_feeds_the_pipelines(benchmark, prepared):
     for key in b:
       np.testing.assert_array_equal(a[key], b[key])
   # A source from another split does not line up with the records.
-  with pytest.raises(pipeline.PipelineError, match="not aligned"):
+  with pytest.raises(errors.PipelineError, match="not aligned"):
     list(pipeline.make_eval_batches(benchmark.train[1:3], image_size=_SIZE,
                                     batch_size=2, source=sources["query"]))
 

@@ -1,4 +1,4 @@
-"""Tests for pshrnet_jax.torch_io: files written by torch.save, read without it.
+"""Tests for convert.torch_io: files written by torch.save, read without it.
 
 torch is a test-only dependency here: it writes the files (zip and legacy
 formats) and is the reference every array is compared with, exactly.
@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from pshrnet_jax import torch_io
+from pshrnet_jax.convert import torch_io
+from pshrnet_jax import errors
 
 FORMATS = ("zip", "legacy")
 _NUMPY_DTYPE = {
@@ -225,7 +226,7 @@ def test_build_cannot_tamper_with_whitelisted_globals(tmp_path):
   # GLOBAL torch.FloatStorage; BUILD with slot state {'dtype': 1}.
   hostile = (b"\x80\x02ctorch\nFloatStorage\nN}X\x05\x00\x00\x00dtypeK\x01s"
              b"\x86b.")
-  with pytest.raises(torch_io.TorchFileError, match="b.pth: .*AttributeError"):
+  with pytest.raises(errors.TorchFileError, match="b.pth: .*AttributeError"):
     torch_io.load_checkpoint(_zip_with(tmp_path / "b.pth",
                                        {"data.pkl": hostile}))
   path = _save({"w": torch.ones(2)}, tmp_path / "ok.pth", "zip")
@@ -316,12 +317,12 @@ def test_errors_name_file_and_cause(tmp_path):
   }
   for name, (data, cause) in cases.items():
     (tmp_path / name).write_bytes(data)
-    with pytest.raises(torch_io.TorchFileError, match=cause) as error:
+    with pytest.raises(errors.TorchFileError, match=cause) as error:
       torch_io.load_state_dict(tmp_path / name)
     assert str(tmp_path / name) in str(error.value)
 
   np.savez(tmp_path / "arrays.npz", w=np.ones(3))
-  with pytest.raises(torch_io.TorchFileError, match="arrays.npz.*data.pkl"):
+  with pytest.raises(errors.TorchFileError, match="arrays.npz.*data.pkl"):
     torch_io.load_state_dict(tmp_path / "arrays.npz")
 
   with tarfile.open(tmp_path / "old_tar.pth", "w") as tar:
@@ -329,14 +330,14 @@ def test_errors_name_file_and_cause(tmp_path):
       info = tarfile.TarInfo(name)
       info.size = 1
       tar.addfile(info, io.BytesIO(b"\x00"))
-  with pytest.raises(torch_io.TorchFileError, match="old_tar.pth.*tar-format"):
+  with pytest.raises(errors.TorchFileError, match="old_tar.pth.*tar-format"):
     torch_io.load_checkpoint(tmp_path / "old_tar.pth")
 
   with pytest.raises(FileNotFoundError, match="missing.pth"):
     torch_io.load_state_dict(tmp_path / "missing.pth")
 
   no_tensors = _save({"epoch": 1, "acc": 0.5}, tmp_path / "meta.pth", "zip")
-  with pytest.raises(torch_io.TorchFileError,
+  with pytest.raises(errors.TorchFileError,
                      match=r"meta.pth: no tensors.*\['epoch', 'acc'\]"):
     torch_io.load_state_dict(no_tensors)
 
@@ -344,10 +345,10 @@ def test_errors_name_file_and_cause(tmp_path):
 def test_truncated_files(tmp_path):
   state = {"a": torch.ones(100), "b": torch.arange(50)}
   zipped = _truncated(_save(state, tmp_path / "z.pth", "zip"), 700)
-  with pytest.raises(torch_io.TorchFileError, match="z.pth: truncated or corr"):
+  with pytest.raises(errors.TorchFileError, match="z.pth: truncated or corr"):
     torch_io.load_state_dict(zipped)
   legacy = _truncated(_save(state, tmp_path / "l.pth", "legacy"), -10)
-  with pytest.raises(torch_io.TorchFileError,
+  with pytest.raises(errors.TorchFileError,
                      match="l.pth: file truncated inside storage"):
     torch_io.load_state_dict(legacy)
 
@@ -356,10 +357,10 @@ def test_storage_shorter_than_tensor(tmp_path):
   records = {"data.pkl": _pickled(
       {"w": _FakeTensor(_FakeStorage("0", 4), 0, (3, 2), (2, 1))}),
              "data/0": np.ones(4, "<f4").tobytes()}
-  with pytest.raises(torch_io.TorchFileError,
+  with pytest.raises(errors.TorchFileError,
                      match="short.pth: .*needs 6 elements.*holds 4"):
     torch_io.load_state_dict(_zip_with(tmp_path / "short.pth", records))
   records["data/0"] = np.ones(3, "<f4").tobytes()  # Record below its numel.
-  with pytest.raises(torch_io.TorchFileError,
+  with pytest.raises(errors.TorchFileError,
                      match="short2.pth: storage '0' holds 12 bytes.*says 16"):
     torch_io.load_state_dict(_zip_with(tmp_path / "short2.pth", records))

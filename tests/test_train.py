@@ -1,7 +1,8 @@
 """One real phase-1 and phase-2 training step, checked against references.
 
-Each step runs as train.py runs it (jit over a 1-device mesh, state donated)
-on a tiny model, and is compared with an independent recomputation:
+Each step is the one the training loop runs (`loop.phase_step`: jit over a
+1-device mesh, state donated) on a tiny model, compared with an independent
+recomputation:
 - the loss, from the model's outputs and the pshrnet_jax.losses functions
   with SPEC 2's weights written here, on the same batch and dropout key;
 - the parameter update, from the reference gradients and the first step of
@@ -10,25 +11,21 @@ on a tiny model, and is compared with an independent recomputation:
 - the BatchNorm running statistics, also by hand for the stem's first BN;
 - the frozen teacher: bit-identical after the step, and no gradient reaches
   it.
-The data-parallel test runs tests/multidevice_step.py in a subprocess with 8
-forced CPU devices.
+The data-parallel test runs the phase-2 step on a mesh of the 8 CPU devices
+conftest.py forces, against the same step on one device.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import multidevice_step as tiny
-from pshrnet_jax import losses
-from pshrnet_jax import sharding
-from pshrnet_jax import steps
-from pshrnet_jax import train
+import tiny_setup as tiny
+from pshrnet_jax.training import losses
+from pshrnet_jax.training import sharding
+from pshrnet_jax.training import steps
 
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4  # SPEC 3
 CE_WEIGHT, SMOOTHING, TRIPLET_WEIGHT, MARGIN = 1.15, 0.1, 0.2, 0.1  # SPEC 2
@@ -143,14 +140,9 @@ def batch():
 @pytest.fixture(scope="module")
 def phase1(config, mesh, batch):
   """The teacher's variables, one phase-1 step, and the reference."""
-  model = train.build_teacher(config, tiny.NUM_TRAIN_IDS)
+  model, _, optimizer, _, step_fn = tiny.phase_step(config, "phase1", mesh)
   variables = _with_decay_probe(tiny.init_variables(model, config.seed),
                                 ("head", "fc1", "bias"))
-  optimizer = tiny.make_tx(config, variables["params"])
-  step_fn = steps.jit_step(
-      steps.phase1_step, sharding.replicated(mesh),
-      sharding.batch_sharded(mesh), model=model, tx=optimizer.tx,
-      loss_config=config.loss.to_dict())
   state = sharding.put_replicated(
       steps.create_state(variables, optimizer.tx), mesh)
   new_state, metrics = step_fn(
@@ -182,8 +174,8 @@ def phase1(config, mesh, batch):
 @pytest.fixture(scope="module")
 def phase2(config, mesh, batch, phase1):
   """One phase-2 step against the phase-1 teacher, and the reference."""
-  student = train.build_student(config, tiny.NUM_TRAIN_IDS)
-  teacher = train.build_teacher(config, tiny.NUM_TRAIN_IDS)
+  student, teacher, optimizer, _, step_fn = tiny.phase_step(
+      config, "phase2", mesh)
   variables = _with_decay_probe(tiny.init_variables(student, config.seed),
                                 ("reid", "head", "fc1", "bias"))
   # The phase-1 teacher with running statistics that keep its eval-mode
@@ -192,12 +184,8 @@ def phase2(config, mesh, batch, phase1):
       teacher, {"params": phase1["state"].params,
                 "batch_stats": phase1["state"].batch_stats}, batch["hr"])
   teacher_before = jax.tree.map(np.array, teacher_vars)
-  optimizer = tiny.make_tx(config, variables["params"])
   bound = dict(student=student, teacher=teacher, tx=optimizer.tx,
                loss_config=config.loss.to_dict())
-  step_fn = steps.jit_step(
-      steps.phase2_step, sharding.replicated(mesh),
-      sharding.batch_sharded(mesh), num_extra_args=1, **bound)
   teacher_on_device = sharding.put_replicated(teacher_vars, mesh)
   state = sharding.put_replicated(
       steps.create_state(variables, optimizer.tx), mesh)
@@ -346,20 +334,41 @@ def test_phase2_teacher_frozen(phase2):
   assert max(norms) == 0.0
 
 
-def test_data_parallel_step_matches_single_device():
-  env = dict(os.environ,
-             XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             PSHRNET_JAX_TEST_CACHE=jax.config.jax_compilation_cache_dir)
-  script = os.path.join(os.path.dirname(__file__), "multidevice_step.py")
-  proc = subprocess.run([sys.executable, script], env=env,
-                        capture_output=True, text=True, timeout=900)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-  assert lines, f"no result (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
-  result = json.loads(lines[-1])
+def _max_abs_diff(a, b) -> float:
+  return max(float(np.max(np.abs(np.asarray(x, np.float64) - y)))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_data_parallel_step_matches_single_device(config, batch, phase2):
+  """The phase-2 step on 8 devices (batch split over "data") vs 1 device."""
+  assert jax.device_count() == 8  # conftest.py forces 8 CPU devices.
+  mesh8 = sharding.make_data_mesh(8)
+  _, _, optimizer, _, step8 = tiny.phase_step(config, "phase2", mesh8)
+  start = phase2["start"]
+  global_batch = sharding.put_batch(batch, mesh8)
+  rows = {s.data.shape[0] for s in global_batch["hr"].addressable_shards}
+  state8, metrics8 = step8(
+      sharding.put_replicated(steps.create_state(start, optimizer.tx), mesh8),
+      global_batch, sharding.put_replicated(jax.random.key(STEP_RNG_SEED),
+                                            mesh8),
+      sharding.put_replicated(phase2["teacher_before"], mesh8))
+  assert len(state8.params["sr"]["input"]["kernel"].devices()) == 8
+  assert rows == {1}
+  state8, metrics8 = jax.device_get((state8, metrics8))
+  state1, metrics1 = phase2["state"], phase2["metrics"]
+  result = {
+      "loss_8": float(metrics8["loss"]), "loss_1": float(metrics1["loss"]),
+      "max_param_diff": _max_abs_diff(state8.params, state1.params),
+      "max_param_change": _max_abs_diff(state1.params, start["params"]),
+      "relative_update_diff": _relative_error(
+          jax.tree.map(np.subtract, state8.params, start["params"]),
+          jax.tree.map(np.subtract, state1.params, start["params"])),
+      "max_batch_stats_diff": _max_abs_diff(state8.batch_stats,
+                                            state1.batch_stats),
+      "max_batch_stats_change": _max_abs_diff(state1.batch_stats,
+                                              start["batch_stats"]),
+  }
   print("8 vs 1 device:", json.dumps(result, indent=1))
-  assert result["placement_8"] == {"devices": 8, "batch_rows_per_device": [1]}
-  assert result["placement_1"] == {"devices": 1,
-                                   "batch_rows_per_device": [8]}
   np.testing.assert_allclose(result["loss_8"], result["loss_1"],
                              rtol=tiny.LOSS_RTOL)
   change_rtol = tiny.CHANGE_RTOL
@@ -370,4 +379,3 @@ def test_data_parallel_step_matches_single_device():
   # The step really moved things, so agreement is not vacuous.
   assert result["max_param_change"] > 1e-3
   assert result["max_batch_stats_change"] > 1e-3
-  assert proc.returncode == 0, proc.stderr[-3000:]

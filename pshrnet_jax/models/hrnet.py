@@ -22,12 +22,13 @@ from pshrnet_jax.models import layers
 
 Dtype = Any
 
-# (number of HighResolutionModules, number of branches) of stages 2, 3, 4.
-STAGES = ((1, 2), (4, 3), (3, 4))
-BLOCKS_PER_BRANCH = 4
+# HighResolutionModules of stages 2, 3, 4 (stage s has s branches), and the
+# blocks of layer1 and of every branch: HRNet-W*-C's. Fewer of either make a
+# shallower network with the same stages and fusions (tests, CPU demos).
+NUM_MODULES = (1, 4, 3)
+NUM_BLOCKS = 4
 STEM_FEATURES = 64
 LAYER1_PLANES = 64
-LAYER1_BLOCKS = 4
 # The ImageNet head's Bottleneck planes per branch (hard-coded in the
 # official code whatever the width); outputs are 4x these.
 HEAD_PLANES = (32, 64, 128, 256)
@@ -47,9 +48,13 @@ class HRModule(nn.Module):
 
   Attributes:
     channels: channels of each branch.
+    num_blocks: BasicBlocks per branch.
+    conv_impl: 'xla' or 'fast' (layers.conv).
     dtype: computation dtype.
   """
   channels: Sequence[int]
+  num_blocks: int = NUM_BLOCKS
+  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -57,8 +62,9 @@ class HRModule(nn.Module):
                train: bool = False) -> list[jax.Array]:
     xs = list(xs)
     for b, features in enumerate(self.channels):
-      for k in range(BLOCKS_PER_BRANCH):
-        xs[b] = layers.BasicBlock(features, dtype=self.dtype,
+      for k in range(self.num_blocks):
+        xs[b] = layers.BasicBlock(features, conv_impl=self.conv_impl,
+                                  dtype=self.dtype,
                                   name=f"branch{b}_{k}")(xs[b], train)
     fused = []
     for i, features in enumerate(self.channels):
@@ -66,14 +72,16 @@ class HRModule(nn.Module):
       # Same summation order as PyTorch (j = 0, 1, ...).
       for j, x in enumerate(xs):
         if j > i:
-          x = layers.ConvBN(features, 1, relu=False, dtype=self.dtype,
+          x = layers.ConvBN(features, 1, relu=False,
+                            conv_impl=self.conv_impl, dtype=self.dtype,
                             name=f"fuse_{i}_{j}")(x, train)
           x = layers.upsample_nearest(x, 2**(j - i))
         elif j < i:
           for k in range(i - j):
             last = k == i - j - 1
             x = layers.ConvBN(features if last else self.channels[j], 3, 2,
-                              relu=not last, dtype=self.dtype,
+                              relu=not last, conv_impl=self.conv_impl,
+                              dtype=self.dtype,
                               name=f"fuse_{i}_{j}_{k}")(x, train)
         y = x if y is None else y + x
       fused.append(nn.relu(y))
@@ -86,9 +94,15 @@ class HRNet(nn.Module):
   Attributes:
     width: channels of the highest-resolution branch (18, 32, 48; tiny
       values such as 4 for tests).
+    num_modules: HighResolutionModules of stages 2, 3 and 4.
+    num_blocks: Bottlenecks of layer1 and BasicBlocks of every branch.
+    conv_impl: 'xla' or 'fast' (layers.conv).
     dtype: computation dtype (parameters stay float32).
   """
   width: int = 32
+  num_modules: Sequence[int] = NUM_MODULES
+  num_blocks: int = NUM_BLOCKS
+  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -106,25 +120,33 @@ class HRNet(nn.Module):
       raise ValueError(
           f"HRNet expects (B, H, W, C) images with H and W multiples of "
           f"{INPUT_MULTIPLE}, got shape {x.shape}")
-    dtype = self.dtype
-    x = layers.conv(STEM_FEATURES, 3, 2, dtype=dtype, name="conv1")(x)
+    if len(self.num_modules) != 3 or min(self.num_modules) < 1 or (
+        self.num_blocks < 1):
+      raise ValueError(f"HRNet needs 3 stages of >= 1 module and >= 1 block; "
+                       f"got num_modules={tuple(self.num_modules)}, "
+                       f"num_blocks={self.num_blocks}")
+    dtype, impl = self.dtype, self.conv_impl
+    x = layers.conv(STEM_FEATURES, 3, 2, conv_impl=impl, dtype=dtype,
+                    name="conv1")(x)
     x = nn.relu(layers.batch_norm(train, dtype=dtype, name="bn1")(x))
-    x = layers.conv(STEM_FEATURES, 3, 2, dtype=dtype, name="conv2")(x)
+    x = layers.conv(STEM_FEATURES, 3, 2, conv_impl=impl, dtype=dtype,
+                    name="conv2")(x)
     x = nn.relu(layers.batch_norm(train, dtype=dtype, name="bn2")(x))
-    for k in range(LAYER1_BLOCKS):
-      x = layers.Bottleneck(LAYER1_PLANES, dtype=dtype,
+    for k in range(self.num_blocks):
+      x = layers.Bottleneck(LAYER1_PLANES, conv_impl=impl, dtype=dtype,
                             name=f"layer1_{k}")(x, train)
 
     xs = [x]
     channels = branch_channels(self.width)
-    for stage, (num_modules, num_branches) in enumerate(STAGES, start=2):
+    for stage, num_modules in enumerate(self.num_modules, start=2):
+      num_branches = stage
       transition = stage - 1
       new_xs = []
       for i in range(num_branches):
         if i < len(xs):
           x = xs[i]
           if x.shape[-1] != channels[i]:
-            x = layers.ConvBN(channels[i], 3, dtype=dtype,
+            x = layers.ConvBN(channels[i], 3, conv_impl=impl, dtype=dtype,
                               name=f"transition{transition}_{i}")(x, train)
         else:
           # A new branch grows from the previous stage's last branch.
@@ -132,12 +154,13 @@ class HRNet(nn.Module):
           steps = i + 1 - len(xs)
           for k in range(steps):
             features = channels[i] if k == steps - 1 else x.shape[-1]
-            x = layers.ConvBN(features, 3, 2, dtype=dtype,
+            x = layers.ConvBN(features, 3, 2, conv_impl=impl, dtype=dtype,
                               name=f"transition{transition}_{i}_{k}")(x, train)
         new_xs.append(x)
       xs = new_xs
       for m in range(num_modules):
-        xs = HRModule(channels[:num_branches], dtype=dtype,
+        xs = HRModule(channels[:num_branches], self.num_blocks,
+                      conv_impl=impl, dtype=dtype,
                       name=f"stage{stage}_{m}")(xs, train)
     return xs
 
@@ -150,9 +173,11 @@ class IncreModules(nn.Module):
 
   Attributes:
     head_planes: Bottleneck planes per branch.
+    conv_impl: 'xla' or 'fast' (layers.conv).
     dtype: computation dtype.
   """
   head_planes: Sequence[int] = HEAD_PLANES
+  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -162,7 +187,7 @@ class IncreModules(nn.Module):
       raise ValueError(f"IncreModules: {len(xs)} branches but "
                        f"{len(self.head_planes)} head_planes")
     return [
-        layers.Bottleneck(planes, dtype=self.dtype,
+        layers.Bottleneck(planes, conv_impl=self.conv_impl, dtype=self.dtype,
                           name=f"branch{i}")(x, train)
         for i, (planes, x) in enumerate(zip(self.head_planes, xs))
     ]
@@ -176,12 +201,18 @@ class HRNetClassifier(nn.Module):
     num_classes: classifier outputs.
     head_planes: incre_modules Bottleneck planes (official: 32/64/128/256).
     final_features: channels of `final_layer` (official: 2048).
+    num_modules: HighResolutionModules of stages 2-4 (HRNet).
+    num_blocks: blocks of layer1 and of every branch (HRNet).
+    conv_impl: 'xla' or 'fast' (layers.conv).
     dtype: computation dtype (parameters stay float32).
   """
   width: int = 32
   num_classes: int = 1000
   head_planes: Sequence[int] = HEAD_PLANES
   final_features: int = FINAL_FEATURES
+  num_modules: Sequence[int] = NUM_MODULES
+  num_blocks: int = NUM_BLOCKS
+  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -195,16 +226,19 @@ class HRNetClassifier(nn.Module):
     Returns:
       (B, num_classes) float32 logits.
     """
-    xs = HRNet(self.width, dtype=self.dtype, name="backbone")(x, train)
-    xs = IncreModules(self.head_planes, dtype=self.dtype,
+    impl = self.conv_impl
+    xs = HRNet(self.width, self.num_modules, self.num_blocks, conv_impl=impl,
+               dtype=self.dtype, name="backbone")(x, train)
+    xs = IncreModules(self.head_planes, conv_impl=impl, dtype=self.dtype,
                       name="incre_modules")(xs, train)
     y = xs[0]
     for i in range(len(xs) - 1):
       down = layers.ConvBN(4 * self.head_planes[i + 1], 3, 2, use_bias=True,
-                           dtype=self.dtype, name=f"downsamp_modules_{i}")
+                           conv_impl=impl, dtype=self.dtype,
+                           name=f"downsamp_modules_{i}")
       y = xs[i + 1] + down(y, train)
-    y = layers.ConvBN(self.final_features, 1, use_bias=True, dtype=self.dtype,
-                      name="final_layer")(y, train)
+    y = layers.ConvBN(self.final_features, 1, use_bias=True, conv_impl=impl,
+                      dtype=self.dtype, name="final_layer")(y, train)
     y = jnp.mean(y, axis=(1, 2))
     logits = nn.Dense(self.num_classes, dtype=self.dtype,
                       param_dtype=jnp.float32, name="classifier")(y)

@@ -15,7 +15,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pshrnet_jax.models import fast_conv
+
 Dtype = Any
+
+# How convolutions are computed: 'xla' is lax.conv_general_dilated
+# throughout; 'fast' keeps XLA's forward and input gradient but computes
+# weight gradients as GEMMs (fast_conv.py). Same parameters, same maths.
+CONV_IMPLS = ("xla", "fast")
 
 # Kaiming-normal, fan-out, ReLU gain: the official HRNet initialisation, and
 # for 3x3 convolutions the same law as VDSR's N(0, sqrt(2 / (k * k * out))).
@@ -23,8 +30,8 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def conv(features: int, kernel_size: int, stride: int = 1, *,
-         use_bias: bool = False, dtype: Dtype = jnp.float32,
-         name: str | None = None) -> nn.Conv:
+         use_bias: bool = False, conv_impl: str = "xla",
+         dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:
   """A PyTorch-equivalent Conv2d(padding=kernel_size // 2) in NHWC.
 
   Args:
@@ -32,17 +39,23 @@ def conv(features: int, kernel_size: int, stride: int = 1, *,
     kernel_size: square kernel size.
     stride: square stride.
     use_bias: whether the convolution has a bias (HRNet's are bias-free).
+    conv_impl: 'xla' or 'fast' (see CONV_IMPLS).
     dtype: computation dtype; parameters stay float32.
     name: module name.
 
   Returns:
     The `nn.Conv` module.
   """
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got "
+                     f"{conv_impl!r}")
   pad = kernel_size // 2
   return nn.Conv(
       features, (kernel_size, kernel_size), strides=(stride, stride),
       padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
-      param_dtype=jnp.float32, kernel_init=conv_kernel_init, name=name)
+      param_dtype=jnp.float32, kernel_init=conv_kernel_init,
+      conv_general_dilated=(fast_conv.conv_general_dilated
+                            if conv_impl == "fast" else None), name=name)
 
 
 class BatchNorm(nn.Module):
@@ -121,6 +134,7 @@ class ConvBN(nn.Module):
     stride: square stride.
     relu: apply a ReLU after the BatchNorm.
     use_bias: convolution bias (the ImageNet head's convolutions have one).
+    conv_impl: 'xla' or 'fast' (see CONV_IMPLS).
     dtype: computation dtype.
   """
   features: int
@@ -128,12 +142,14 @@ class ConvBN(nn.Module):
   stride: int = 1
   relu: bool = True
   use_bias: bool = False
+  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = conv(self.features, self.kernel_size, self.stride,
-             use_bias=self.use_bias, dtype=self.dtype, name="conv")(x)
+             use_bias=self.use_bias, conv_impl=self.conv_impl,
+             dtype=self.dtype, name="conv")(x)
     x = batch_norm(train, dtype=self.dtype, name="bn")(x)
     return nn.relu(x) if self.relu else x
 
@@ -146,9 +162,11 @@ class BasicBlock(nn.Module):
 
   Attributes:
     features: channels in and out.
+    conv_impl: 'xla' or 'fast' (see CONV_IMPLS).
     dtype: computation dtype.
   """
   features: int
+  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -157,9 +175,12 @@ class BasicBlock(nn.Module):
       raise ValueError(
           f"BasicBlock {self.name}: input has {x.shape[-1]} channels, "
           f"expected {self.features} (HRNet branches keep their width)")
-    y = conv(self.features, 3, dtype=self.dtype, name="conv1")(x)
+    impl = self.conv_impl
+    y = conv(self.features, 3, conv_impl=impl, dtype=self.dtype,
+             name="conv1")(x)
     y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
-    y = conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
+    y = conv(self.features, 3, conv_impl=impl, dtype=self.dtype,
+             name="conv2")(y)
     y = batch_norm(train, dtype=self.dtype, name="bn2")(y)
     return nn.relu(y + x)
 
@@ -173,10 +194,12 @@ class Bottleneck(nn.Module):
   Attributes:
     planes: bottleneck width; the output has `4 * planes` channels.
     stride: stride of the 3x3 convolution (and of the projection).
+    conv_impl: 'xla' or 'fast' (see CONV_IMPLS).
     dtype: computation dtype.
   """
   planes: int
   stride: int = 1
+  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   expansion = 4
@@ -184,14 +207,16 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     out_features = self.planes * self.expansion
-    y = conv(self.planes, 1, dtype=self.dtype, name="conv1")(x)
-    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
-    y = conv(self.planes, 3, self.stride, dtype=self.dtype, name="conv2")(y)
-    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn2")(y))
-    y = conv(out_features, 1, dtype=self.dtype, name="conv3")(y)
-    y = batch_norm(train, dtype=self.dtype, name="bn3")(y)
+    impl, dtype = self.conv_impl, self.dtype
+    y = conv(self.planes, 1, conv_impl=impl, dtype=dtype, name="conv1")(x)
+    y = nn.relu(batch_norm(train, dtype=dtype, name="bn1")(y))
+    y = conv(self.planes, 3, self.stride, conv_impl=impl, dtype=dtype,
+             name="conv2")(y)
+    y = nn.relu(batch_norm(train, dtype=dtype, name="bn2")(y))
+    y = conv(out_features, 1, conv_impl=impl, dtype=dtype, name="conv3")(y)
+    y = batch_norm(train, dtype=dtype, name="bn3")(y)
     if self.stride != 1 or x.shape[-1] != out_features:
-      x = conv(out_features, 1, self.stride, dtype=self.dtype,
+      x = conv(out_features, 1, self.stride, conv_impl=impl, dtype=dtype,
                name="downsample_conv")(x)
       x = batch_norm(train, dtype=self.dtype, name="downsample_bn")(x)
     return nn.relu(y + x)

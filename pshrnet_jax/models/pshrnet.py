@@ -31,6 +31,9 @@ class HRNetReID(nn.Module):
     head_planes: incre_modules planes (paper: 32/64/128/256; smaller for
       tests and CPU demos).
     dropout_rate: dropout before the identity classifier.
+    num_modules: HighResolutionModules of stages 2-4 (HRNet-W*-C: 1, 4, 3).
+    num_blocks: blocks of layer1 and of every branch (HRNet-W*-C: 4).
+    conv_impl: 'xla' or 'fast' (how convolutions are computed).
     dtype: computation dtype (parameters stay float32; outputs float32).
   """
   width: int = 32
@@ -38,6 +41,9 @@ class HRNetReID(nn.Module):
   pooling: str = "avgmax"
   head_planes: Sequence[int] = hrnet.HEAD_PLANES
   dropout_rate: float = 0.5
+  num_modules: Sequence[int] = hrnet.NUM_MODULES
+  num_blocks: int = hrnet.NUM_BLOCKS
+  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -56,9 +62,11 @@ class HRNetReID(nn.Module):
     if self.pooling not in reid_head.POOLING_MODES:
       raise ValueError(f"pooling must be one of {reid_head.POOLING_MODES}, "
                        f"got {self.pooling!r}")
-    xs = hrnet.HRNet(self.width, dtype=self.dtype, name="backbone")(x, train)
-    xs = hrnet.IncreModules(self.head_planes, dtype=self.dtype,
-                            name="incre_modules")(xs, train)
+    xs = hrnet.HRNet(self.width, self.num_modules, self.num_blocks,
+                     conv_impl=self.conv_impl, dtype=self.dtype,
+                     name="backbone")(x, train)
+    xs = hrnet.IncreModules(self.head_planes, conv_impl=self.conv_impl,
+                            dtype=self.dtype, name="incre_modules")(xs, train)
     return reid_head.ReIDHead(
         self.num_classes, pooling=self.pooling,
         dropout_rate=self.dropout_rate, dtype=self.dtype,
@@ -79,6 +87,9 @@ class PSHRNet(nn.Module):
     sr_squeeze_channels: channel-attention bottleneck (4).
     head_planes: incre_modules planes.
     dropout_rate: dropout before the identity classifier.
+    num_modules: HighResolutionModules of stages 2-4.
+    num_blocks: blocks of layer1 and of every branch.
+    conv_impl: 'xla' or 'fast' (how convolutions are computed).
     dtype: computation dtype.
   """
   width: int = 32
@@ -90,6 +101,9 @@ class PSHRNet(nn.Module):
   sr_squeeze_channels: int = 4
   head_planes: Sequence[int] = hrnet.HEAD_PLANES
   dropout_rate: float = 0.5
+  num_modules: Sequence[int] = hrnet.NUM_MODULES
+  num_blocks: int = hrnet.NUM_BLOCKS
+  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -112,9 +126,10 @@ class PSHRNet(nn.Module):
     else:
       sr = vdsr_ca.VDSRCA(
           self.sr_blocks, self.sr_features, self.sr_squeeze_channels,
-          channel_attention=self.sr_module == "vdsr_ca", dtype=self.dtype,
-          name="sr")(x)
+          channel_attention=self.sr_module == "vdsr_ca",
+          conv_impl=self.conv_impl, dtype=self.dtype, name="sr")(x)
     logits, aux = HRNetReID(
         self.width, self.num_classes, self.pooling, self.head_planes,
-        self.dropout_rate, dtype=self.dtype, name="reid")(sr, train)
+        self.dropout_rate, self.num_modules, self.num_blocks,
+        conv_impl=self.conv_impl, dtype=self.dtype, name="reid")(sr, train)
     return logits, {**aux, "sr": sr}

@@ -1,0 +1,178 @@
+"""Image decoding, resizing to the network size, and the paired augmentation.
+
+Decoding and resizing run once per image (image_cache.py); a training step
+only flips, pads and crops uint8 arrays (`flip_pad_crop`).
+
+Augmentation (SPEC 3), the same parameters for both images of an HR/LR pair:
+horizontal flip with p = 0.5, zero-pad 10 on every side, random crop back to
+(H, W) (the crop's top-left corner uniform in [0, 2 * pad] in each axis, as
+torchvision's `RandomCrop` on the padded image). The order is flip, then
+pad + crop, as in torchvision's Compose([RandomHorizontalFlip, Pad,
+RandomCrop]).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import NamedTuple, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from pshrnet_jax import errors
+
+PAD = 10
+FLIP_PROB = 0.5
+
+_INTERPOLATIONS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+def interpolation_mode(name: str) -> Image.Resampling:
+  """PIL resampling filter for 'bilinear' or 'bicubic'.
+
+  Args:
+    name: the interpolation name.
+
+  Returns:
+    The PIL filter.
+
+  Raises:
+    ValueError: any other name.
+  """
+  if name not in _INTERPOLATIONS:
+    raise ValueError(
+        f"unknown interpolation {name!r}; expected one of {sorted(_INTERPOLATIONS)}")
+  return _INTERPOLATIONS[name]
+
+
+def decode_image(source: Union[str, bytes, np.ndarray],
+                 what: str = "image") -> Image.Image:
+  """Opens an image file, encoded bytes or a uint8 HxWx3 array as RGB.
+
+  Args:
+    source: a file path, encoded image bytes, or an already decoded array.
+    what: how to name the image in error messages when it is not a path.
+
+  Returns:
+    The image as an RGB PIL image.
+
+  Raises:
+    errors.DatasetNotFoundError: the path does not exist.
+    errors.UnreadableImageError: the content is not a decodable image.
+  """
+  if isinstance(source, np.ndarray):
+    if source.ndim == 3 and source.shape[2] == 1:
+      source = source[:, :, 0]
+    if source.dtype != np.uint8 or not (
+        source.ndim == 2 or (source.ndim == 3 and source.shape[2] == 3)):
+      raise errors.UnreadableImageError(
+          f"{what}: expected a uint8 HxWx3 array, got {source.dtype} {source.shape}")
+    return Image.fromarray(source).convert("RGB")
+  name = source if isinstance(source, str) else what
+  if isinstance(source, str) and not os.path.isfile(source):
+    raise errors.DatasetNotFoundError(f"image file not found: {source}")
+  try:
+    fileobj = source if isinstance(source, str) else io.BytesIO(source)
+    with Image.open(fileobj) as image:
+      return image.convert("RGB")
+  except (OSError, SyntaxError, ValueError) as e:
+    raise errors.UnreadableImageError(f"cannot decode image {name}: {e}") from e
+
+
+def resize_to(image: Image.Image, image_size: tuple[int, int],
+              interpolation: str = "bilinear") -> np.ndarray:
+  """Resizes to (H, W) (a no-op when already that size) as a uint8 array.
+
+  Args:
+    image: an RGB PIL image.
+    image_size: the network size (H, W).
+    interpolation: 'bilinear' or 'bicubic'.
+
+  Returns:
+    uint8 array (H, W, 3).
+  """
+  height, width = image_size
+  if image.size != (width, height):
+    image = image.resize((width, height), interpolation_mode(interpolation))
+  return np.asarray(image, dtype=np.uint8)
+
+
+def load_resized(source: Union[str, bytes, np.ndarray], image_size: tuple[int, int],
+                 interpolation: str = "bilinear", what: str = "image") -> np.ndarray:
+  """Decodes and resizes one image to the network size.
+
+  Args:
+    source: a file path, encoded bytes or a decoded uint8 array.
+    image_size: (H, W).
+    interpolation: 'bilinear' or 'bicubic'.
+    what: the image's name in error messages when it is not a path.
+
+  Returns:
+    uint8 array (H, W, 3).
+  """
+  return resize_to(decode_image(source, what), image_size, interpolation)
+
+
+class CropParams(NamedTuple):
+  """Augmentation parameters of a batch; one entry per example.
+
+  Attributes:
+    flip: bool (B,), horizontal flip.
+    top: int (B,), crop row in the padded image, in [0, 2 * pad].
+    left: int (B,), crop column in the padded image, in [0, 2 * pad].
+  """
+  flip: np.ndarray
+  top: np.ndarray
+  left: np.ndarray
+
+
+def sample_crop_params(rng: np.random.Generator, batch_size: int,
+                       pad: int = PAD, flip_prob: float = FLIP_PROB) -> CropParams:
+  """Draws flip / crop parameters for `batch_size` examples.
+
+  Args:
+    rng: the generator to draw from.
+    batch_size: number of examples.
+    pad: zero padding on each side.
+    flip_prob: probability of a horizontal flip.
+
+  Returns:
+    The parameters.
+  """
+  flip = rng.random(batch_size) < flip_prob
+  top = rng.integers(0, 2 * pad + 1, size=batch_size)
+  left = rng.integers(0, 2 * pad + 1, size=batch_size)
+  return CropParams(flip, top, left)
+
+
+def flip_pad_crop(images: np.ndarray, indices: Sequence[int], params: CropParams,
+                  pad: int = PAD) -> np.ndarray:
+  """Flips, zero-pads and crops images[indices] back to their size.
+
+  Args:
+    images: uint8 (N, H, W, C) source images (may be memory-mapped).
+    indices: which source image each output example uses.
+    params: one flip / top / left per output example.
+    pad: the zero padding on each side.
+
+  Returns:
+    uint8 (len(indices), H, W, C).
+  """
+  _, height, width, channels = images.shape
+  out = np.zeros((len(indices), height, width, channels), np.uint8)
+  for b, index in enumerate(indices):
+    image = images[index]
+    if params.flip[b]:
+      image = image[:, ::-1]
+    # Crop window [top, top + H) of the padded image = rows [top - pad,
+    # top - pad + H) of the image; copy only the part inside the image.
+    dy, dx = int(params.top[b]) - pad, int(params.left[b]) - pad
+    y0, y1 = max(0, dy), min(height, dy + height)
+    x0, x1 = max(0, dx), min(width, dx + width)
+    if y1 > y0 and x1 > x0:  # else (pad >= size) the window is all padding
+      out[b, y0 - dy:y1 - dy, x0 - dx:x1 - dx] = image[y0:y1, x0:x1]
+  return out

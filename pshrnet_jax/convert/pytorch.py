@@ -1,0 +1,296 @@
+"""PyTorch checkpoints -> Flax variables, with strict key and shape checks.
+
+Accepted checkpoints (read with `convert.torch_io`, which never executes
+pickled code; a mapping of name -> array/tensor is accepted too):
+
+* ImageNet HRNet-W*-C (`load_torch_hrnet`): the official
+  HRNet-Image-Classification keys (conv1, bn1, conv2, bn2, layer1,
+  transition1..3, stage2..4, incre_modules, downsamp_modules, final_layer,
+  classifier) and timm's `hrnet_w*` (the same names).
+* Released PS-HRNet models (`load_torch_pshrnet`): the HRNet keys above,
+  `classifier.add_block.{0,1}` / `classifier.classifier.0` (the ReID
+  ClassBlock) and, for the student, `vdsr.input`, `vdsr.residual_layer.N.conv`,
+  `vdsr.residual_layer.N.ca.module.{1,3}`, `vdsr.output`. The unused ImageNet
+  head those models still carry (downsamp_modules, final_layer, an ImageNet
+  `classifier.weight/bias`) is skipped and listed in the conversion info.
+
+Keys may carry a DataParallel 'module.' prefix (stripped) and each part
+(backbone, incre_modules, ReID head, SR net) any common prefix ('model.',
+'backbone.', 'vdsr.', ...), detected from an anchor key. Wrappers
+{'state_dict' | 'model' | 'state_dict_ema' | 'net' | 'module': ...} are
+unwrapped; `num_batches_tracked` is dropped. Anything else left over on either
+side, or a shape mismatch, raises `ConversionError` naming the source, the
+first offending key and both shapes.
+
+Keys are renamed through tables of (PyTorch template, Flax template, kind);
+the kind fixes the leaf transform: conv OIHW -> HWIO, Linear (out, in) ->
+(in, out), BatchNorm weight/bias/running_mean/running_var -> params
+scale/bias, batch_stats mean/var.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pshrnet_jax import models
+from pshrnet_jax.convert.key_tables import BACKBONE
+from pshrnet_jax.convert.key_tables import IMAGENET_HEAD
+from pshrnet_jax.convert.key_tables import INCRE
+from pshrnet_jax.convert.key_tables import Part
+from pshrnet_jax.convert.key_tables import REID_HEAD
+from pshrnet_jax.convert.key_tables import VDSR
+from pshrnet_jax.convert import torch_io
+from pshrnet_jax.errors import ConversionError
+
+Variables = dict[str, Any]
+
+
+def _as_numpy(value: Any, source: str, key: str) -> np.ndarray:
+  if hasattr(value, "detach"):  # A torch tensor handed in by a caller.
+    value = value.detach().cpu().numpy()
+  if not hasattr(value, "shape"):
+    raise ConversionError(f"{source}: entry {key!r} is not a tensor "
+                          f"({type(value).__name__})")
+  return np.asarray(value)
+
+
+def _read(path_or_state_dict: Any) -> tuple[dict[str, np.ndarray], str]:
+  """A flat name -> array dict, wrappers unwrapped, 'module.' stripped."""
+  if isinstance(path_or_state_dict, (str, os.PathLike)):
+    source = os.fspath(path_or_state_dict)
+    state = torch_io.load_state_dict(source)
+  elif isinstance(path_or_state_dict, Mapping):
+    source, state = "<state dict>", path_or_state_dict
+    for key in ("state_dict", "model", "state_dict_ema", "net", "module"):
+      if isinstance(state.get(key), Mapping):
+        state = state[key]
+        break
+  else:
+    raise TypeError("expected a path or a mapping of name -> tensor, got "
+                    f"{type(path_or_state_dict).__name__}")
+  state = {k: _as_numpy(v, source, k) for k, v in state.items()
+           if not k.endswith("num_batches_tracked")}
+  if not state:
+    raise ConversionError(f"{source}: no tensors")
+  while all(k.startswith("module.") for k in state):
+    state = {k[len("module."):]: v for k, v in state.items()}
+  return state, source
+
+
+def _find_prefix(state: Mapping[str, np.ndarray], part: Part, source: str,
+                 required: bool) -> str | None:
+  hits = [k[:-len(part.anchor)] for k in state
+          if k.endswith(part.anchor)
+          and (len(k) == len(part.anchor) or k[-len(part.anchor) - 1] == ".")]
+  if len(hits) > 1:
+    raise ConversionError(f"{source}: several {part.name} found (key prefixes "
+                          f"{hits}); convert one model at a time")
+  if not hits and required:
+    raise ConversionError(
+        f"{source}: does not look like a checkpoint with a {part.name}: no key "
+        f"ending in {part.anchor!r} (first keys: {list(state)[:5]})")
+  return hits[0] if hits else None
+
+
+def _hrnet_config(state, backbone: Part, incre: Part, source: str,
+                  width: int | None) -> dict[str, Any]:
+  """Width and incre_modules planes, read from the weights."""
+  def shape(prefix, key):
+    if prefix + key not in state:
+      raise ConversionError(f"{source}: missing key {prefix + key!r}")
+    return tuple(state[prefix + key].shape)
+  found = shape(backbone.prefix, "transition1.0.0.weight")[0]
+  if width is not None and found != width:
+    raise ConversionError(
+        f"{source}: looks like HRNet-W{found}, expected W{width} (key "
+        f"{backbone.prefix}transition1.0.0.weight has shape "
+        f"{shape(backbone.prefix, 'transition1.0.0.weight')})")
+  planes = tuple(shape(incre.prefix, f"incre_modules.{i}.0.conv1.weight")[0]
+                 for i in range(4))
+  return {"width": int(found), "head_planes": tuple(int(p) for p in planes)}
+
+
+def _sr_config(state, vdsr: Part) -> dict[str, Any]:
+  """VDSR depth, width and attention, read from the weights."""
+  pre = vdsr.prefix
+  blocks = {int(m.group(1)) for k in state
+            if (m := re.match(re.escape(pre) + r"residual_layer\.(\d+)\.", k))}
+  squeeze = state.get(pre + "residual_layer.0.ca.module.1.weight")
+  features = state.get(pre + "input.weight")
+  return {"sr_module": "vdsr" if squeeze is None else "vdsr_ca",
+          "sr_blocks": max(blocks) + 1,
+          "sr_features": 64 if features is None else int(features.shape[0]),
+          "sr_squeeze_channels": 4 if squeeze is None else int(squeeze.shape[0])}
+
+
+def _torch_shape(flax_shape, kind: str, leaf: str) -> tuple[int, ...]:
+  if leaf == "kernel" and kind == "conv" and len(flax_shape) == 4:
+    return tuple(flax_shape[i] for i in (3, 2, 0, 1))
+  if leaf == "kernel" and kind == "linear":
+    return tuple(reversed(flax_shape))
+  return tuple(flax_shape)
+
+
+def _build(state, source, parts, module, sample_shape=(1, 64, 64, 3)):
+  """Renames every key through `parts`; checks it against `module`."""
+  expected = jax.eval_shape(lambda: module.init(
+      jax.random.key(0), jnp.zeros(sample_shape), train=False))
+  expected = {"/".join(str(getattr(p, "key", p)) for p in path): leaf.shape
+              for path, leaf in jax.tree_util.tree_leaves_with_path(expected)}
+  model = type(module).__name__
+  flat, ignored = {}, []
+  for key, value in state.items():
+    hit = None
+    for part in parts:
+      if part.prefix is not None and key.startswith(part.prefix):
+        hit = part.to_flax(key[len(part.prefix):])
+        if hit:
+          break
+    if hit and part.ignored:
+      ignored.append(key)
+      continue
+    flat_key = hit and "/".join((hit[0],) + hit[1])
+    if not hit or flat_key not in expected:
+      raise ConversionError(
+          f"{source}: unexpected key {key!r} {tuple(value.shape)}: no "
+          f"counterpart in {model}" + (f" (it maps to {flat_key})" if hit else ""))
+    collection, path, kind = hit
+    want = tuple(expected.pop(flat_key))
+    torch_want = _torch_shape(want, kind, path[-1])
+    if tuple(value.shape) != torch_want:
+      raise ConversionError(
+          f"{source}: key {key!r} has shape {tuple(value.shape)} but {model} "
+          f"expects {torch_want} (Flax {flat_key} {want})")
+    if path[-1] == "kernel":
+      value = value.transpose(2, 3, 1, 0) if kind == "conv" else value.T
+    flat[(collection,) + path] = np.asarray(value, np.float32)
+  if expected:
+    flat_key, shape = next(iter(expected.items()))
+    path = tuple(flat_key.split("/"))
+    names = [p.to_torch(path[1:]) for p in parts if p.prefix is not None]
+    raise ConversionError(
+        f"{source}: missing key {next((n for n in names if n), None)!r} for "
+        f"Flax {flat_key} {tuple(shape)} ({len(expected)} {model} entries "
+        "have no checkpoint key)")
+  tree: Variables = {}
+  for path, array in flat.items():
+    node = tree
+    for p in path[:-1]:
+      node = node.setdefault(p, {})
+    node[path[-1]] = array
+  return tree, ignored
+
+
+def convert_checkpoint(
+    path_or_state_dict: Any, kind: str = "hrnet", *, width: int | None = None,
+    pooling: str = "avgmax") -> tuple[Variables, nn.Module, dict[str, Any]]:
+  """Converts a PyTorch checkpoint and returns the model it belongs to.
+
+  Args:
+    path_or_state_dict: a `.pth` path or a mapping name -> array/tensor.
+    kind: 'hrnet' (ImageNet HRNet-W*-C -> HRNetClassifier), 'teacher'
+      (released HRNet-ReID -> HRNetReID) or 'student' (released PS-HRNet ->
+      PSHRNet).
+    width: the expected HRNet width; None accepts the checkpoint's.
+    pooling: ReID pooling mode (not stored in the weights).
+
+  Returns:
+    (variables, module, info): Flax {'params', 'batch_stats'}, the module
+    they fit (width, classes, head and SR sizes read from the weights), and
+    a JSON-able description of the conversion.
+
+  Raises:
+    ConversionError: the checkpoint does not match (names key and shapes).
+    torch_io.TorchFileError: unreadable file. FileNotFoundError: no file.
+  """
+  if kind not in ("hrnet", "teacher", "student"):
+    raise ValueError(f"kind must be 'hrnet', 'teacher' or 'student', got {kind!r}")
+  state, source = _read(path_or_state_dict)
+  root = ("reid",) if kind == "student" else ()
+  backbone = Part("HRNet backbone", "layer1.0.conv1.weight", BACKBONE,
+                   root + ("backbone",))
+  incre = Part("HRNet incre_modules", "incre_modules.0.0.conv1.weight",
+                INCRE, root + ("incre_modules",))
+  head = Part("ImageNet head", "final_layer.0.weight", IMAGENET_HEAD, (),
+               ignored=kind != "hrnet")
+  reid = Part("ReID ClassBlock", "add_block.0.weight", REID_HEAD,
+               root + ("head",))
+  vdsr = Part("VDSR", "residual_layer.0.conv.weight", VDSR, ("sr",))
+  parts = [backbone, incre, head] + ([] if kind == "hrnet" else [reid, vdsr])
+  required = [backbone, incre, head if kind == "hrnet" else reid]
+  for part in parts:
+    part.prefix = _find_prefix(state, part, source, part in required)
+  if kind == "hrnet" and any(k.endswith("add_block.0.weight") for k in state):
+    raise ConversionError(f"{source}: a released PS-HRNet ReID checkpoint (has "
+                          "classifier.add_block), not an ImageNet HRNet: use "
+                          "load_torch_pshrnet")
+  if kind == "teacher" and vdsr.prefix is not None:
+    raise ConversionError(f"{source}: has an SR network ({vdsr.prefix}"
+                          "residual_layer...): load it with kind='student'")
+  if kind == "student" and vdsr.prefix is None:
+    raise ConversionError(f"{source}: no SR network (no key ending in "
+                          "'residual_layer.0.conv.weight'); a teacher? Load it "
+                          "with kind='teacher'")
+  config = _hrnet_config(state, backbone, incre, source, width)
+  if kind == "hrnet":
+    config["num_classes"] = int(state[head.prefix + "classifier.weight"].shape[0])
+    config["final_features"] = int(
+        state[head.prefix + "final_layer.0.weight"].shape[0])
+    module = models.HRNetClassifier(**config)
+  else:
+    config.update(num_classes=int(state[reid.prefix + "classifier.0.weight"]
+                                  .shape[0]), pooling=pooling)
+    if kind == "teacher":
+      module = models.HRNetReID(**config)
+    else:
+      config.update(_sr_config(state, vdsr))
+      module = models.PSHRNet(**config)
+  variables, ignored = _build(state, source, parts, module)
+  info = {"source": source, "kind": kind, "model": type(module).__name__,
+          "model_kwargs": {k: list(v) if isinstance(v, tuple) else v
+                           for k, v in config.items()},
+          "prefixes": {p.name: p.prefix for p in parts},
+          "ignored_keys": ignored, "num_tensors": len(state) - len(ignored),
+          "num_params": int(sum(v.size for v in
+                                jax.tree.leaves(variables["params"])))}
+  return variables, module, info
+
+
+def load_torch_hrnet(path_or_state_dict: Any, width: int | None = None) -> Variables:
+  """Flax variables for `HRNetClassifier` from an ImageNet HRNet-W*-C file.
+
+  Args:
+    path_or_state_dict: official `hrnetv2_w32_imagenet_pretrained.pth`, a timm
+      `hrnet_w32` state dict, or a mapping name -> array/tensor.
+    width: the expected width (e.g. 32); None accepts the checkpoint's.
+      Width and num_classes are read from the weights.
+
+  Returns:
+    {'params': ..., 'batch_stats': ...} for `HRNetClassifier(width, num_classes)`.
+  """
+  return convert_checkpoint(path_or_state_dict, "hrnet", width=width)[0]
+
+
+def load_torch_pshrnet(path_or_state_dict: Any, kind: str = "student", *,
+                       width: int | None = None) -> Variables:
+  """Flax variables from a released PS-HRNet student or teacher checkpoint.
+
+  Args:
+    path_or_state_dict: a `.pth` path or a mapping name -> array/tensor.
+    kind: 'student' (-> `PSHRNet`) or 'teacher' (-> `HRNetReID`).
+    width: the expected width; None accepts the checkpoint's.
+
+  Returns:
+    {'params': ..., 'batch_stats': ...}; see `convert_checkpoint` for the
+    module configuration they fit.
+  """
+  if kind not in ("student", "teacher"):
+    raise ValueError(f"kind must be 'student' or 'teacher', got {kind!r}")
+  return convert_checkpoint(path_or_state_dict, kind, width=width)[0]

@@ -1,0 +1,65 @@
+"""Flax variables on disk: Orbax checkpoints of {'params', 'batch_stats'}.
+
+The format `scripts/convert_pytorch_hrnet.py` writes, `--config.init_from`
+reads, and training uses for the exported teacher and student
+(WORKDIR/phase1/teacher, WORKDIR/phase2/student).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from pshrnet_jax import atomic
+
+Variables = dict[str, Any]
+
+
+def save_variables(variables: Variables, directory: str | os.PathLike,
+                   info: Mapping[str, Any] | None = None, *,
+                   replace: bool = False) -> None:
+  """Writes {'params', 'batch_stats'} as an Orbax checkpoint (+ info JSON).
+
+  Everything is written to a temporary sibling first and renamed into place,
+  so a failure leaves no partial `directory`.
+
+  Args:
+    variables: the Flax variables.
+    directory: created; must not exist or be empty, unless `replace`.
+    info: optional JSON-able description, saved as `conversion.json`.
+    replace: swap an existing `directory` for the new variables as a whole.
+
+  Raises:
+    FileExistsError: `directory` holds something and `replace` is False.
+  """
+  import orbax.checkpoint as ocp  # Deferred: import cost only where used.
+  with atomic.atomic_directory(directory, replace=replace) as tmp:
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(tmp, "variables"),
+                      jax.tree.map(np.asarray, dict(variables)))
+    checkpointer.wait_until_finished()
+    if info is not None:
+      with open(os.path.join(tmp, "conversion.json"), "w") as f:
+        json.dump(info, f, indent=2)
+
+
+def restore_variables(directory: str | os.PathLike) -> Variables:
+  """Reads variables written by `save_variables` (as numpy arrays).
+
+  Args:
+    directory: the directory given to `save_variables`.
+
+  Returns:
+    {'params': ..., 'batch_stats': ...}.
+  """
+  import orbax.checkpoint as ocp
+  path = os.path.join(os.path.abspath(os.fspath(directory)), "variables")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{directory}: no Orbax variables (expected {path}, "
+                            "written by convert.save_variables)")
+  restored = ocp.StandardCheckpointer().restore(path)
+  return jax.tree.map(np.asarray, restored)

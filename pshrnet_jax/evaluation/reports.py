@@ -1,0 +1,145 @@
+"""Results people can read: results.json and results.md.
+
+All figures in results.json and results.md are percentages (rank-k, mAP,
+mINP), rounded to 2 decimals, with the protocol and AP convention named, so a
+number is never quoted without the rules that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional, Union
+
+
+from pshrnet_jax.evaluation.metrics import RankResult
+from pshrnet_jax.evaluation.sr_quality import SRQuality
+
+def _pct(x) -> float:
+  return round(float(x) * 100.0, 2)
+
+
+def _summary(result: RankResult) -> dict:
+  """The headline numbers of one RankResult, in percent."""
+  out = {
+      "rank1": _pct(result.rank(1)),
+      "rank5": _pct(result.rank(5)) if len(result.cmc) >= 5 else None,
+      "rank10": _pct(result.rank(10)) if len(result.cmc) >= 10 else None,
+      "mAP": _pct(result.mAP),
+      "mINP": _pct(result.mINP),
+      "num_valid_queries": result.num_valid_queries,
+      "num_queries": result.num_queries,
+  }
+  if result.trials is not None:
+    trials = result.trials
+    std = trials.cmc_std
+    out["single_shot"] = {
+        "trials": int(trials.mAP.shape[0]),
+        "rank1_std": _pct(std[0]),
+        "rank5_std": _pct(std[4]) if len(std) >= 5 else None,
+        "rank10_std": _pct(std[9]) if len(std) >= 10 else None,
+        "mAP_std": _pct(trials.mAP_std),
+        "per_trial_rank1": [_pct(c[0]) for c in trials.cmc],
+        "per_trial_mAP": [_pct(m) for m in trials.mAP],
+    }
+  return out
+
+
+def results_dict(result: RankResult, *, dataset: str = "",
+                 sr: Optional[SRQuality] = None) -> dict:
+  """The content of results.json.
+
+  Args:
+    result: the evaluation (with per_factor and trials when present).
+    dataset: benchmark name, e.g. "mlr_market1501".
+    sr: SR quality, when measured.
+
+  Returns:
+    A JSON-serialisable dict.
+  """
+  out = {"dataset": dataset, "protocol": result.protocol,
+         "ap_convention": result.ap_convention, **_summary(result),
+         "cmc": [_pct(c) for c in result.cmc]}
+  if result.per_factor:
+    out["per_factor"] = {str(k): _summary(v)
+                         for k, v in sorted(result.per_factor.items())}
+  if sr is not None:
+    out["sr"] = {"psnr": round(sr.psnr, 3), "ssim": round(sr.ssim, 4),
+                 "num_images": sr.num_images}
+  return out
+
+
+def results_markdown(result: RankResult, *, dataset: str = "",
+                     sr: Optional[SRQuality] = None) -> str:
+  """A Markdown table of the results (percent; single shot: mean ± std)."""
+
+  def cell(value, spread):
+    text = f"{value * 100:.2f}"
+    return text if spread is None else f"{text} ± {spread * 100:.2f}"
+
+  def row(label, r):
+    s = r.trials.cmc_std if r.trials is not None else None
+    ranks = [cell(r.cmc[k - 1], None if s is None else s[k - 1])
+             if len(r.cmc) >= k else "-" for k in (1, 5, 10)]
+    m_ap = cell(r.mAP, None if r.trials is None else r.trials.mAP_std)
+    return (f"| {label} | {' | '.join(ranks)} | {m_ap} | {r.mINP * 100:.2f} "
+            f"| {r.num_valid_queries}/{r.num_queries} |")
+
+  lines = [
+      f"# Results{': ' + dataset if dataset else ''}", "",
+      f"Protocol: {result.protocol}; AP convention: {result.ap_convention}"
+      + (f"; {result.trials.mAP.shape[0]} single-shot trials (mean ± std)"
+         if result.trials is not None else ""), "",
+      "| queries | Rank-1 | Rank-5 | Rank-10 | mAP | mINP | valid/all |",
+      "|---|---|---|---|---|---|---|",
+      row("all", result)]
+  for factor, r in sorted(result.per_factor.items()):
+    lines.append(row(f"LR x{factor}", r))
+  if sr is not None:
+    lines += ["", "| SR quality | PSNR (dB) | SSIM | images |", "|---|---|---|---|",
+              f"| SR vs HR | {sr.psnr:.2f} | {sr.ssim:.4f} | "
+              f"{sr.num_images} |"]
+  return "\n".join(lines) + "\n"
+
+
+def write_results(workdir: str,
+                  results: Union[RankResult, Mapping[str, RankResult]], *,
+                  dataset: str = "", sr: Optional[SRQuality] = None,
+                  extra: Optional[Mapping[str, Any]] = None
+                  ) -> tuple[str, str]:
+  """Writes results.json and results.md into `workdir`.
+
+  Args:
+    workdir: the folder to write into (created).
+    results: one RankResult, or label -> RankResult for several evaluated
+      models, the headline model first.
+    dataset: benchmark name, e.g. "mlr_market1501".
+    sr: SR quality of the headline model, when measured.
+    extra: more top-level JSON entries (e.g. the chance rank-1).
+
+  Returns:
+    The paths of results.json and results.md. The JSON holds the headline
+    model's numbers at the top level and, for several models, `model` (the
+    headline label) and `models` (label -> numbers).
+  """
+  if isinstance(results, RankResult):
+    results = {"": results}
+  headline = next(iter(results))
+  summary = results_dict(results[headline], dataset=dataset, sr=sr)
+  if len(results) > 1 or headline:
+    summary["model"] = headline
+    summary["models"] = {label: results_dict(r, dataset=dataset)
+                         for label, r in results.items()}
+  summary.update(extra or {})
+  markdown = "\n".join(
+      results_markdown(r, dataset=f"{dataset} ({label})" if label else dataset,
+                       sr=sr if label == headline else None)
+      for label, r in results.items())
+  os.makedirs(workdir, exist_ok=True)
+  json_path = os.path.join(workdir, "results.json")
+  md_path = os.path.join(workdir, "results.md")
+  with open(json_path, "w") as f:
+    json.dump(summary, f, indent=2)
+  with open(md_path, "w") as f:
+    f.write(markdown)
+  return json_path, md_path

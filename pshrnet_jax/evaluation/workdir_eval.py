@@ -1,0 +1,167 @@
+"""Evaluation of a trained workdir on its benchmark (SPEC 4).
+
+Queries (LR on cross-resolution sets) and the HR gallery both go through the
+evaluated model; features are flip-summed and L2-normalised; ranking uses
+1 - dot. On cross-resolution sets both the student (phase 2) and the phase-1
+teacher are evaluated on the same LR queries, so the gain from VDSR-CA and the
+pseudo-siamese training shows beside the baseline. The student's numbers are
+the headline; HR-only configs evaluate the teacher on HR queries.
+
+Writes into the workdir: results.json (headline numbers at the top level, one
+entry per evaluated model), results.md, cmc.png and ranked_list.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from data_pipelines import pipeline
+from data_pipelines.records import Benchmark
+from pshrnet_jax import convert
+from pshrnet_jax import workdir_layout
+from pshrnet_jax.errors import MissingTeacherError
+from pshrnet_jax.evaluation import features
+from pshrnet_jax.evaluation import metrics
+from pshrnet_jax.evaluation import plots
+from pshrnet_jax.evaluation import reports
+from pshrnet_jax.evaluation import sr_quality
+from pshrnet_jax.models import factory
+from pshrnet_jax.models.inputs import denormalize_images
+
+_RANKED_LIST_TOP_K = 10
+
+
+def _models_to_evaluate(config, workdir: str) -> dict[str, str]:
+  """label -> variables directory, the headline model first."""
+  out = {}
+  student = workdir_layout.export_dir(workdir, "phase2")
+  if not config.hr_only and os.path.isdir(student):
+    out["student"] = student
+  teacher = workdir_layout.teacher_dir(config, workdir)
+  if os.path.isdir(teacher):
+    out["teacher"] = teacher
+  if not out:
+    raise MissingTeacherError(
+        f"Nothing to evaluate in {workdir}: neither phase2/student nor "
+        f"{teacher} exists. Train first (--config.mode=all).")
+  return out
+
+
+def _picked_queries(num_query: int, num_pictured: int) -> np.ndarray:
+  """Queries shown in ranked_list.png, spread over the query set."""
+  n = min(num_pictured, num_query)
+  return np.unique(np.linspace(0, num_query - 1, n).astype(int))
+
+
+class _SRCollector:
+  """Per-batch SR outputs: quality against HR, and the pictured ones kept.
+
+  The SR outputs are not kept for the whole query set (393 KB each at
+  256x128): quality is accumulated batch by batch.
+  """
+
+  def __init__(self, keep: np.ndarray, with_quality: bool):
+    self._keep = set(int(i) for i in keep)
+    self._with_quality = with_quality
+    self.kept: dict[int, np.ndarray] = {}
+    self._qualities: list[sr_quality.SRQuality] = []
+
+  def __call__(self, rows: Mapping[str, np.ndarray], sr: np.ndarray) -> None:
+    for row, index in enumerate(rows["index"]):
+      if int(index) in self._keep:
+        self.kept[int(index)] = denormalize_images(sr[row])
+    if self._with_quality and len(sr):
+      self._qualities.append(sr_quality.sr_quality(sr, rows["hr"]))
+
+  def quality(self) -> sr_quality.SRQuality | None:
+    return sr_quality.mean_quality(self._qualities)
+
+  def images(self, picks: np.ndarray) -> list[np.ndarray] | None:
+    return [self.kept[int(i)] for i in picks] if self.kept else None
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
+                     benchmark: Benchmark,
+                     sources: Mapping[str, Any]) -> dict[str, Any]:
+  """Evaluates the workdir's trained models and writes the reports.
+
+  Returns:
+    The content of results.json.
+  """
+  d, e = config.data, config.eval
+  num_classes = len({r.pid for r in benchmark.train})
+  image_size = tuple(d.image_size)
+  use_lr = not config.hr_only
+  query = benchmark.query
+  gallery = benchmark.gallery
+  q_pids = np.array([r.pid for r in query])
+  q_cams = np.array([r.camid for r in query])
+  g_pids = np.array([r.pid for r in gallery])
+  g_cams = np.array([r.camid for r in gallery])
+  q_factors = np.array([r.lr_factor for r in query]) if use_lr else None
+
+  def batches(records, split, lr, hr):
+    return pipeline.make_eval_batches(
+        records, image_size=image_size, batch_size=e.batch_size, use_lr=lr,
+        include_hr=hr, lr_interpolation=d.lr_interpolation,
+        source=sources.get(split))
+
+  picks = _picked_queries(len(query), e.ranked_list_queries)
+  results, headline = {}, None
+  for label, directory in _models_to_evaluate(config, workdir).items():
+    variables = jax.device_put(convert.restore_variables(directory))
+    model = factory.build(config.model, num_classes, label)
+    is_student = label == "student" and config.model.sr_module != "none"
+    with_quality = is_student and e.sr_quality
+    logging.info("Evaluating the %s (%s) on %d queries x %d gallery images.",
+                 label, directory, len(query), len(gallery))
+    collector = _SRCollector(picks if is_student else np.zeros(0, int),
+                             with_quality)
+    qf = features.extract_features(
+        model.apply, variables, batches(query, "query", use_lr, with_quality),
+        batch_size=e.batch_size, sr_callback=collector)
+    gf = features.extract_features(
+        model.apply, variables, batches(gallery, "gallery", False, False),
+        batch_size=e.batch_size)
+    results[label] = metrics.evaluate_features(
+        qf, gf, q_pids, g_pids, q_cams, g_cams, max_rank=e.max_rank,
+        protocol=benchmark.protocol, ap_convention=e.ap_convention,
+        trials=e.trials, seed=config.seed, q_lr_factors=q_factors)
+    if headline is None:
+      headline = (qf, gf, collector.images(picks), collector.quality())
+
+  qf, gf, sr_images, quality = headline
+  json_path, md_path = reports.write_results(
+      workdir, results, dataset=benchmark.name, sr=quality,
+      extra={"chance_rank1": round(100.0 / len(set(q_pids.tolist())), 2)})
+  plots.plot_cmc(os.path.join(workdir, workdir_layout.CMC_PNG), results,
+                 max_rank=min(e.max_rank, len(gallery)))
+  _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks)
+  with open(md_path) as f:
+    print(f.read())
+  with open(json_path) as f:
+    return json.load(f)
+
+
+def _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks):
+  """ranked_list.png: a few LR queries, their SR output, top-10 matches."""
+  if len(picks) == 0:
+    return
+  distances = 1.0 - qf[picks] @ gf.T
+  indices, correct = plots.ranked_matches(
+      distances, np.array([query[i].pid for i in picks]),
+      np.array([r.pid for r in gallery]),
+      np.array([query[i].camid for i in picks]),
+      np.array([r.camid for r in gallery]),
+      top_k=min(_RANKED_LIST_TOP_K, len(gallery)))
+  plots.save_ranked_list(
+      os.path.join(workdir, workdir_layout.RANKED_LIST_PNG),
+      [query[i].input_path for i in picks],
+      lambda i: gallery[i].hr_path, indices, correct, sr_images=sr_images)

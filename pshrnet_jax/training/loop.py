@@ -1,0 +1,241 @@
+"""The training loop of one phase: data, state, steps, checkpoints, export.
+
+Phase 1 trains the HR teacher (HRNet-ReID-H) with L_ID; phase 2 trains the
+student (VDSR-CA -> HRNet-ReID-L) on HR/LR pairs with L_TOTAL against the
+frozen teacher. The two phases are one loop with two step functions; what
+differs is where the first weights come from (`initialization.py`).
+
+The jitted step of a phase is built once per process for a given model,
+optimiser, loss and mesh (`compiled_step`), so a second run in the same
+process (a resume, the next table row, a test) reuses the traced and
+compiled program instead of tracing it again.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from data_pipelines import pipeline
+from data_pipelines.records import Benchmark
+from pshrnet_jax import convert
+from pshrnet_jax import workdir_layout
+from pshrnet_jax.errors import NonFiniteLossError
+from pshrnet_jax.models import factory
+from pshrnet_jax.training import checkpoint
+from pshrnet_jax.training import initialization
+from pshrnet_jax.training import metric_writers
+from pshrnet_jax.training import optim
+from pshrnet_jax.training import sharding
+from pshrnet_jax.training import steps
+
+
+def phase_epochs(config: ml_collections.ConfigDict, phase: str) -> int:
+  """`train.<phase>_epochs` if set, else `optim.epochs`."""
+  override = config.train.get(f"{phase}_epochs")
+  return int(override) if override is not None else int(config.optim.epochs)
+
+
+def _frozen(section: ml_collections.ConfigDict, **updates: Any):
+  section = ml_collections.ConfigDict(section.to_dict())
+  section.update(updates)
+  return ml_collections.FrozenConfigDict(section)
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_step(phase: str, model, teacher, image_size: tuple[int, int],
+                  optim_config: ml_collections.FrozenConfigDict,
+                  steps_per_epoch: int,
+                  loss_config: ml_collections.FrozenConfigDict, mesh):
+  """The optimiser and the jitted step of a phase, built once per key.
+
+  Args:
+    phase: 'phase1' or 'phase2'.
+    model: the trained Flax module (hashable).
+    teacher: the frozen teacher module of phase 2, else None.
+    image_size: (H, W) of the network input.
+    optim_config: the optim section with the phase's epochs.
+    steps_per_epoch: optimiser steps per epoch.
+    loss_config: the loss section.
+    mesh: the data-parallel mesh.
+
+  Returns:
+    (optim.Optimizer, abstract variables, jitted step).
+  """
+  abstract_vars = jax.eval_shape(
+      lambda: model.init(jax.random.key(0),
+                         jnp.zeros((1, *image_size, 3)), train=False))
+  optimizer = optim.make_optimizer(optim_config, abstract_vars["params"],
+                                   steps_per_epoch)
+  replicated = sharding.replicated(mesh)
+  loss = loss_config.to_dict()
+  if phase == "phase1":
+    step_fn = steps.jit_step(steps.phase1_step, replicated,
+                             sharding.batch_sharded(mesh), model=model,
+                             tx=optimizer.tx, loss_config=loss)
+  else:
+    step_fn = steps.jit_step(steps.phase2_step, replicated,
+                             sharding.batch_sharded(mesh), num_extra_args=1,
+                             student=model, teacher=teacher, tx=optimizer.tx,
+                             loss_config=loss)
+  return optimizer, abstract_vars, step_fn
+
+
+def phase_step(config: ml_collections.ConfigDict, phase: str,
+               num_classes: int, steps_per_epoch: int, mesh):
+  """What the loop trains a phase with, built once per process and config.
+
+  Args:
+    config: the run config.
+    phase: 'phase1' or 'phase2'.
+    num_classes: training identities M.
+    steps_per_epoch: optimiser steps per epoch.
+    mesh: the data-parallel mesh.
+
+  Returns:
+    (model, teacher or None, optim.Optimizer, abstract variables, step):
+    `step(state, batch, rng[, teacher_variables]) -> (state, metrics)`.
+  """
+  if phase == "phase1":
+    model, teacher = factory.build_teacher(config.model, num_classes), None
+  else:
+    model = factory.build_student(config.model, num_classes)
+    teacher = factory.build_teacher(config.model, num_classes)
+  optimizer, abstract_vars, step_fn = compiled_step(
+      phase, model, teacher, tuple(config.data.image_size),
+      _frozen(config.optim, epochs=phase_epochs(config, phase)),
+      steps_per_epoch, _frozen(config.loss), mesh)
+  return model, teacher, optimizer, abstract_vars, step_fn
+
+
+def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
+                benchmark: Benchmark, sources: Mapping[str, Any],
+                mesh) -> dict[str, Any]:
+  """Trains one phase to completion (resuming if possible).
+
+  Args:
+    config: the run config.
+    workdir: the run's workdir (`workdir_layout`).
+    phase: 'phase1' or 'phase2'.
+    benchmark: the data; `benchmark.train` is trained on.
+    sources: random-access image sources per split (may be empty).
+    mesh: the data-parallel mesh.
+
+  Returns:
+    The final variables ({'params', 'batch_stats'}) of the trained model.
+  """
+  d = config.data
+  global_batch = d.p * d.k
+  sharding.check_global_batch(global_batch, mesh)
+  teacher_variables = None
+  if phase == "phase2":
+    # Before any work (image decoding, compiling) and before anything is
+    # written under WORKDIR/phase2: a missing teacher fails at once.
+    teacher_variables = initialization.restore_teacher(config, workdir)
+  data_iter = pipeline.make_train_iterator(
+      benchmark.train, image_size=tuple(d.image_size), p=d.p, k=d.k,
+      seed=config.seed, with_lr=(phase == "phase2"),
+      lr_interpolation=d.lr_interpolation,
+      shard_index=jax.process_index(), shard_count=jax.process_count(),
+      worker_count=d.worker_count, source=sources.get("train"), pad=d.pad,
+      cache_dir=os.path.join(workdir_layout.data_build_dir(config, workdir),
+                             "image_cache"))
+  num_classes = data_iter.num_classes
+  model, teacher, optimizer, abstract_vars, step_fn = phase_step(
+      config, phase, num_classes, data_iter.steps_per_epoch, mesh)
+  epochs = phase_epochs(config, phase)
+  total_steps = epochs * data_iter.steps_per_epoch
+  image_size = tuple(d.image_size)
+  logging.info("%s parameter groups:\n%s", phase, optimizer.summary)
+
+  replicated = sharding.replicated(mesh)
+  meta = {"phase": phase, "width": config.model.width,
+          "head_planes": list(config.model.head_planes),
+          "hrnet_modules": list(config.model.hrnet_modules),
+          "hrnet_blocks": config.model.hrnet_blocks,
+          "sr_module": config.model.sr_module, "num_classes": num_classes,
+          "image_size": list(image_size), "global_batch": global_batch,
+          "steps_per_epoch": data_iter.steps_per_epoch}
+  ckpt = checkpoint.PhaseCheckpointer(
+      workdir_layout.checkpoint_dir(workdir, phase),
+      max_to_keep=config.train.max_checkpoints_to_keep)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    abstract_state = jax.eval_shape(
+        lambda v: steps.create_state(v, optimizer.tx), abstract_vars)
+    state, data_state = ckpt.restore(
+        latest, checkpoint.abstract_like(abstract_state, replicated), meta)
+    data_iter.set_state(data_state)
+    logging.info("%s: resumed from step %d of %d.", phase, latest, total_steps)
+  else:
+    variables = initialization.initial_variables(config, phase, model,
+                                                 image_size, workdir)
+    state = sharding.put_replicated(
+        steps.create_state(variables, optimizer.tx), mesh)
+  extra = (() if teacher is None else
+           (sharding.put_replicated(teacher_variables, mesh),))
+
+  rng = sharding.put_replicated(jax.random.key(config.seed + 1), mesh)
+  writer = metric_writers.ProgressWriter(
+      workdir, phase, total_steps=total_steps,
+      steps_per_epoch=data_iter.steps_per_epoch, pairs_per_step=global_batch,
+      every_steps=config.train.log_every_steps)
+  step = start_step = int(jax.device_get(state.step))
+  logging.info("%s: %d epochs x %d steps of %d pairs (P=%d x K=%d) on %d "
+               "device(s).", phase, epochs, data_iter.steps_per_epoch,
+               global_batch, d.p, d.k, mesh.devices.size)
+  while step < total_steps:
+    batch = sharding.put_batch(next(data_iter), mesh)
+    state, metrics = step_fn(state, batch, rng, *extra)
+    step += 1
+    loss = float(metrics["loss"])
+    if not math.isfinite(loss):
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      ckpt.close()
+      raise NonFiniteLossError(
+          f"{phase}: the loss became {loss} at step {step} (terms: {metrics})."
+          f" Checkpoints in {ckpt.directory} were left as they were (last "
+          f"good step: {ckpt.latest_step()}). Lower the learning rates or "
+          "check the data.")
+    if writer.should_write(step):
+      writer.write(step, {k: float(v) for k, v in
+                          jax.device_get(metrics).items()},
+                   {k: float(v) for k, v in
+                    optimizer.learning_rates(step).items()})
+    if step % config.train.checkpoint_every_steps == 0 or step == total_steps:
+      ckpt.save(step, state, data_iter.get_state(), meta,
+                force=step == total_steps)
+  ckpt.close()
+  writer.close()
+  variables = {"params": jax.device_get(state.params),
+               "batch_stats": jax.device_get(state.batch_stats)}
+  if jax.process_index() == 0:
+    export(variables, workdir_layout.export_dir(workdir, phase), phase,
+           trained=step > start_step)
+  return variables
+
+
+def export(variables: Mapping[str, Any], export_dir: str, phase: str, *,
+           trained: bool) -> None:
+  """Saves the phase's final variables.
+
+  An existing export is kept unless this run trained past it (e.g. resumed
+  with more epochs); then it is replaced as a whole, so phase 2 and
+  evaluation never read a stale teacher or student.
+  """
+  exists = os.path.exists(export_dir)
+  if exists and not trained:
+    return
+  convert.save_variables(variables, export_dir, replace=exists)
+  if exists:
+    logging.warning("%s: replaced the earlier export %s with this run's "
+                    "final variables.", phase, export_dir)
+  else:
+    logging.info("%s: final variables saved to %s.", phase, export_dir)

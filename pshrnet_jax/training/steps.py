@@ -1,0 +1,144 @@
+"""Pure training steps, one per phase, sharing the update helper.
+
+`phase1_step(state, batch, rng, *, model, tx, loss_config)` trains
+HRNet-ReID-H on HR images with L_ID; `phase2_step(state, batch, rng,
+teacher_variables, *, student, teacher, tx, loss_config)` trains the student
+(VDSR-CA -> HRNet-ReID-L) on LR images against the frozen teacher with
+L_TOTAL. `jit_step` binds the keyword-only arguments (models, optimiser,
+loss weights) and jits the step with the batch split over the "data" mesh
+axis and everything else replicated (see sharding.py); the incoming state is
+donated.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+from pshrnet_jax.training import losses
+from pshrnet_jax.models.inputs import normalize_images
+
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a phase updates. The teacher is not part of it."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def create_state(variables: Mapping[str, Any],
+                 tx: optax.GradientTransformation) -> TrainState:
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}),
+                    opt_state=tx.init(params))
+
+
+def _apply_gradients(state: TrainState, grads: Any, batch_stats: Any,
+                     tx: optax.GradientTransformation,
+                     metrics: Metrics) -> tuple[TrainState, Metrics]:
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+  return TrainState(step=state.step + 1, params=params,
+                    batch_stats=batch_stats, opt_state=opt_state), metrics
+
+
+def _id_loss_kwargs(loss_config: Mapping[str, Any]) -> dict[str, Any]:
+  return dict(ce_weight=loss_config["ce_weight"],
+              label_smoothing=loss_config["label_smoothing"],
+              triplet_weight=loss_config["triplet_weight"],
+              margin=loss_config["triplet_margin"])
+
+
+def phase1_step(state: TrainState, batch: Batch, rng: jax.Array, *,
+                model: nn.Module, tx: optax.GradientTransformation,
+                loss_config: Mapping[str, Any]) -> tuple[TrainState, Metrics]:
+  """One SGD step of the HR teacher on `batch['hr']` with L_ID."""
+  images = normalize_images(batch["hr"])
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    (_, aux), updated = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, images,
+        train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+    loss, metrics = losses.id_loss(aux, batch["label"],
+                                   **_id_loss_kwargs(loss_config))
+    return loss, (metrics, updated["batch_stats"])
+
+  (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  return _apply_gradients(state, grads, batch_stats, tx,
+                          dict(metrics, loss=loss))
+
+
+def phase2_step(state: TrainState, batch: Batch, rng: jax.Array,
+                teacher_variables: Mapping[str, Any], *,
+                student: nn.Module, teacher: nn.Module,
+                tx: optax.GradientTransformation,
+                loss_config: Mapping[str, Any]) -> tuple[TrainState, Metrics]:
+  """One SGD step of the student on (HR, LR) pairs with L_TOTAL.
+
+  The teacher sees the HR image in eval mode (running BN statistics, no
+  dropout) and its outputs are constants: it is not in the optimiser and no
+  gradient reaches it. Its variables are an argument (not closed over) so
+  they are not baked into the compiled program as constants.
+  """
+  hr = normalize_images(batch["hr"])
+  lr = normalize_images(batch["lr"])
+  dropout_rng = jax.random.fold_in(rng, state.step)
+  _, teacher_aux = teacher.apply(teacher_variables, hr, train=False)
+  teacher_aux = jax.lax.stop_gradient(teacher_aux)
+
+  def loss_fn(params):
+    (_, aux), updated = student.apply(
+        {"params": params, "batch_stats": state.batch_stats}, lr,
+        train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+    loss, metrics = losses.total_loss(
+        aux, teacher_aux, hr, batch["label"],
+        sr_weight=loss_config["sr_weight"],
+        ps_weight=loss_config["ps_weight"],
+        ps_features=tuple(loss_config["ps_features"]),
+        **_id_loss_kwargs(loss_config))
+    return loss, (metrics, updated["batch_stats"])
+
+  (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  return _apply_gradients(state, grads, batch_stats, tx,
+                          dict(metrics, loss=loss))
+
+
+def jit_step(step_fn: Callable[..., tuple[TrainState, Metrics]],
+             replicated: Any, batch_sharding: Any, *, num_extra_args: int = 0,
+             **bound: Any) -> Callable[..., tuple[TrainState, Metrics]]:
+  """Binds `bound` and jits with the batch sharded, everything else replicated.
+
+  Args:
+    step_fn: `phase1_step` or `phase2_step`.
+    replicated: sharding of the state, the RNG key and extra arguments.
+    batch_sharding: sharding of every batch array (split over "data").
+    num_extra_args: positional arguments after (state, batch, rng), e.g. the
+      teacher variables of phase 2.
+    **bound: the keyword-only arguments of `step_fn` (models, optimiser, loss
+      config).
+
+  Returns:
+    The jitted step; the incoming state's buffers are donated.
+  """
+  fn = functools.partial(step_fn, **bound)
+  return jax.jit(
+      fn,
+      in_shardings=(replicated, batch_sharding, replicated)
+      + (replicated,) * num_extra_args,
+      out_shardings=(replicated, replicated),
+      donate_argnums=(0,))

@@ -1,0 +1,61 @@
+"""Where a run keeps what it writes: one function per path of a workdir.
+
+    WORKDIR/
+      config.json                resolved config of the last start
+      data/                      built data (MLR images, TFDS files, image
+                                 caches) unless --config.data.build_dir
+      phase1/checkpoints/<step>  Orbax: state, data-iterator state, meta
+      phase1/teacher/            the final teacher variables
+      phase2/checkpoints/<step>
+      phase2/student/            the final student variables
+      tensorboard/{phase1,phase2}
+      results.json, results.md, cmc.png, ranked_list.png
+
+Training, evaluation and the driver all ask here, so the layout is written
+down once. Imports nothing from the project.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+PHASES = ("phase1", "phase2")
+CONFIG_FILE = "config.json"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+CMC_PNG = "cmc.png"
+RANKED_LIST_PNG = "ranked_list.png"
+
+
+def _check_phase(phase: str) -> None:
+  if phase not in PHASES:
+    raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+
+
+def data_build_dir(config: Any, workdir: str) -> str:
+  """Built data (MLR images, TFDS files, image caches)."""
+  return config.data.build_dir or os.path.join(workdir, "data")
+
+
+def checkpoint_dir(workdir: str, phase: str) -> str:
+  """The phase's Orbax CheckpointManager folder."""
+  _check_phase(phase)
+  return os.path.join(workdir, phase, "checkpoints")
+
+
+def export_dir(workdir: str, phase: str) -> str:
+  """The phase's final variables: the teacher (phase 1), the student (2)."""
+  _check_phase(phase)
+  return os.path.join(workdir, phase,
+                      "teacher" if phase == "phase1" else "student")
+
+
+def teacher_dir(config: Any, workdir: str) -> str:
+  """The phase-1 teacher phase 2 and evaluation use (--config.teacher_dir
+  points at another run's)."""
+  return config.teacher_dir or export_dir(workdir, "phase1")
+
+
+def tensorboard_dir(workdir: str, phase: str) -> str:
+  return os.path.join(workdir, "tensorboard", phase)
