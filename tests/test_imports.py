@@ -253,3 +253,32 @@ def test_import_cost_stays_where_it_is_used(module, unwanted):
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
                        capture_output=True, text=True).stdout
   assert out.strip() == "[]"
+
+
+def test_public_entry_points_keep_working():
+  # What users' code and commands written against the first layout use.
+  code = "\n".join([
+      "from pshrnet_jax.convert import load_torch_hrnet, load_torch_pshrnet",
+      "from pshrnet_jax.convert import restore_variables, save_variables",
+      "from pshrnet_jax.models import HRNetClassifier, HRNetReID, PSHRNet",
+      "from pshrnet_jax.evaluation import evaluate_rank, evaluate",
+      "from pshrnet_jax import features",
+      "from pshrnet_jax.evaluation import features as moved",
+      "assert features is moved",
+      "assert callable(features.features_from_images)",
+      "assert callable(features.rank_gallery)",
+      "import pshrnet_jax.main, data_pipelines.summary",
+      "print('ok')",
+  ])
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                       capture_output=True, text=True)
+  assert out.stdout.strip() == "ok", out.stderr[-2000:]
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  for script, word in (("scripts/convert_pytorch_hrnet.py", "--input"),
+                       ("scripts/benchmark_eval.py", "--large")):
+    # Run as README shows them: from anywhere, without PYTHONPATH.
+    proc = subprocess.run([sys.executable, os.path.join(REPO, script),
+                           "--help"], cwd="/", env=env, capture_output=True,
+                          text=True)
+    assert word in proc.stdout and "Traceback" not in proc.stderr, (
+        script, proc.stderr[-2000:])
