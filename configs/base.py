@@ -49,6 +49,11 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.compilation_cache_dir = "~/.cache/pshrnet_jax/xla"
 
   config.model = ml_collections.ConfigDict()
+  # The extractor (paper Table IV compares SR modules in front of resnet50)
+  # and, for HRNet, its representation head: 'reid' (SPEC 1.3) or
+  # 'imagenet' (HRNet-W32-C's own head, Table VI's reference row).
+  config.model.backbone = "hrnet"  # 'hrnet' | 'resnet50'
+  config.model.head = "reid"  # 'reid' | 'imagenet' (HRNet only)
   config.model.width = 32
   config.model.head_planes = (32, 64, 128, 256)
   # HRNet-W*-C's depth: modules of stages 2-4, blocks of layer1 and of each
@@ -57,9 +62,23 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.model.hrnet_modules = (1, 4, 3)
   config.model.hrnet_blocks = 4
   config.model.pooling = "avgmax"  # 'avg' | 'max' | 'avgmax' (Table V)
-  config.model.sr_module = "vdsr_ca"  # 'vdsr_ca' | 'vdsr' | 'none' (Table IV)
-  config.model.sr_features = 64  # VDSR-CA width (SPEC 1.1)
-  config.model.sr_blocks = 18  # middle blocks (SPEC 1.1)
+  # Table IV: 'vdsr_ca' | 'vdsr' | 'rcan' | 'srcnn' | 'bicubic' | 'none'.
+  # 'bicubic' and 'none' have no SR network and no L_SR; 'bicubic'
+  # up-samples the LR image with PIL bicubic, 'none' with
+  # data.lr_interpolation (models/factory.py).
+  config.model.sr_module = "vdsr_ca"
+  config.model.sr_features = 64  # VDSR-CA and RCAN width (SPEC 1.1)
+  config.model.sr_blocks = 18  # VDSR-CA middle blocks (SPEC 1.1)
+  config.model.srcnn_features = (64, 32)  # SRCNN 9-5-5 (Dong et al.)
+  # RCAN (Zhang et al. 2018): residual groups, RCABs per group, channel-
+  # attention reduction; 10 x 20 at 64 channels is 15.3 M parameters.
+  config.model.rcan_groups = 10
+  config.model.rcan_blocks = 20
+  config.model.rcan_reduction = 16
+  # ResNet-50 (backbone=resnet50): stem width and Bottlenecks per layer;
+  # torchvision's ImageNet weights need the defaults.
+  config.model.resnet_width = 64
+  config.model.resnet_blocks = (3, 4, 6, 3)
   config.model.dropout_rate = 0.5
   config.model.compute_dtype = "float32"  # 'bfloat16' on accelerators
   # 'xla': lax convolutions; 'fast': weight gradients as GEMMs

@@ -1,7 +1,9 @@
-r"""Converts a PyTorch HRNet / PS-HRNet checkpoint into an Orbax checkpoint.
+r"""Converts a PyTorch HRNet / PS-HRNet / ResNet-50 checkpoint into Orbax.
 
   python scripts/convert_pytorch_hrnet.py \
       --input=hrnetv2_w32_imagenet_pretrained.pth --output=/tmp/hrnet_w32
+  python scripts/convert_pytorch_hrnet.py --kind=resnet50 \
+      --input=resnet50-0676ba61.pth --output=/tmp/resnet50
 
 writes DIR/variables (Orbax: {'params', 'batch_stats'}) and
 DIR/conversion.json (source, model class and arguments, key prefixes, keys
@@ -29,9 +31,11 @@ _INPUT = flags.DEFINE_string("input", None, "PyTorch .pth file.")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Directory to create (must not exist or be empty).")
 _KIND = flags.DEFINE_enum(
-    "kind", "hrnet", ["hrnet", "teacher", "student"],
+    "kind", "hrnet", ["hrnet", "teacher", "student", "resnet50"],
     "hrnet: ImageNet HRNet-W*-C (official or timm) -> HRNetClassifier; "
-    "teacher / student: released PS-HRNet checkpoints -> HRNetReID / PSHRNet.")
+    "teacher / student: released PS-HRNet checkpoints -> HRNetReID / PSHRNet; "
+    "resnet50: torchvision's ResNet-50 -> ResNet50Classifier (the "
+    "--config.init_from of --config.model.backbone=resnet50).")
 _WIDTH = flags.DEFINE_integer(
     "width", None, "Expected HRNet width (e.g. 32); default: the checkpoint's.")
 _POOLING = flags.DEFINE_enum(
@@ -47,7 +51,7 @@ def convert_file(input_path: str, output_dir: str, kind: str = "hrnet",
   Args:
     input_path: the PyTorch checkpoint.
     output_dir: directory to create; must not exist or be empty.
-    kind: 'hrnet', 'teacher' or 'student'.
+    kind: 'hrnet', 'teacher', 'student' or 'resnet50'.
     width: expected HRNet width, or None.
     pooling: ReID pooling mode for teacher/student.
 

@@ -197,3 +197,99 @@ def test_reid_from_imagenet_and_student_from_teacher():
   with pytest.raises(errors.ConversionError,
                      match=r"params/backbone\['conv1'\]|params/backbone.*shape"):
     convert.reid_from_imagenet(wider, reid)
+
+
+# --- The ablation models built from a config (models/factory.py) ----------
+
+_ABLATION_SR = {  # sr_module -> parameters of the tiny config's SR network
+    # VDSR 2 blocks x 8 channels: input 3x3x3x8, 2 x 3x3x8x8, output
+    # 3x3x8x3 (no biases); attention adds 2 x (8*4+4 + 4*8+8).
+    "vdsr_ca": 216 + 2 * 576 + 216 + 2 * 76,
+    "vdsr": 216 + 2 * 576 + 216,
+    # SRCNN (8, 4): 9x9x3x8+8, 5x5x8x4+4, 5x5x4x3+3.
+    "srcnn": 1952 + 804 + 303,
+    # RCAN 1 group x 1 block, 8 channels, r=4: head, 2 RCAB convs + CA
+    # (8->2->8), group conv, body conv, tail.
+    "rcan": 224 + 2 * 584 + 18 + 24 + 584 + 584 + 219,
+    "bicubic": 0, "none": 0}
+
+
+# The SR module in front of an extractor is independent of it: every SR
+# module with the (cheap to trace) resnet50, one with each HRNet head.
+@pytest.mark.parametrize("backbone,head,sr_modules", [
+    ("resnet50", "reid", tuple(_ABLATION_SR)),
+    ("hrnet", "reid", ("rcan",)), ("hrnet", "imagenet", ("srcnn",))])
+def test_every_extractor_with_every_sr_module(backbone, head, sr_modules):
+  import tiny_setup  # pylint: disable=g-import-not-at-top
+  from pshrnet_jax.models import factory  # pylint: disable=g-import-not-at-top
+  x = jax.ShapeDtypeStruct((2, 64, 32, 3), jnp.float32)
+  hrnet_reid = backbone == "hrnet" and head == "reid"
+  seqs = {f"seq{n}" for n in range(1, 6)} if hrnet_reid else {"seq5"}
+  for sr_module in sr_modules:
+    sr_params = _ABLATION_SR[sr_module]
+    config = tiny_setup.config_with("", **{
+        "model.backbone": backbone, "model.head": head,
+        "model.sr_module": sr_module})
+    student = factory.build_student(config.model, 5)
+    variables = jax.eval_shape(
+        lambda x: student.init(jax.random.key(0), x, train=False), x)
+    assert set(variables["params"]) == {"reid"} | (
+        {"sr"} if sr_params else set()), sr_module
+    assert _count(variables["params"].get("sr", {})) == sr_params, sr_module
+    assert student.has_sr_network == bool(sr_params)
+    _, aux = jax.eval_shape(lambda v, x: student.apply(v, x, train=False),
+                            variables, x)
+    assert {k for k in aux if k.startswith("seq")} == seqs
+    width = aux["seq5"].shape[1]
+    assert aux["feature"].shape == (2, width + 512)
+    assert aux["sr"].shape == (2, 64, 32, 3)
+    assert factory.lr_interpolation(config) == (
+        "bicubic" if sr_module == "bicubic" else "bilinear")
+  teacher = factory.build_teacher(config.model, 5)
+  assert teacher == student.reid  # The student's extractor is the teacher's.
+
+
+def test_factory_rejects_unknown_choices():
+  import tiny_setup  # pylint: disable=g-import-not-at-top
+  from pshrnet_jax.models import factory  # pylint: disable=g-import-not-at-top
+  for field, value in (("backbone", "vgg"), ("head", "bnneck"),
+                       ("sr_module", "esrgan")):
+    config = tiny_setup.config_with("", **{f"model.{field}": value})
+    with pytest.raises(errors.ConfigError,
+                       match=rf"--config\.model\.{field}='{value}'"):
+      factory.build_student(config.model, 5)
+  config = tiny_setup.config_with("", **{"model.backbone": "resnet50",
+                                         "model.head": "imagenet"})
+  with pytest.raises(errors.ConfigError, match="HRNet option"):
+    factory.build_teacher(config.model, 5)
+
+
+def test_imagenet_weights_into_the_ablation_extractors():
+  from pshrnet_jax.models import ResNet50Classifier  # pylint: disable=g-import-not-at-top
+  from pshrnet_jax.models import ResNet50ReID  # pylint: disable=g-import-not-at-top
+  x = (1, 64, 32, 3)
+  cls = _numbered(_shapes(HRNetClassifier(width=4, num_classes=3,
+                                          head_planes=TINY["head_planes"]),
+                          x, train=False), 1000)
+  reid = _numbered(_shapes(HRNetReID(num_classes=5, head_kind="imagenet",
+                                     **TINY), x, train=False), 5000)
+  out = convert.reid_from_imagenet(cls, reid)
+  copied = {"backbone", "incre_modules", "final_layer", "downsamp_modules_0",
+            "downsamp_modules_1", "downsamp_modules_2"}
+  for col in ("params", "batch_stats"):
+    assert set(out[col]) == copied | {"head"}
+    for name in copied:
+      assert jax.tree.all(jax.tree.map(np.array_equal, out[col][name],
+                                       cls[col][name])), (col, name)
+    assert out[col]["head"] is reid[col]["head"]
+  resnet = _numbered(_shapes(ResNet50Classifier(10, 4, (1, 1, 1, 1)), x,
+                             train=False), 0)
+  resnet_reid = _numbered(_shapes(ResNet50ReID(5, 4, (1, 1, 1, 1)), x,
+                                  train=False), 7000)
+  out = convert.reid_from_imagenet(resnet, resnet_reid)
+  assert out["params"]["backbone"] is resnet["params"]["backbone"]
+  assert out["batch_stats"]["head"] is resnet_reid["batch_stats"]["head"]
+  with pytest.raises(errors.ConversionError,
+                     match=r"params/backbone\['bn2'\]\['bias'\] is only in "
+                     "the target"):
+    convert.reid_from_imagenet(resnet, reid)

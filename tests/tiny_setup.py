@@ -65,6 +65,16 @@ def tiny_config(root: str = "") -> ml_collections.ConfigDict:
   config.model.hrnet_blocks = 1
   config.model.sr_features = 8
   config.model.sr_blocks = 2
+  # The ablation extractors and SR networks, as narrow and shallow: every
+  # layer kind and skip, a fraction of the operations to compile.
+  config.model.resnet_width = 4
+  config.model.resnet_blocks = (1, 1, 1, 1)
+  config.model.srcnn_features = (8, 4)
+  config.model.rcan_groups = 1
+  config.model.rcan_blocks = 1
+  config.model.rcan_reduction = 4
+  # Random weights on purpose: there are no ImageNet weights in the tests.
+  config.init_from_required = False
   # Phase 1: 2 epochs. Phase 2: 6, so that the student's BatchNorm running
   # statistics (momentum 0.9) have left their initial values behind; after
   # 8 steps its eval-mode features were all alike (cosine distances ~1e-7),

@@ -3,6 +3,7 @@ folders variables are kept in.
 
     from pshrnet_jax.convert import load_torch_hrnet, restore_variables
     variables = load_torch_hrnet("hrnetv2_w32_imagenet_pretrained.pth")
+    variables = load_torch_resnet("resnet50-0676ba61.pth")  # torchvision
 
 | module | what it holds |
 |---|---|
@@ -17,6 +18,7 @@ folders variables are kept in.
 from pshrnet_jax.convert.pytorch import convert_checkpoint
 from pshrnet_jax.convert.pytorch import load_torch_hrnet
 from pshrnet_jax.convert.pytorch import load_torch_pshrnet
+from pshrnet_jax.convert.pytorch import load_torch_resnet
 from pshrnet_jax.convert.transplant import reid_from_imagenet
 from pshrnet_jax.convert.transplant import student_from_teacher
 from pshrnet_jax.convert.variables_io import restore_variables
@@ -24,5 +26,5 @@ from pshrnet_jax.convert.variables_io import save_variables
 from pshrnet_jax.errors import ConversionError
 
 __all__ = ["ConversionError", "convert_checkpoint", "load_torch_hrnet",
-           "load_torch_pshrnet", "reid_from_imagenet", "restore_variables",
-           "save_variables", "student_from_teacher"]
+           "load_torch_pshrnet", "load_torch_resnet", "reid_from_imagenet",
+           "restore_variables", "save_variables", "student_from_teacher"]

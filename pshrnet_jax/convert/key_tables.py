@@ -56,6 +56,15 @@ VDSR = (
     ("residual_layer.{k}.ca.module.1", "block_{k}_ca/squeeze", "conv"),
     ("residual_layer.{k}.ca.module.3", "block_{k}_ca/excite", "conv"),
 )
+# torchvision ResNet (Bottleneck layers), under the model's `backbone`.
+RESNET = (
+    ("conv1", "conv1", "conv"), ("bn1", "bn1", "bn"),
+    ("layer{l}.{k}.{c}", "layer{l}_{k}/{c}", "conv"),
+    ("layer{l}.{k}.{n}", "layer{l}_{k}/{n}", "bn"),
+    ("layer{l}.{k}.downsample.0", "layer{l}_{k}/downsample_conv", "conv"),
+    ("layer{l}.{k}.downsample.1", "layer{l}_{k}/downsample_bn", "bn"),
+)
+RESNET_FC = (("fc", "fc", "linear"),)
 # PyTorch leaf -> (collection, Flax leaf) per layer kind.
 LEAVES = {
     "conv": {"weight": ("params", "kernel"), "bias": ("params", "bias")},

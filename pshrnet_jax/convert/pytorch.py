@@ -7,6 +7,11 @@ pickled code; a mapping of name -> array/tensor is accepted too):
   HRNet-Image-Classification keys (conv1, bn1, conv2, bn2, layer1,
   transition1..3, stage2..4, incre_modules, downsamp_modules, final_layer,
   classifier) and timm's `hrnet_w*` (the same names).
+* torchvision's ResNet-50 (`load_torch_resnet`): conv1, bn1, layer1..4
+  (Bottlenecks), fc; width, depth and classes read from the weights. The
+  layout must be torchvision's v1.5 (stride on the 3x3 convolution); a
+  Caffe-style v1 checkpoint has the same keys and shapes and cannot be told
+  apart.
 * Released PS-HRNet models (`load_torch_pshrnet`): the HRNet keys above,
   `classifier.add_block.{0,1}` / `classifier.classifier.0` (the ReID
   ClassBlock) and, for the student, `vdsr.input`, `vdsr.residual_layer.N.conv`,
@@ -45,11 +50,14 @@ from pshrnet_jax.convert.key_tables import IMAGENET_HEAD
 from pshrnet_jax.convert.key_tables import INCRE
 from pshrnet_jax.convert.key_tables import Part
 from pshrnet_jax.convert.key_tables import REID_HEAD
+from pshrnet_jax.convert.key_tables import RESNET
+from pshrnet_jax.convert.key_tables import RESNET_FC
 from pshrnet_jax.convert.key_tables import VDSR
 from pshrnet_jax.convert import torch_io
 from pshrnet_jax.errors import ConversionError
 
 Variables = dict[str, Any]
+KINDS = ("hrnet", "teacher", "student", "resnet50")
 
 
 def _as_numpy(value: Any, source: str, key: str) -> np.ndarray:
@@ -188,6 +196,50 @@ def _build(state, source, parts, module, sample_shape=(1, 64, 64, 3)):
   return tree, ignored
 
 
+def _info(source, kind, module, config, parts, state, ignored, variables):
+  return {"source": source, "kind": kind, "model": type(module).__name__,
+          "model_kwargs": {k: list(v) if isinstance(v, tuple) else v
+                           for k, v in config.items()},
+          "prefixes": {p.name: p.prefix for p in parts},
+          "ignored_keys": ignored, "num_tensors": len(state) - len(ignored),
+          "num_params": int(sum(v.size for v in
+                                jax.tree.leaves(variables["params"])))}
+
+
+def _convert_resnet(state, source):
+  """torchvision ResNet-50 -> ResNet50Classifier (see convert_checkpoint)."""
+  backbone = Part("ResNet backbone", "layer1.0.conv1.weight", RESNET,
+                  ("backbone",))
+  fc = Part("ResNet classifier", "fc.weight", RESNET_FC, ())
+  parts = [backbone, fc]
+  hrnet_keys = [k for k in state
+                if re.search(r"(^|\.)(stage2|transition1)\.", k)]
+  if hrnet_keys:
+    raise ConversionError(f"{source}: an HRNet checkpoint (has "
+                          f"{hrnet_keys[0]!r}), not a ResNet: use "
+                          "load_torch_hrnet (--kind=hrnet)")
+  for part in parts:
+    part.prefix = _find_prefix(state, part, source, True)
+  pre = backbone.prefix
+  blocks = []
+  for layer in range(1, 5):
+    found = {int(m.group(1)) for k in state if (m := re.match(
+        re.escape(pre) + rf"layer{layer}\.(\d+)\.", k))}
+    if not found:
+      raise ConversionError(f"{source}: no key starting {pre}layer{layer}.: "
+                            "not a four-layer ResNet")
+    blocks.append(max(found) + 1)
+  if pre + "conv1.weight" not in state:
+    raise ConversionError(f"{source}: missing key {pre + 'conv1.weight'!r}")
+  config = {"num_classes": int(state[fc.prefix + "fc.weight"].shape[0]),
+            "width": int(state[pre + "conv1.weight"].shape[0]),
+            "blocks": tuple(blocks)}
+  module = models.ResNet50Classifier(**config)
+  variables, ignored = _build(state, source, parts, module)
+  return variables, module, _info(source, "resnet50", module, config, parts,
+                                  state, ignored, variables)
+
+
 def convert_checkpoint(
     path_or_state_dict: Any, kind: str = "hrnet", *, width: int | None = None,
     pooling: str = "avgmax") -> tuple[Variables, nn.Module, dict[str, Any]]:
@@ -196,9 +248,11 @@ def convert_checkpoint(
   Args:
     path_or_state_dict: a `.pth` path or a mapping name -> array/tensor.
     kind: 'hrnet' (ImageNet HRNet-W*-C -> HRNetClassifier), 'teacher'
-      (released HRNet-ReID -> HRNetReID) or 'student' (released PS-HRNet ->
-      PSHRNet).
-    width: the expected HRNet width; None accepts the checkpoint's.
+      (released HRNet-ReID -> HRNetReID), 'student' (released PS-HRNet ->
+      PSHRNet) or 'resnet50' (torchvision ResNet-50 ->
+      ResNet50Classifier).
+    width: the expected HRNet width; None accepts the checkpoint's (not
+      used for 'resnet50').
     pooling: ReID pooling mode (not stored in the weights).
 
   Returns:
@@ -210,9 +264,14 @@ def convert_checkpoint(
     ConversionError: the checkpoint does not match (names key and shapes).
     torch_io.TorchFileError: unreadable file. FileNotFoundError: no file.
   """
-  if kind not in ("hrnet", "teacher", "student"):
-    raise ValueError(f"kind must be 'hrnet', 'teacher' or 'student', got {kind!r}")
+  if kind not in KINDS:
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
   state, source = _read(path_or_state_dict)
+  if kind == "resnet50":
+    return _convert_resnet(state, source)
+  if any(re.search(r"(^|\.)layer4\.0\.conv1\.weight$", k) for k in state):
+    raise ConversionError(f"{source}: a ResNet checkpoint (has layer4), not "
+                          "an HRNet: use load_torch_resnet (--kind=resnet50)")
   root = ("reid",) if kind == "student" else ()
   backbone = Part("HRNet backbone", "layer1.0.conv1.weight", BACKBONE,
                    root + ("backbone",))
@@ -253,14 +312,8 @@ def convert_checkpoint(
       config.update(_sr_config(state, vdsr))
       module = models.PSHRNet(**config)
   variables, ignored = _build(state, source, parts, module)
-  info = {"source": source, "kind": kind, "model": type(module).__name__,
-          "model_kwargs": {k: list(v) if isinstance(v, tuple) else v
-                           for k, v in config.items()},
-          "prefixes": {p.name: p.prefix for p in parts},
-          "ignored_keys": ignored, "num_tensors": len(state) - len(ignored),
-          "num_params": int(sum(v.size for v in
-                                jax.tree.leaves(variables["params"])))}
-  return variables, module, info
+  return variables, module, _info(source, kind, module, config, parts, state,
+                                  ignored, variables)
 
 
 def load_torch_hrnet(path_or_state_dict: Any, width: int | None = None) -> Variables:
@@ -294,3 +347,18 @@ def load_torch_pshrnet(path_or_state_dict: Any, kind: str = "student", *,
   if kind not in ("student", "teacher"):
     raise ValueError(f"kind must be 'student' or 'teacher', got {kind!r}")
   return convert_checkpoint(path_or_state_dict, kind, width=width)[0]
+
+
+def load_torch_resnet(path_or_state_dict: Any) -> Variables:
+  """Flax variables for `ResNet50Classifier` from a torchvision ResNet-50.
+
+  Args:
+    path_or_state_dict: torchvision's `resnet50-*.pth` (e.g. IMAGENET1K_V1
+      or V2), or a mapping name -> array/tensor with its keys.
+
+  Returns:
+    {'params': ..., 'batch_stats': ...} for
+    `ResNet50Classifier(num_classes)` (classes, width and depth are read
+    from the weights; see `convert_checkpoint`'s info).
+  """
+  return convert_checkpoint(path_or_state_dict, "resnet50")[0]

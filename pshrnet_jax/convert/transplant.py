@@ -1,9 +1,13 @@
 """Copying trained parts between Flax variable trees of different models.
 
-ImageNet HRNet-W*-C -> HRNet-ReID (phase 1 starts from ImageNet weights) and
-teacher -> student (SPEC 3's option: the student's HRNet-ReID starts from the
-phase-1 teacher). The backbone and incre_modules have the same paths in all
-three models, so a copy is a subtree swap with every path and shape checked.
+ImageNet classifier -> ReID extractor (phase 1 starts from ImageNet
+weights) and teacher -> student (SPEC 3's option: the student's extractor
+starts from the phase-1 teacher). Every part of an extractor except its
+`head` (the FC block, trained from scratch) has the same path in the
+ImageNet classifier: `backbone` + `incre_modules` for HRNet-ReID, also
+`downsamp_modules_*` + `final_layer` with HRNet's ImageNet head, `backbone`
+for ResNet-50. So a copy is a swap of those subtrees, every path and shape
+checked.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from pshrnet_jax.errors import ConversionError
 
 Variables = dict[str, Any]
 
-_SHARED = ("backbone", "incre_modules")
+# The extractor's part that is trained from scratch.
+_HEAD = "head"
 
 
 def _copy_shared(src: Variables, dst: Variables, dst_root: tuple[str, ...],
                  what: str) -> Variables:
-  """`dst` with its backbone + incre_modules (params, batch_stats) from `src`."""
+  """`dst` with every part but its head (params, batch_stats) from `src`."""
   out = dict(dst)
+  shared = None
   for collection in ("params", "batch_stats"):
     if collection not in src or collection not in dst:
       raise ConversionError(f"{what}: both sides need {collection!r} (got "
@@ -32,7 +38,15 @@ def _copy_shared(src: Variables, dst: Variables, dst_root: tuple[str, ...],
     for p in dst_root:
       node[p] = dict(node[p])
       node = node[p]
-    for name in _SHARED:
+    if shared is None:
+      shared = sorted(name for name in node if name != _HEAD)
+    for name in shared:
+      if name not in node and name not in src[collection]:
+        continue  # A part without BatchNorm has no batch_stats.
+      if name not in src[collection]:
+        raise ConversionError(
+            f"{what}: {collection}/{name} is only in the target (the source "
+            f"has {sorted(src[collection])}); weights of another model?")
       theirs = dict(jax.tree_util.tree_leaves_with_path(
           src[collection].get(name, {})))
       ours = dict(jax.tree_util.tree_leaves_with_path(node.get(name, {})))
@@ -51,11 +65,13 @@ def _copy_shared(src: Variables, dst: Variables, dst_root: tuple[str, ...],
 
 def reid_from_imagenet(classifier_variables: Variables,
                        reid_variables: Variables) -> Variables:
-  """HRNetReID variables with backbone + incre_modules from an HRNetClassifier.
+  """Extractor variables with everything but the head from the classifier.
 
   Args:
-    classifier_variables: {'params', 'batch_stats'} of an HRNetClassifier.
-    reid_variables: an HRNetReID's variables (its `head` is kept).
+    classifier_variables: {'params', 'batch_stats'} of an HRNetClassifier
+      (for HRNetReID, either head kind) or a ResNet50Classifier (for
+      ResNet50ReID).
+    reid_variables: the extractor's variables (its `head` is kept).
 
   Returns:
     New variables (the inputs are not modified).
@@ -66,11 +82,12 @@ def reid_from_imagenet(classifier_variables: Variables,
 
 def student_from_teacher(teacher_variables: Variables,
                          student_variables: Variables) -> Variables:
-  """PSHRNet variables whose `reid` backbone + incre_modules are the teacher's.
+  """Student variables whose extractor, but its head, is the teacher's.
 
   Args:
-    teacher_variables: an HRNetReID's {'params', 'batch_stats'}.
-    student_variables: a PSHRNet's variables (its `sr` and ReID head kept).
+    teacher_variables: the teacher extractor's {'params', 'batch_stats'}.
+    student_variables: the student's variables (its `sr` and `reid/head`
+      kept).
 
   Returns:
     New variables (the inputs are not modified).

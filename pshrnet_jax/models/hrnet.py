@@ -193,6 +193,41 @@ class IncreModules(nn.Module):
     ]
 
 
+def imagenet_representation(xs: Sequence[jax.Array], train: bool, *,
+                            head_planes: Sequence[int] = HEAD_PLANES,
+                            final_features: int = FINAL_FEATURES,
+                            conv_impl: str = "xla",
+                            dtype: Dtype = jnp.float32) -> jax.Array:
+  """HRNet-W*-C's ImageNet representation head on the incre_modules outputs.
+
+  Each branch is brought down to the next one's resolution by a stride-2
+  conv3x3 + BN + ReLU (`downsamp_modules_i`) and added to it; `final_layer`
+  (conv1x1 -> final_features + BN + ReLU) follows, then global average
+  pooling. Call it from a compact method: the layers become children of the
+  calling module, under the names ImageNet weights convert to.
+
+  Args:
+    xs: the four incre_modules outputs.
+    train: batch statistics (True) or running averages (False).
+    head_planes: incre_modules planes (the outputs have 4x these channels).
+    final_features: channels of final_layer (2048).
+    conv_impl: 'xla' or 'fast' (layers.conv).
+    dtype: computation dtype.
+
+  Returns:
+    (B, final_features), the pooled representation.
+  """
+  y = xs[0]
+  for i in range(len(xs) - 1):
+    down = layers.ConvBN(4 * head_planes[i + 1], 3, 2, use_bias=True,
+                         conv_impl=conv_impl, dtype=dtype,
+                         name=f"downsamp_modules_{i}")
+    y = xs[i + 1] + down(y, train)
+  y = layers.ConvBN(final_features, 1, use_bias=True, conv_impl=conv_impl,
+                    dtype=dtype, name="final_layer")(y, train)
+  return jnp.mean(y, axis=(1, 2))
+
+
 class HRNetClassifier(nn.Module):
   """HRNet-W`width`-C: the backbone plus the ImageNet classification head.
 
@@ -231,15 +266,9 @@ class HRNetClassifier(nn.Module):
                dtype=self.dtype, name="backbone")(x, train)
     xs = IncreModules(self.head_planes, conv_impl=impl, dtype=self.dtype,
                       name="incre_modules")(xs, train)
-    y = xs[0]
-    for i in range(len(xs) - 1):
-      down = layers.ConvBN(4 * self.head_planes[i + 1], 3, 2, use_bias=True,
-                           conv_impl=impl, dtype=self.dtype,
-                           name=f"downsamp_modules_{i}")
-      y = xs[i + 1] + down(y, train)
-    y = layers.ConvBN(self.final_features, 1, use_bias=True, conv_impl=impl,
-                      dtype=self.dtype, name="final_layer")(y, train)
-    y = jnp.mean(y, axis=(1, 2))
+    y = imagenet_representation(xs, train, head_planes=self.head_planes,
+                                final_features=self.final_features,
+                                conv_impl=impl, dtype=self.dtype)
     logits = nn.Dense(self.num_classes, dtype=self.dtype,
                       param_dtype=jnp.float32, name="classifier")(y)
     return logits.astype(jnp.float32)

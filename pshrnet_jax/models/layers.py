@@ -27,11 +27,18 @@ CONV_IMPLS = ("xla", "fast")
 # Kaiming-normal, fan-out, ReLU gain: the official HRNet initialisation, and
 # for 3x3 convolutions the same law as VDSR's N(0, sqrt(2 / (k * k * out))).
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# PyTorch's default Conv2d weight law, kaiming-uniform(a=sqrt(5)), i.e.
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)): what the SRCNN and RCAN reference
+# implementations train from. RCAN needs it: with the kaiming-normal law
+# above, each of its 200 residual blocks grows the activations ~1.5x.
+torch_default_kernel_init = nn.initializers.variance_scaling(
+    1.0 / 3.0, "fan_in", "uniform")
 
 
 def conv(features: int, kernel_size: int, stride: int = 1, *,
          use_bias: bool = False, conv_impl: str = "xla",
-         dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:
+         dtype: Dtype = jnp.float32, name: str | None = None,
+         kernel_init: Callable[..., jax.Array] = conv_kernel_init) -> nn.Conv:
   """A PyTorch-equivalent Conv2d(padding=kernel_size // 2) in NHWC.
 
   Args:
@@ -42,6 +49,7 @@ def conv(features: int, kernel_size: int, stride: int = 1, *,
     conv_impl: 'xla' or 'fast' (see CONV_IMPLS).
     dtype: computation dtype; parameters stay float32.
     name: module name.
+    kernel_init: the kernel's initialiser (HRNet/VDSR's law by default).
 
   Returns:
     The `nn.Conv` module.
@@ -53,7 +61,7 @@ def conv(features: int, kernel_size: int, stride: int = 1, *,
   return nn.Conv(
       features, (kernel_size, kernel_size), strides=(stride, stride),
       padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
-      param_dtype=jnp.float32, kernel_init=conv_kernel_init,
+      param_dtype=jnp.float32, kernel_init=kernel_init,
       conv_general_dilated=(fast_conv.conv_general_dilated
                             if conv_impl == "fast" else None), name=name)
 

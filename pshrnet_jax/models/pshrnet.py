@@ -2,11 +2,14 @@
 
 Parameter paths: `HRNetReID` holds `backbone` and `incre_modules` with the
 same paths as `HRNetClassifier` (so ImageNet weights copy across), and
-`head` (`fc1`, `bn`, `fc2`). `PSHRNet` holds `sr` (the SR network) and
-`reid` (an `HRNetReID`).
+`head` (`fc1`, `bn`, `fc2`); with the ImageNet representation head (paper
+Table VI's HRNet-W32-C row) also `downsamp_modules_0..2` and `final_layer`.
+`PSHRNet` holds `sr` (the SR network) and `reid` (an `HRNetReID`).
+`SRReID` is the same composition for any SR network and extractor (what
+`factory.build_student` builds), with the same `sr` / `reid` paths.
 """
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -19,6 +22,9 @@ from pshrnet_jax.models import vdsr_ca
 Dtype = Any
 
 SR_MODULES = ("vdsr_ca", "vdsr", "none")
+# 'reid': SPEC 1.3's pooled branches (Seq1..Seq5); 'imagenet': HRNet-W*-C's
+# own representation head (downsamp_modules, final_layer, 2048-d pool).
+HEAD_KINDS = ("reid", "imagenet")
 
 
 class HRNetReID(nn.Module):
@@ -35,6 +41,10 @@ class HRNetReID(nn.Module):
     num_blocks: blocks of layer1 and of every branch (HRNet-W*-C: 4).
     conv_impl: 'xla' or 'fast' (how convolutions are computed).
     dtype: computation dtype (parameters stay float32; outputs float32).
+    head_kind: 'reid' (SPEC 1.3) or 'imagenet' (HRNet-W*-C's representation
+      head, pooled to `final_features`, then the same FC block; its aux has
+      seq5 = that pooled vector and no seq1..seq4).
+    final_features: final_layer channels of the ImageNet head (2048).
   """
   width: int = 32
   num_classes: int = 751
@@ -45,6 +55,8 @@ class HRNetReID(nn.Module):
   num_blocks: int = hrnet.NUM_BLOCKS
   conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
+  head_kind: str = "reid"
+  final_features: int = hrnet.FINAL_FEATURES
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False
@@ -56,17 +68,29 @@ class HRNetReID(nn.Module):
       train: batch statistics + dropout (needs a 'dropout' RNG) or inference.
 
     Returns:
-      (logits, aux): aux holds seq1..seq5, l_f, logits and feature
-      (= concat(seq5, l_f), the test-time descriptor), all float32.
+      (logits, aux): aux holds seq1..seq5 (seq5 only with the ImageNet
+      head), l_f, logits and feature (= concat(seq5, l_f), the test-time
+      descriptor), all float32.
     """
     if self.pooling not in reid_head.POOLING_MODES:
       raise ValueError(f"pooling must be one of {reid_head.POOLING_MODES}, "
                        f"got {self.pooling!r}")
+    if self.head_kind not in HEAD_KINDS:
+      raise ValueError(f"head_kind must be one of {HEAD_KINDS}, "
+                       f"got {self.head_kind!r}")
     xs = hrnet.HRNet(self.width, self.num_modules, self.num_blocks,
                      conv_impl=self.conv_impl, dtype=self.dtype,
                      name="backbone")(x, train)
     xs = hrnet.IncreModules(self.head_planes, conv_impl=self.conv_impl,
                             dtype=self.dtype, name="incre_modules")(xs, train)
+    if self.head_kind == "imagenet":
+      pooled = hrnet.imagenet_representation(
+          xs, train, head_planes=self.head_planes,
+          final_features=self.final_features, conv_impl=self.conv_impl,
+          dtype=self.dtype)
+      return reid_head.PooledHead(
+          self.num_classes, dropout_rate=self.dropout_rate, dtype=self.dtype,
+          name="head")(pooled, train)
     return reid_head.ReIDHead(
         self.num_classes, pooling=self.pooling,
         dropout_rate=self.dropout_rate, dtype=self.dtype,
@@ -106,6 +130,11 @@ class PSHRNet(nn.Module):
   conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
+  @property
+  def has_sr_network(self) -> bool:
+    """Whether there is an SR network to train (L_SR applies)."""
+    return self.sr_module != "none"
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -132,4 +161,43 @@ class PSHRNet(nn.Module):
         self.width, self.num_classes, self.pooling, self.head_planes,
         self.dropout_rate, self.num_modules, self.num_blocks,
         conv_impl=self.conv_impl, dtype=self.dtype, name="reid")(sr, train)
+    return logits, {**aux, "sr": sr}
+
+
+class SRReID(nn.Module):
+  """Any student: an SR network (or none) followed by a ReID extractor.
+
+  `factory.build_student` builds every configured student this way; with
+  VDSR-CA and HRNetReID it is PSHRNet (same parameter paths: `sr`, `reid`).
+
+  Attributes:
+    reid: the ReID extractor, e.g. HRNetReID or ResNet50ReID; its
+      parameters live under `reid`.
+    sr: the SR network (VDSRCA, SRCNN, RCAN), under `sr`; None: the input
+      (the LR image up-sampled by the input pipeline) goes straight to the
+      extractor.
+  """
+  reid: nn.Module
+  sr: Optional[nn.Module] = None
+
+  @property
+  def has_sr_network(self) -> bool:
+    """Whether there is an SR network to train (L_SR applies)."""
+    return self.sr is not None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Restores the LR images, then runs the extractor.
+
+    Args:
+      x: (B, H, W, 3) LR images resized to network size, normalised.
+      train: training mode (BatchNorm statistics, dropout).
+
+    Returns:
+      (logits, aux): the extractor's aux plus 'sr', the SR output (the input
+      itself without an SR network).
+    """
+    sr = x.astype(jnp.float32) if self.sr is None else self.sr(x)
+    logits, aux = self.reid(sr, train)
     return logits, {**aux, "sr": sr}

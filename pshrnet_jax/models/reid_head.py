@@ -4,6 +4,8 @@ Each incre_modules output is pooled to a small grid with PyTorch's adaptive
 pooling, flattened channel-major (NCHW `.view(B, -1)` order, so FC weights
 loaded from PyTorch line up), concatenated into Seq5, and fed to the
 released code's ClassBlock: Linear -> BatchNorm1d -> Dropout -> Linear.
+`PooledHead` puts the same ClassBlock on one globally pooled vector (the
+ResNet-50 extractor, HRNet with its ImageNet head).
 """
 
 from typing import Any, Sequence
@@ -99,6 +101,41 @@ def pool_branch(x: jax.Array, output_size: int, max_weight: float,
   return jnp.transpose(y, (0, 3, 1, 2)).reshape(y.shape[0], -1)
 
 
+def class_block(seq5: jax.Array, num_classes: int, train: bool, *,
+                embed_features: int = EMBED_FEATURES,
+                dropout_rate: float = 0.5, dtype: Dtype = jnp.float32
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The released code's ClassBlock on a representation: FC1 -> BN1d ->
+  Dropout -> FC2, and the aux entries every ReID model returns.
+
+  Call it from a compact method: `fc1`, `bn` and `fc2` become children of
+  the calling module (so HRNet-ReID keeps the paths PyTorch weights load
+  into, and every extractor has the same FC block).
+
+  Args:
+    seq5: (B, D) the whole pooled representation.
+    num_classes: training identities M.
+    train: batch statistics and dropout (True) or inference (False).
+    embed_features: FC1 output (512).
+    dropout_rate: dropout on l_f before FC2.
+    dtype: computation dtype; outputs are float32.
+
+  Returns:
+    (logits, aux): aux holds l_f, logits and feature (= concat(seq5, l_f)).
+  """
+  y = nn.Dense(embed_features, dtype=dtype, param_dtype=jnp.float32,
+               kernel_init=_fc1_init, name="fc1")(seq5)
+  l_f = layers.BatchNorm(use_running_average=not train, dtype=dtype,
+                         scale_init=_bn1d_scale_init, name="bn")(y)
+  y = nn.Dropout(dropout_rate, deterministic=not train)(l_f)
+  logits = nn.Dense(num_classes, dtype=dtype, param_dtype=jnp.float32,
+                    kernel_init=_fc2_init, name="fc2")(y)
+  aux = {"l_f": l_f.astype(jnp.float32), "logits": logits.astype(jnp.float32)}
+  aux["feature"] = jnp.concatenate([seq5.astype(jnp.float32), aux["l_f"]],
+                                   axis=-1)
+  return aux["logits"], aux
+
+
 class ReIDHead(nn.Module):
   """Pooling, Seq1..Seq5, and the ClassBlock (FC1 -> BN1d -> Dropout -> FC2).
 
@@ -133,19 +170,48 @@ class ReIDHead(nn.Module):
     aux = {}
     for n, (x, size, weight) in enumerate(zip(xs, POOL_SIZES, MAX_WEIGHTS), 1):
       aux[f"seq{n}"] = pool_branch(x, size, weight, self.pooling)
-    seq5 = jnp.concatenate([aux[f"seq{n}"] for n in range(1, 5)], axis=-1)
-    aux["seq5"] = seq5
-    y = nn.Dense(self.embed_features, dtype=self.dtype,
-                 param_dtype=jnp.float32, kernel_init=_fc1_init,
-                 name="fc1")(seq5)
-    l_f = layers.BatchNorm(use_running_average=not train, dtype=self.dtype,
-                           scale_init=_bn1d_scale_init, name="bn")(y)
-    y = nn.Dropout(self.dropout_rate, deterministic=not train)(l_f)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype,
-                      param_dtype=jnp.float32, kernel_init=_fc2_init,
-                      name="fc2")(y)
+    aux["seq5"] = jnp.concatenate([aux[f"seq{n}"] for n in range(1, 5)],
+                                  axis=-1)
+    logits, head_aux = class_block(
+        aux["seq5"], self.num_classes, train,
+        embed_features=self.embed_features, dropout_rate=self.dropout_rate,
+        dtype=self.dtype)
     aux = {k: v.astype(jnp.float32) for k, v in aux.items()}
-    aux["l_f"] = l_f.astype(jnp.float32)
-    aux["logits"] = logits.astype(jnp.float32)
-    aux["feature"] = jnp.concatenate([aux["seq5"], aux["l_f"]], axis=-1)
-    return aux["logits"], aux
+    return logits, {**aux, **head_aux}
+
+
+class PooledHead(nn.Module):
+  """The ClassBlock on one globally pooled vector, which is `seq5`.
+
+  The head of the extractors with a single representation sequence
+  (ResNet-50, HRNet with its ImageNet head): aux holds seq5 (the pooled
+  vector), l_f, logits and feature = concat(seq5, l_f); there is no
+  seq1..seq4, so the triplet loss sums over seq5 alone.
+
+  Attributes:
+    num_classes: number of training identities M.
+    embed_features: FC1 output (512).
+    dropout_rate: dropout on l_f before FC2.
+    dtype: computation dtype; outputs are float32.
+  """
+  num_classes: int
+  embed_features: int = EMBED_FEATURES
+  dropout_rate: float = 0.5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, pooled: jax.Array,
+               train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Builds the representations.
+
+    Args:
+      pooled: (B, D) the globally pooled feature map.
+      train: batch statistics and dropout (True) or inference (False).
+
+    Returns:
+      (logits, aux) with aux holding seq5, l_f, logits, feature.
+    """
+    logits, aux = class_block(
+        pooled, self.num_classes, train, embed_features=self.embed_features,
+        dropout_rate=self.dropout_rate, dtype=self.dtype)
+    return logits, {"seq5": pooled.astype(jnp.float32), **aux}

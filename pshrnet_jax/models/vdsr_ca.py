@@ -6,7 +6,7 @@ Names follow the released PyTorch module: `input`, `residual_layer.N.conv`,
 `output`.
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -24,19 +24,22 @@ class ChannelAttention(nn.Module):
     squeeze_channels: channels of the bottleneck (released code: 4).
     conv_impl: 'xla' or 'fast' (layers.conv).
     dtype: computation dtype.
+    kernel_init: initialiser of both 1x1 kernels (RCAN uses PyTorch's).
   """
   squeeze_channels: int = 4
   conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
+  kernel_init: Callable[..., jax.Array] = layers.conv_kernel_init
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     y = jnp.mean(x, axis=(1, 2), keepdims=True)
     y = layers.conv(self.squeeze_channels, 1, use_bias=True,
                     conv_impl=self.conv_impl, dtype=self.dtype,
-                    name="squeeze")(y)
+                    name="squeeze", kernel_init=self.kernel_init)(y)
     y = layers.conv(x.shape[-1], 1, use_bias=True, conv_impl=self.conv_impl,
-                    dtype=self.dtype, name="excite")(nn.relu(y))
+                    dtype=self.dtype, name="excite",
+                    kernel_init=self.kernel_init)(nn.relu(y))
     return x * nn.sigmoid(y)
 
 
