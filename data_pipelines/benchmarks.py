@@ -9,7 +9,7 @@
 | mlr_market1501, mlr_dukemtmc | readers/market.py | all queries; all train | multi_shot |
 | mlr_cuhk03 | readers/cuhk03.py | 2nd camera of each pair; train | single_shot |
 | mlr_viper | readers/viper.py | camera B; all train | single_shot |
-| caviar | readers/caviar.py | genuine LR camera (as is) | single_shot |
+| caviar | readers/caviar.py | genuine LR camera (as is); HR-camera train | single_shot |
 | demo | builders/synthetic.py | as mlr_market1501 | multi_shot |
 
 'demo' generates its Market-style HR set with
@@ -33,7 +33,10 @@ Options (a mapping; unknown keys are an error listing the valid ones):
   mlr_cuhk03:     cuhk03_images ('labeled' | 'detected'), lr_camera_in_pair
                   (1 | 0), test_ids (explicit pids instead of testsets row)
   mlr_viper:      lr_camera ('cam_b' | 'cam_a'), test_ids
-  caviar:         lr_camera ('auto' | 0 | 1), test_ids
+  caviar:         lr_camera ('auto' | 0 | 1), test_ids,
+                  single_camera_train (False: the 22 single-camera people
+                  do not train), genuine_lr_train (True: the training
+                  people's LR-camera images train L_ID only)
 
 Builds go to `<build_dir>/<name>-seed<S>[-split<I>][-<hash of non-default
 options>]/` (see builders/mlr.py); the HR-only sets get a build too (a
@@ -68,7 +71,8 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "mlr_cuhk03": {**_MLR, "cuhk03_images": "labeled",
                    "lr_camera_in_pair": 1, "test_ids": None},
     "mlr_viper": {**_MLR, "lr_camera": "cam_b", "test_ids": None},
-    "caviar": {**_MLR, "lr_camera": "auto", "test_ids": None},
+    "caviar": {**_MLR, "lr_camera": "auto", "test_ids": None,
+               "single_camera_train": False, "genuine_lr_train": True},
 }
 NAMES = tuple(DEFAULT_OPTIONS)
 # Sets with several published or seeded splits; the others have one.
@@ -213,7 +217,9 @@ def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
   # get a built LR version.
   source = caviar.caviar_split(
       caviar.read_caviar(root), seed=seed, trial=split_index,
-      lr_camera=options["lr_camera"], test_ids=options["test_ids"])
+      lr_camera=options["lr_camera"], test_ids=options["test_ids"],
+      single_camera_train=options["single_camera_train"],
+      genuine_lr_train=options["genuine_lr_train"])
   return mlr.build_mlr(
       source, source_root=_abs(root), lr_splits=("train",),
       **common)

@@ -29,6 +29,13 @@ class ImageRecord(NamedTuple):
   lr_factor: int = 1
 
   @property
+  def has_hr_original(self) -> bool:
+    """False for a genuine LR image (its `hr_path` is the LR file itself):
+    it has no HR original to train L_SR / L_PS against or to score SR
+    quality with, and phase 1 (HR images only) does not train on it."""
+    return self.lr_path is None or self.lr_path != self.hr_path
+
+  @property
   def input_path(self) -> str:
     """The file the model sees at test time: the LR version when present."""
     return self.lr_path if self.lr_path is not None else self.hr_path

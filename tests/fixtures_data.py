@@ -76,13 +76,22 @@ CAVIAR_BOTH = (1, 2, 3, 4, 5, 6)  # seen by both cameras
 CAVIAR_SINGLE = (7, 8)  # seen by one camera (images 001-010 only)
 
 
-def make_caviar(root: str) -> str:
-  """CAVIAR4REID: 3 images per camera; camera 1 (011-020) is the small one."""
+CAVIAR_HR_SIZE, CAVIAR_LR_SIZE = (24, 48), (9, 20)
+
+
+def make_caviar(root: str, both=CAVIAR_BOTH, single=CAVIAR_SINGLE,
+                per_camera: int = 3, single_lr=()) -> str:
+  """CAVIAR4REID: `per_camera` images per camera; camera 1 (011-020) is the
+  small one. Single-camera people have images 001.. only, small (the LR
+  camera's size) for the pids in `single_lr`."""
   seed = 0
-  for pid in CAVIAR_BOTH + CAVIAR_SINGLE:
-    indices = (1, 2, 3) + ((11, 12, 13) if pid in CAVIAR_BOTH else ())
+  for pid in tuple(both) + tuple(single):
+    first = tuple(range(1, per_camera + 1))
+    indices = first + (tuple(range(11, 11 + per_camera)) if pid in both
+                       else ())
     for index in indices:
-      size = (24, 48) if index <= 10 else (9, 20)
+      small = index > 10 or pid in single_lr
+      size = CAVIAR_LR_SIZE if small else CAVIAR_HR_SIZE
       write_image(os.path.join(root, f"{pid:04d}{index:03d}.jpg"), size, seed)
       seed += 1
   with open(os.path.join(root, "Thumbs.db"), "wb") as f:

@@ -286,3 +286,56 @@ def test_total_loss_missing_inputs(phase2_inputs):
     losses.total_loss(student, None, hr, labels, margin=0.1)
   with pytest.raises(ValueError, match="hr is missing"):
     losses.total_loss(student, None, None, labels, margin=0.1, ps_weight=0)
+
+
+# --- Pairs without an HR original, single-sequence extractors -------------
+
+
+def test_masked_mean_by_hand():
+  values = jnp.array([[1.0, 3.0], [10.0, 20.0], [-4.0, 0.0]])
+  assert float(losses.masked_mean(values, None)) == pytest.approx(5.0)
+  assert float(losses.masked_mean(values, jnp.array([True, False, True]))
+               ) == pytest.approx((2.0 - 2.0) / 2)
+  assert float(losses.masked_mean(values, jnp.array([False, True, False]))
+               ) == pytest.approx(15.0)
+  assert float(losses.masked_mean(values, jnp.zeros(3, bool))) == 0.0
+  grad = jax.grad(lambda v: losses.masked_mean(
+      v, jnp.array([True, False, True])))(values)
+  np.testing.assert_array_equal(grad, [[0.25, 0.25], [0, 0], [0.25, 0.25]])
+
+
+def test_masked_total_loss_is_the_loss_of_the_other_pairs(phase2_inputs):
+  """L_SR and L_PS with pair 2 masked = the terms of the other five pairs;
+  L_ID still over all six."""
+  student, teacher, hr, labels = phase2_inputs
+  mask = jnp.arange(6) != 2
+  keep = np.flatnonzero(mask)
+  take = lambda aux: {k: v[keep] for k, v in aux.items()}
+  loss, metrics = losses.total_loss(student, teacher, hr, labels, margin=0.1,
+                                    pair_mask=mask)
+  id_value, _ = losses.id_loss(student, labels, margin=0.1)
+  sr_value = losses.sr_l1(student["sr"][keep], hr[keep])
+  ps_value = losses.pseudo_siamese_l1(take(teacher), take(student),
+                                      losses.PAPER_PS_KEYS)
+  np.testing.assert_allclose(metrics["id"], id_value, rtol=1e-6)
+  np.testing.assert_allclose(metrics["sr"], sr_value, rtol=1e-6)
+  np.testing.assert_allclose(metrics["ps"], ps_value, rtol=1e-6)
+  np.testing.assert_allclose(loss, id_value + 0.5 * sr_value + 0.5 * ps_value,
+                             rtol=1e-6)
+  # The masked pair's SR output gets no gradient from L_SR.
+  grad = jax.grad(lambda sr: losses.total_loss(
+      dict(student, sr=sr), teacher, hr, labels, margin=0.1,
+      pair_mask=mask)[0])(student["sr"])
+  assert not np.any(grad[2]) and np.all(np.any(grad[keep] != 0, axis=(1, 2)))
+
+
+def test_single_sequence_models():
+  aux = {"seq5": jnp.zeros((2, 3)), "l_f": jnp.zeros((2, 2)),
+         "logits": jnp.zeros((2, 4))}
+  assert losses.sequence_keys(aux) == ("seq5",)
+  assert losses.present_keys(losses.PAPER_PS_KEYS, aux) == ("seq5", "logits")
+  assert losses.present_keys(("seq1", "bogus"), aux) == ("bogus",)
+  with pytest.raises(ValueError, match=r"none of the configured outputs"):
+    losses.present_keys(("seq1", "seq4"), aux)
+  with pytest.raises(KeyError, match="none of"):
+    losses.sequence_keys({"logits": aux["logits"]})

@@ -8,14 +8,23 @@ iterates forever over global steps and yields dicts of host numpy arrays
            and augmented with the same flip / pad / crop (absent when
            with_lr=False);
   'label': int32 (B_local,), identities remapped to 0..M-1 in sorted pid order;
-  'pid':   int32 (B_local,), the original pids.
+  'pid':   int32 (B_local,), the original pids;
+  'has_hr': bool (B_local,), with_lr only: False for a pair without a real
+           HR original (a genuinely LR image paired with itself, CAVIAR's
+           LR camera), which the phase-2 step keeps out of L_SR and L_PS.
+
+With with_lr=False (phase 1: HR images only), records without an HR original
+are not sampled; the labels still cover every identity of `records`, so both
+phases of a run share one label map and M.
 
 Keywords of `make_train_iterator`:
   image_size=(256, 128)  network size (H, W).
   p=4, k=6               identities per batch, images per identity (sampler.py
                          defines the epoch exactly).
   seed=0                 drives the sampler and the augmentation.
-  with_lr=True           also produce 'lr'; every record needs an lr_path.
+  with_lr=True           also produce 'lr' and 'has_hr'; every record needs an
+                         lr_path. False: HR images of the records with an
+                         HR original only.
   lr_interpolation       'bilinear' (default, released code) or 'bicubic':
                          how LR images are resized back to (H, W). HR images
                          are resized bilinearly when not already (H, W).
@@ -82,11 +91,17 @@ class _TrainBatchLoader:
   def __init__(self, images: image_cache.ImageArray, pids: np.ndarray,
                labels: np.ndarray, p: int, k: int, seed: int,
                steps_per_epoch: int, with_lr: bool, rows: slice,
-               pad: int = transforms.PAD):
+               pad: int = transforms.PAD,
+               sampled: Optional[np.ndarray] = None,
+               has_hr: Optional[np.ndarray] = None):
     self._images = images
     self._pad = pad
     self._pids = pids
     self._labels = labels
+    # Positions (into the records) the sampler draws from, and their pids.
+    self._sampled = np.arange(len(pids)) if sampled is None else sampled
+    self._sampled_pids = pids[self._sampled]
+    self._has_hr = np.ones(len(pids), bool) if has_hr is None else has_hr
     self._p, self._k, self._seed = p, k, seed
     self._steps_per_epoch = steps_per_epoch
     self._with_lr = with_lr
@@ -112,8 +127,8 @@ class _TrainBatchLoader:
         # evicted plan is only recomputed (it is a pure function).
         for old in sorted(self._plans)[:-1]:
           del self._plans[old]
-        self._plans[epoch] = sampler.pk_epoch_plan(
-            self._pids, self._p, self._k, self._seed, epoch)
+        self._plans[epoch] = self._sampled[sampler.pk_epoch_plan(
+            self._sampled_pids, self._p, self._k, self._seed, epoch)]
       return self._plans[epoch]
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
@@ -132,6 +147,8 @@ class _TrainBatchLoader:
                                              pad=self._pad)
     batch["label"] = self._labels[indices]
     batch["pid"] = self._pids[indices].astype(np.int32)
+    if self._with_lr:
+      batch["has_hr"] = self._has_hr[indices]
     return batch
 
 
@@ -140,6 +157,8 @@ class TrainIterator:
 
   Attributes:
     num_classes: number of training identities M.
+    records: the records the sampler draws from (with_lr=False: those with
+      an HR original).
     steps_per_epoch: steps in one epoch (sampler.steps_per_epoch).
     global_batch_size: P * K.
     local_batch_size: rows this shard yields per step.
@@ -149,9 +168,11 @@ class TrainIterator:
   def __init__(self, loader: _TrainBatchLoader, *, num_classes: int,
                steps_per_epoch: int, global_batch_size: int,
                local_batch_size: int, start_step: int, fingerprint: str,
-               worker_count: int, read_threads: int, prefetch: int):
+               worker_count: int, read_threads: int, prefetch: int,
+               records: tuple[records_lib.ImageRecord, ...] = ()):
     self._loader = loader
     self.num_classes = num_classes
+    self.records = records
     self.steps_per_epoch = steps_per_epoch
     self.global_batch_size = global_batch_size
     self.local_batch_size = local_batch_size
@@ -257,7 +278,13 @@ def make_train_iterator(
   pids = np.array([r.pid for r in records], dtype=np.int64)
   unique = np.unique(pids)
   labels = np.searchsorted(unique, pids).astype(np.int32)
-  num_steps = sampler.steps_per_epoch(pids, p, k)
+  has_hr = np.array([r.has_hr_original for r in records], bool)
+  sampled = np.arange(len(records)) if with_lr else np.flatnonzero(has_hr)
+  if not len(sampled):
+    raise PipelineError(
+        "with_lr=False trains on HR images, but no record has an HR "
+        f"original (all {len(records)} are genuine LR images)")
+  num_steps = sampler.steps_per_epoch(pids[sampled], p, k)
   temporary_cache = None
   if cache_dir is None and worker_count > 0:
     # Workers would each receive a pickled copy of an in-memory cache; a
@@ -268,14 +295,15 @@ def make_train_iterator(
       source=source, cache_dir=cache_dir, num_threads=read_threads)
   rows = slice(shard_index * local_batch, (shard_index + 1) * local_batch)
   loader = _TrainBatchLoader(images, pids, labels, p, k, seed, num_steps,
-                             with_lr, rows, pad)
-  fingerprint = image_cache.cache_key([pids.tolist(), p, k, seed] +
+                             with_lr, rows, pad, sampled, has_hr)
+  fingerprint = image_cache.cache_key([pids[sampled].tolist(), p, k, seed] +
                                       ([pad] if pad != transforms.PAD else []))
   iterator = TrainIterator(
       loader, num_classes=len(unique), steps_per_epoch=num_steps,
       global_batch_size=global_batch, local_batch_size=local_batch,
       start_step=start_step, fingerprint=fingerprint,
-      worker_count=worker_count, read_threads=read_threads, prefetch=prefetch)
+      worker_count=worker_count, read_threads=read_threads, prefetch=prefetch,
+      records=tuple(records[i] for i in sampled))
   if temporary_cache is not None:
     weakref.finalize(iterator, shutil.rmtree, temporary_cache, True)
   return iterator

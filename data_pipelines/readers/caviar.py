@@ -21,13 +21,24 @@ One camera sees people from afar (genuine low resolution). `lr_camera`
 over the two-camera people; 0 or 1 forces it. Cross-resolution protocol
 (SPEC 5): of the 50 two-camera people, a seeded half (25) is tested: LR
 camera images are the queries, HR camera images the gallery, single-shot.
-The other 25 and the 22 single-camera people train.
+The other 25 train; the 22 single-camera people are left out unless
+`single_camera_train=True` adds them to the training set.
 
 LR versions: nothing is down-sampled artificially on the query side. A
 genuine LR image is its own LR version: `lr_path == hr_path` and
-`lr_factor == 1` (factor 1 = "no artificial down-sampling"). Training images
-from the HR camera get a seeded down-sampled LR version from the MLR builder
-like every other set, so training still forms HR/LR pairs.
+`lr_factor == 1` (factor 1 = "no artificial down-sampling"), so
+`ImageRecord.has_hr_original` is False. Training images from the HR camera
+get a seeded down-sampled LR version from the MLR builder like every other
+set: those are the HR/LR pairs L_SR and L_PS train on. Genuine LR training
+images (the training people's LR-camera images; `genuine_lr_train=False`
+drops them) train the student's L_ID only: phase 1 (HR images only) skips
+them and the phase-2 step masks them out of L_SR and L_PS.
+
+A single-camera person's images are all numbered 001-010 whichever camera
+saw them, so when they train, their camera is told by size: the person's
+median image area is compared with the geometric mean of the two cameras'
+medians (over the two-camera people); below it, they are genuine LR images
+of the LR camera.
 """
 
 from __future__ import annotations
@@ -103,9 +114,18 @@ def _median_area(records: Sequence[ImageRecord]) -> float:
   return statistics.median(areas)
 
 
+def _person_areas(records: Sequence[ImageRecord]) -> dict[int, float]:
+  by_pid: dict[int, list[ImageRecord]] = {}
+  for r in records:
+    by_pid.setdefault(r.pid, []).append(r)
+  return {pid: _median_area(rs) for pid, rs in by_pid.items()}
+
+
 def caviar_split(records: Sequence[ImageRecord], *, seed: int = 0,
                  trial: int = 0, lr_camera: Union[str, int] = "auto",
-                 test_ids: Optional[Sequence[int]] = None) -> Benchmark:
+                 test_ids: Optional[Sequence[int]] = None,
+                 single_camera_train: bool = False,
+                 genuine_lr_train: bool = True) -> Benchmark:
   """The seeded 25/25 split of the two-camera people, LR camera as query.
 
   Args:
@@ -116,9 +136,12 @@ def caviar_split(records: Sequence[ImageRecord], *, seed: int = 0,
     lr_camera: 'auto', 0 or 1 (see module doc).
     test_ids: explicit test identities instead of the seeded draw; each must
       be seen by both cameras.
+    single_camera_train: also train on the people seen by one camera.
+    genuine_lr_train: train on the genuine LR images of the training people
+      (L_ID only); False keeps only HR-camera images.
 
   Returns:
-    'caviar', single-shot. Query and LR-camera training records carry
+    'caviar', single-shot. Query and genuine LR training records carry
     lr_path == hr_path, lr_factor 1; HR-camera training records have no LR
     version yet (the MLR builder makes one).
 
@@ -144,19 +167,28 @@ def caviar_split(records: Sequence[ImageRecord], *, seed: int = 0,
       raise errors.SplitError(
           f"CAVIAR4REID test identities must be seen by both cameras (have a "
           f"gallery match); these are not: {checks.list_names(bad)}")
+  two_cam = set(both)
+  single = [r for r in records if r.pid not in two_cam]
+  if lr_camera == "auto" or (single_camera_train and single):
+    # Median image area per camera over the two-camera people.
+    cam_areas = [_median_area([r for r in records if r.pid in two_cam
+                               and r.camid == c]) for c in (0, 1)]
   if lr_camera == "auto":
-    two_cam = [r for r in records if r.pid in set(both)]
-    areas = [_median_area([r for r in two_cam if r.camid == c])
-             for c in (0, 1)]
-    lr_camera = 0 if areas[0] < areas[1] else 1
+    lr_camera = 0 if cam_areas[0] < cam_areas[1] else 1
   if lr_camera not in (0, 1):
     raise ValueError(f"lr_camera must be 'auto', 0 or 1, got {lr_camera!r}")
 
   def genuine(r: ImageRecord) -> ImageRecord:
     return r._replace(lr_path=r.hr_path, lr_factor=1)
 
-  train = tuple(genuine(r) if r.camid == lr_camera else r
-                for r in records if r.pid not in test)
+  train = [r for r in records if r.pid in two_cam and r.pid not in test]
+  if single_camera_train and single:
+    threshold = (cam_areas[0] * cam_areas[1]) ** 0.5
+    areas = _person_areas(single)
+    train += [r._replace(camid=lr_camera if areas[r.pid] < threshold
+                         else 1 - lr_camera) for r in single]
+  train = tuple(genuine(r) if r.camid == lr_camera else r for r in train
+                if genuine_lr_train or r.camid != lr_camera)
   query = tuple(genuine(r) for r in records
                 if r.pid in test and r.camid == lr_camera)
   gallery = tuple(r for r in records if r.pid in test and r.camid != lr_camera)

@@ -9,6 +9,11 @@ the headline; HR-only configs evaluate the teacher on HR queries.
 
 Writes into the workdir: results.json (headline numbers at the top level, one
 entry per evaluated model), results.md, cmc.png and ranked_list.png.
+
+SR quality (PSNR/SSIM, paper Table III) is measured only on queries with a
+real HR original: a genuinely low-resolution query (CAVIAR's LR camera) has
+none, its "HR" image being the same LR file. `sr_quality_scope` in
+results.json says over how many queries it was measured, or why not.
 """
 
 from __future__ import annotations
@@ -67,9 +72,10 @@ class _SRCollector:
   256x128): quality is accumulated batch by batch.
   """
 
-  def __init__(self, keep: np.ndarray, with_quality: bool):
+  def __init__(self, keep: np.ndarray, scored: np.ndarray):
     self._keep = set(int(i) for i in keep)
-    self._with_quality = with_quality
+    # Per query: whether its SR output is scored (it has an HR original).
+    self._scored = scored
     self.kept: dict[int, np.ndarray] = {}
     self._qualities: list[sr_quality.SRQuality] = []
 
@@ -77,8 +83,10 @@ class _SRCollector:
     for row, index in enumerate(rows["index"]):
       if int(index) in self._keep:
         self.kept[int(index)] = denormalize_images(sr[row])
-    if self._with_quality and len(sr):
-      self._qualities.append(sr_quality.sr_quality(sr, rows["hr"]))
+    scored = self._scored[np.asarray(rows["index"], int)]
+    if scored.any():
+      self._qualities.append(sr_quality.sr_quality(sr[scored],
+                                                   rows["hr"][scored]))
 
   def quality(self) -> sr_quality.SRQuality | None:
     return sr_quality.mean_quality(self._qualities)
@@ -106,11 +114,12 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   g_pids = np.array([r.pid for r in gallery])
   g_cams = np.array([r.camid for r in gallery])
   q_factors = np.array([r.lr_factor for r in query]) if use_lr else None
+  q_has_hr = np.array([r.has_hr_original for r in query], bool)
 
   def batches(records, split, lr, hr):
     return pipeline.make_eval_batches(
         records, image_size=image_size, batch_size=e.batch_size, use_lr=lr,
-        include_hr=hr, lr_interpolation=d.lr_interpolation,
+        include_hr=hr, lr_interpolation=factory.lr_interpolation(config),
         source=sources.get(split))
 
   picks = _picked_queries(len(query), e.ranked_list_queries)
@@ -118,12 +127,15 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   for label, directory in _models_to_evaluate(config, workdir).items():
     variables = jax.device_put(convert.restore_variables(directory))
     model = factory.build(config.model, num_classes, label)
+    # 'bicubic' has no SR network; its "SR output" is the bicubic
+    # up-sampling, the SR literature's baseline row, and is scored too.
     is_student = label == "student" and config.model.sr_module != "none"
-    with_quality = is_student and e.sr_quality
+    with_quality = is_student and e.sr_quality and q_has_hr.any()
     logging.info("Evaluating the %s (%s) on %d queries x %d gallery images.",
                  label, directory, len(query), len(gallery))
     collector = _SRCollector(picks if is_student else np.zeros(0, int),
-                             with_quality)
+                             q_has_hr if with_quality else
+                             np.zeros(len(query), bool))
     qf = features.extract_features(
         model.apply, variables, batches(query, "query", use_lr, with_quality),
         batch_size=e.batch_size, sr_callback=collector)
@@ -138,9 +150,12 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
       headline = (qf, gf, collector.images(picks), collector.quality())
 
   qf, gf, sr_images, quality = headline
+  extra = {"chance_rank1": round(100.0 / len(set(q_pids.tolist())), 2)}
+  if "student" in results and config.model.sr_module != "none" and (
+      e.sr_quality):
+    extra["sr_quality_scope"] = _sr_quality_scope(q_has_hr)
   json_path, md_path = reports.write_results(
-      workdir, results, dataset=benchmark.name, sr=quality,
-      extra={"chance_rank1": round(100.0 / len(set(q_pids.tolist())), 2)})
+      workdir, results, dataset=benchmark.name, sr=quality, extra=extra)
   plots.plot_cmc(os.path.join(workdir, workdir_layout.CMC_PNG), results,
                  max_rank=min(e.max_rank, len(gallery)))
   _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks)
@@ -148,6 +163,18 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
     print(f.read())
   with open(json_path) as f:
     return json.load(f)
+
+
+def _sr_quality_scope(q_has_hr: np.ndarray) -> str:
+  """What results.json's SR quality covers, in words."""
+  with_hr, total = int(q_has_hr.sum()), len(q_has_hr)
+  if not with_hr:
+    return (f"not reported: none of the {total} queries has an HR original "
+            "(genuinely low-resolution images)")
+  if with_hr < total:
+    return (f"the {with_hr} of {total} queries with an HR original; the "
+            f"other {total - with_hr} are genuinely low-resolution")
+  return f"all {total} queries (each has an HR original)"
 
 
 def _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks):

@@ -142,7 +142,7 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
   data_iter = pipeline.make_train_iterator(
       benchmark.train, image_size=tuple(d.image_size), p=d.p, k=d.k,
       seed=config.seed, with_lr=(phase == "phase2"),
-      lr_interpolation=d.lr_interpolation,
+      lr_interpolation=factory.lr_interpolation(config),
       shard_index=jax.process_index(), shard_count=jax.process_count(),
       worker_count=d.worker_count, source=sources.get("train"), pad=d.pad,
       cache_dir=os.path.join(workdir_layout.data_build_dir(config, workdir),

@@ -9,6 +9,15 @@ Every function computes in float32 whatever the input dtype, so a bf16 forward
 pass still gets float32 loss arithmetic (softmax, distances, sums). The model
 outputs are read from the `aux` dict the networks return (keys `seq1`..`seq5`,
 `l_f`, `logits`, `feature`, and `sr` for the student; see WORKSPACE.md).
+Extractors with one representation sequence (ResNet-50, HRNet with its
+ImageNet head) return `seq5` only: the training steps sum the triplet loss
+over the sequences a model has (`sequence_keys`) and compare the configured
+L_PS outputs it has (`present_keys`).
+
+Pairs without a real HR original (CAVIAR's genuinely low-resolution training
+images, whose "HR" image is the LR file itself) are excluded from L_SR and
+L_PS by a per-pair mask: each term is then the mean over the pairs that have
+one (`masked_mean`), exactly the term computed on those pairs alone.
 """
 
 from __future__ import annotations
@@ -30,6 +39,61 @@ RELEASED_CODE_PS_KEYS = SEQ_KEYS + ("logits",)
 # torchreid's TripletLoss clamps squared distances here before the sqrt, which
 # also keeps the sqrt's gradient finite when two features coincide.
 _MIN_SQUARED_DISTANCE = 1e-12
+
+
+def sequence_keys(aux: Mapping[str, jax.Array]) -> tuple[str, ...]:
+  """The representation sequences a model outputs: those of SEQ_KEYS in aux.
+
+  HRNet-ReID: seq1..seq5; single-sequence extractors: seq5.
+  """
+  keys = tuple(k for k in SEQ_KEYS if k in aux)
+  if not keys:
+    raise KeyError(f"the model's aux dict has none of {SEQ_KEYS}; it has "
+                   f"{sorted(aux)}")
+  return keys
+
+
+def present_keys(keys: Sequence[str],
+                 aux: Mapping[str, jax.Array]) -> tuple[str, ...]:
+  """The configured L_PS outputs the model has, in the configured order.
+
+  The paper's {Seq1, Seq4, Seq5, l_c} becomes {Seq5, l_c} for a
+  single-sequence extractor. Unknown names stay (pseudo_siamese_terms
+  rejects them); an empty result is an error naming both sets.
+  """
+  kept = tuple(k for k in keys if k in aux or k not in PS_KEYS)
+  if not kept:
+    raise ValueError(f"pseudo_siamese: none of the configured outputs "
+                     f"{list(keys)} is produced by this model (it has "
+                     f"{sorted(aux)}); set --config.loss.ps_features")
+  return kept
+
+
+def masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+  """The mean over every element, or over the rows where `mask` is True.
+
+  With a mask, each row's mean is taken first, then the mean over the kept
+  rows: equal to the plain mean of the kept rows (rows have equal size),
+  and a dropped row contributes exactly zero, value and gradient. No kept
+  row gives 0.
+
+  Args:
+    values: (B, ...) per-element values.
+    mask: (B,) bool, or None for the plain mean.
+
+  Returns:
+    The float32 scalar.
+  """
+  values = values.astype(jnp.float32)
+  if mask is None:
+    return jnp.mean(values)
+  if mask.shape != values.shape[:1]:
+    raise ValueError(f"mask {mask.shape} does not match the batch of "
+                     f"{values.shape}")
+  rows = jnp.mean(values.reshape(values.shape[0], -1), axis=1)
+  weights = mask.astype(jnp.float32)
+  return jnp.sum(jnp.where(mask, rows, 0.0)) / jnp.maximum(
+      jnp.sum(weights), 1.0)
 
 
 def cross_entropy_label_smoothing(logits: jax.Array, labels: jax.Array,
@@ -152,25 +216,31 @@ def id_loss(aux: Mapping[str, jax.Array], labels: jax.Array, *,
   return metrics["id"], metrics
 
 
-def sr_l1(sr: jax.Array, hr: jax.Array) -> jax.Array:
+def sr_l1(sr: jax.Array, hr: jax.Array,
+          mask: Optional[jax.Array] = None) -> jax.Array:
   """L_SR: mean absolute error between the SR output and the HR image.
 
   Args:
     sr: super-resolved images, e.g. (B, H, W, 3), ImageNet-normalised.
     hr: the matching HR images, same shape and normalisation.
+    mask: (B,) bool, True for pairs with a real HR original; None: all.
 
   Returns:
-    The float32 scalar mean of |sr - hr| over every element.
+    The float32 scalar mean of |sr - hr| over every element (of the masked
+    pairs).
   """
   if sr.shape != hr.shape:
     raise ValueError(f"sr_l1: SR output {sr.shape} and HR image {hr.shape} "
                      "differ in shape")
-  return jnp.mean(jnp.abs(sr.astype(jnp.float32) - hr.astype(jnp.float32)))
+  return masked_mean(jnp.abs(sr.astype(jnp.float32) - hr.astype(jnp.float32)),
+                     mask)
 
 
 def pseudo_siamese_terms(teacher_aux: Mapping[str, jax.Array],
                          student_aux: Mapping[str, jax.Array],
-                         keys: Sequence[str]) -> dict[str, jax.Array]:
+                         keys: Sequence[str],
+                         mask: Optional[jax.Array] = None
+                         ) -> dict[str, jax.Array]:
   """Mean L1 between teacher(HR) and student(LR) outputs, per key.
 
   The teacher side is under stop_gradient: only the student learns from it.
@@ -179,6 +249,7 @@ def pseudo_siamese_terms(teacher_aux: Mapping[str, jax.Array],
     teacher_aux: the frozen teacher's aux dict on the HR images.
     student_aux: the student's aux dict on the LR images of the same pairs.
     keys: a non-empty subset of PS_KEYS (seq1..seq5, logits, l_f).
+    mask: (B,) bool, True for pairs with a real HR original; None: all.
 
   Returns:
     {key: float32 scalar mean |teacher - student|}.
@@ -200,7 +271,7 @@ def pseudo_siamese_terms(teacher_aux: Mapping[str, jax.Array],
     if teacher.shape != student.shape:
       raise ValueError(f"pseudo_siamese: '{key}' is {teacher.shape} for the "
                        f"teacher but {student.shape} for the student")
-    terms[key] = jnp.mean(jnp.abs(teacher - student))
+    terms[key] = masked_mean(jnp.abs(teacher - student), mask)
   return terms
 
 
@@ -233,6 +304,7 @@ def total_loss(student_aux: Mapping[str, jax.Array],
                triplet_features: Sequence[str] = SEQ_KEYS,
                sr_weight: float = 0.5, ps_weight: float = 0.5,
                ps_features: Sequence[str] = PAPER_PS_KEYS,
+               pair_mask: Optional[jax.Array] = None,
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L_TOTAL = L_ID + sr_weight * L_SR + ps_weight * L_PS (phase 2).
 
@@ -257,6 +329,9 @@ def total_loss(student_aux: Mapping[str, jax.Array],
     ps_weight: weight of L_PS (paper 0.5); 0 switches it off.
     ps_features: outputs compared by L_PS (PAPER_PS_KEYS,
       RELEASED_CODE_PS_KEYS, or any subset of PS_KEYS).
+    pair_mask: (B,) bool, True for pairs with a real HR original: L_SR and
+      L_PS are the means over those pairs only (L_ID uses every pair);
+      None: every pair has one.
 
   Returns:
     (loss, metrics): the float32 scalar L_TOTAL and every term: `loss`, the
@@ -273,14 +348,15 @@ def total_loss(student_aux: Mapping[str, jax.Array],
           f"images (hr is {'missing' if hr is None else 'given'}) and the "
           f"student's 'sr' output (aux keys {sorted(student_aux)}); set "
           "sr_weight=0 to switch it off")
-    metrics["sr"] = sr_l1(student_aux["sr"], hr)
+    metrics["sr"] = sr_l1(student_aux["sr"], hr, pair_mask)
     loss = loss + sr_weight * metrics["sr"]
   if not _is_off(ps_weight):
     if teacher_aux is None:
       raise ValueError(
           f"total_loss: L_PS is on (ps_weight={ps_weight}) but no teacher_aux"
           " was given; set ps_weight=0 to switch it off")
-    terms = pseudo_siamese_terms(teacher_aux, student_aux, ps_features)
+    terms = pseudo_siamese_terms(teacher_aux, student_aux, ps_features,
+                                 pair_mask)
     metrics.update({f"ps_{key}": value for key, value in terms.items()})
     metrics["ps"] = sum(terms.values())
     loss = loss + ps_weight * metrics["ps"]

@@ -54,11 +54,15 @@ def _apply_gradients(state: TrainState, grads: Any, batch_stats: Any,
                     batch_stats=batch_stats, opt_state=opt_state), metrics
 
 
-def _id_loss_kwargs(loss_config: Mapping[str, Any]) -> dict[str, Any]:
+def _id_loss_kwargs(loss_config: Mapping[str, Any],
+                    aux: Mapping[str, jax.Array]) -> dict[str, Any]:
+  # The triplet loss sums over the representation sequences the model has
+  # (HRNet-ReID: seq1..seq5; ResNet-50 and HRNet's ImageNet head: seq5).
   return dict(ce_weight=loss_config["ce_weight"],
               label_smoothing=loss_config["label_smoothing"],
               triplet_weight=loss_config["triplet_weight"],
-              margin=loss_config["triplet_margin"])
+              margin=loss_config["triplet_margin"],
+              triplet_features=losses.sequence_keys(aux))
 
 
 def phase1_step(state: TrainState, batch: Batch, rng: jax.Array, *,
@@ -73,7 +77,7 @@ def phase1_step(state: TrainState, batch: Batch, rng: jax.Array, *,
         {"params": params, "batch_stats": state.batch_stats}, images,
         train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
     loss, metrics = losses.id_loss(aux, batch["label"],
-                                   **_id_loss_kwargs(loss_config))
+                                   **_id_loss_kwargs(loss_config, aux))
     return loss, (metrics, updated["batch_stats"])
 
   (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
@@ -93,6 +97,11 @@ def phase2_step(state: TrainState, batch: Batch, rng: jax.Array,
   dropout) and its outputs are constants: it is not in the optimiser and no
   gradient reaches it. Its variables are an argument (not closed over) so
   they are not baked into the compiled program as constants.
+
+  `batch['has_hr']` (optional, (B,) bool) marks the pairs with a real HR
+  original; the others (genuinely LR training images) count in L_ID only,
+  not in L_SR or L_PS. A student without an SR network ('bicubic', 'none')
+  has no L_SR.
   """
   hr = normalize_images(batch["hr"])
   lr = normalize_images(batch["lr"])
@@ -106,10 +115,10 @@ def phase2_step(state: TrainState, batch: Batch, rng: jax.Array,
         train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
     loss, metrics = losses.total_loss(
         aux, teacher_aux, hr, batch["label"],
-        sr_weight=loss_config["sr_weight"],
+        sr_weight=loss_config["sr_weight"] if student.has_sr_network else 0,
         ps_weight=loss_config["ps_weight"],
-        ps_features=tuple(loss_config["ps_features"]),
-        **_id_loss_kwargs(loss_config))
+        ps_features=losses.present_keys(loss_config["ps_features"], aux),
+        pair_mask=batch.get("has_hr"), **_id_loss_kwargs(loss_config, aux))
     return loss, (metrics, updated["batch_stats"])
 
   (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
