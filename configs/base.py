@@ -36,9 +36,16 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.seed = 0
   # 'all' runs phase 1 (teacher), phase 2 (student) and evaluation in order.
   config.mode = "all"  # 'phase1' | 'phase2' | 'eval' | 'all'
-  # Orbax directory written by scripts/convert_pytorch_hrnet.py, or a .pth
-  # file (converted on the fly). Empty: random initialisation.
+  # ImageNet weights of the extractor: an Orbax directory written by
+  # scripts/convert_pytorch_hrnet.py, or the .pth itself (converted on the
+  # fly: HRNet-W*-C, or torchvision's resnet50 for backbone=resnet50).
+  # 'none': random initialisation, on purpose.
   config.init_from = ""
+  # SPEC 3: phase 1 (and phase 2's student with student_init=imagenet)
+  # starts from ImageNet weights, so a benchmark run refuses to start
+  # without --config.init_from (a path, or 'none'). The demo, which has no
+  # ImageNet weights, sets this False and trains from random weights.
+  config.init_from_required = True
   config.student_init = "imagenet"  # 'imagenet' | 'teacher' (SPEC 3, phase 2)
   # Where phase 2 finds the frozen teacher; empty means WORKDIR/phase1.
   config.teacher_dir = ""

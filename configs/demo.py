@@ -25,6 +25,7 @@ def get_config(preset: str = "paper"):
   config.optim.epochs = 12
   config.optim.decay_epochs = 8
   # From random weights (no ImageNet HRNet here), at the paper's 10:1 ratio.
+  config.init_from_required = False
   config.optim.groups.hrnet.lr = 0.01
   config.optim.groups.sr.lr = 0.001
   # SPEC 3's option: the student's HRNet-ReID starts from the phase-1 teacher

@@ -23,6 +23,7 @@ from data_pipelines.records import Benchmark
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.evaluation import workdir_eval
+from pshrnet_jax.training import initialization
 from pshrnet_jax.training import loop
 from pshrnet_jax.training import sharding
 
@@ -88,6 +89,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if config.mode not in MODES:
     raise ConfigError(
         f"--config.mode={config.mode!r}; expected one of {MODES}.")
+  # Before anything is read or written: a forgotten --config.init_from
+  # would otherwise cost a whole training run from random weights.
+  initialization.check_init_from(config)
   save_config(config, workdir)
   mesh = sharding.make_data_mesh(config.num_devices or None)
   benchmark = load_benchmark(config, workdir)

@@ -18,17 +18,23 @@ from pshrnet_jax import errors
 from pshrnet_jax.training import checkpoint
 
 
-# Bad command lines: (override, words the message must hold, whether the
+# Bad command lines: (overrides, words the message must hold, whether the
 # run gets as far as creating the workdir).
 _BAD_COMMAND_LINES = {
-    "unknown_key": ("--config.nonexistent=1", ["nonexistent"], False),
-    "wrong_type": ("--config.optim.epochs=abc", ["epochs", "abc"], False),
-    "preset_flag": ("--config.preset=released_code",
+    "unknown_key": (["--config.nonexistent=1"], ["nonexistent"], False),
+    "wrong_type": (["--config.optim.epochs=abc"], ["epochs", "abc"], False),
+    "preset_flag": (["--config.preset=released_code"],
                     ["released_code", "configs/mlr_market1501.py:"], False),
-    "unknown_mode": ("--config.mode=train", ["ConfigError", "mode", "train"],
+    "unknown_mode": (["--config.mode=train"], ["ConfigError", "mode", "train"],
                      False),
-    "missing_root": ("--config.data.root=/nonexistent",
+    "missing_root": (["--config.data.root=/nonexistent",
+                      "--config.init_from=none"],
                      ["DatasetNotFoundError", "/nonexistent"], True),
+    # A benchmark config without ImageNet weights: refused before any work.
+    "no_init_from": (["--config.data.root=/nonexistent"],
+                     ["ConfigError", "phase 1", "HRNet-W32-C",
+                      "--config.init_from is not set",
+                      "--config.init_from=none"], False),
 }
 
 
@@ -37,10 +43,10 @@ def bad_command_lines(tmp_path_factory):
   """Runs every bad command line at once (each is mostly start-up time)."""
   base = tmp_path_factory.mktemp("bad_cli")
   procs = {}
-  for case, (flag, _, _) in _BAD_COMMAND_LINES.items():
+  for case, (flags, _, _) in _BAD_COMMAND_LINES.items():
     workdir = str(base / case)
     procs[case] = (workdir, subprocess.Popen(
-        tiny.main_args(workdir, flag), cwd=tiny.REPO,
+        tiny.main_args(workdir, *flags), cwd=tiny.REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   results = {}
   for case, (workdir, proc) in procs.items():

@@ -211,9 +211,9 @@ def tree_hash(path: str) -> str:
   return digest.hexdigest()
 
 
-def config_with(source: str, **overrides) -> ml_collections.ConfigDict:
-  """`tiny_config(source)` with dotted overrides, e.g. {'model.width': 8}."""
-  config = tiny_config(source)
+def set_dotted(config: ml_collections.ConfigDict,
+               **overrides) -> ml_collections.ConfigDict:
+  """Sets dotted overrides, e.g. {'model.width': 8}, as --config.a.b=v."""
   for dotted, value in overrides.items():
     *parents, leaf = dotted.split(".")
     node = config
@@ -221,6 +221,11 @@ def config_with(source: str, **overrides) -> ml_collections.ConfigDict:
       node = node[name]
     node[leaf] = value
   return config
+
+
+def config_with(source: str, **overrides) -> ml_collections.ConfigDict:
+  """`tiny_config(source)` with dotted overrides, e.g. {'model.width': 8}."""
+  return set_dotted(tiny_config(source), **overrides)
 
 
 def main_args(workdir, *overrides, config_file="configs/mlr_market1501.py"):

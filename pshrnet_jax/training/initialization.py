@@ -1,7 +1,11 @@
 """Where a phase's first weights come from, in this order: resume from the
 workdir (done by the loop), else the configured initial weights (ImageNet
-HRNet-W*-C for phase 1 and the student's HRNet, or the phase-1 teacher),
-else random.
+HRNet-W*-C, or torchvision's ResNet-50 for backbone=resnet50, for phase 1
+and the student's extractor; or the phase-1 teacher), else random.
+
+`check_init_from` runs before anything else of a run: a benchmark config
+(`init_from_required`) refuses to train from random weights unless
+`--config.init_from=none` says so.
 """
 
 from __future__ import annotations
@@ -17,7 +21,56 @@ from absl import logging
 
 from pshrnet_jax import convert
 from pshrnet_jax import workdir_layout
+from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.errors import MissingTeacherError
+from pshrnet_jax.models import factory
+
+# `--config.init_from=none`: random initialisation, on purpose.
+INIT_FROM_NONE = "none"
+
+
+def _imagenet_weights(config: ml_collections.ConfigDict) -> tuple[str, str]:
+  """(what the ImageNet weights are, the convert script's --kind)."""
+  if config.model.backbone == "resnet50":
+    return "torchvision ResNet-50", "resnet50"
+  return f"HRNet-W{config.model.width}-C", "hrnet"
+
+
+def check_init_from(config: ml_collections.ConfigDict) -> None:
+  """Refuses to start from random weights by accident (SPEC 3).
+
+  With `config.init_from_required` (every benchmark config), a run that
+  trains phase 1, or phase 2 with `student_init=imagenet`, needs
+  `--config.init_from`: a path, or 'none' to train from random weights on
+  purpose. Reads nothing and writes nothing.
+
+  Args:
+    config: the run config.
+
+  Raises:
+    ConfigError: one line saying what needs the weights and how to give
+      them (or to opt out); or an unknown backbone, head or SR module
+      (checked first: the message names the backbone's weights).
+  """
+  factory.check_model_config(config.model)
+  if not config.init_from_required or config.init_from:
+    return
+  needs = []
+  if config.mode in ("phase1", "all"):
+    needs.append("phase 1 (the teacher)")
+  if (config.mode in ("phase2", "all") and not config.hr_only
+      and config.student_init == "imagenet"):
+    needs.append("phase 2's student extractor (student_init=imagenet)")
+  if not needs:
+    return
+  weights, kind = _imagenet_weights(config)
+  raise ConfigError(
+      f"{' and '.join(needs)} should start from ImageNet {weights} weights "
+      "(SPEC 3), but --config.init_from is not set. Convert them with "
+      f"`python scripts/convert_pytorch_hrnet.py --kind={kind} --input=FILE "
+      "--output=DIR` and pass --config.init_from=DIR (or the .pth file), or "
+      f"pass --config.init_from={INIT_FROM_NONE} to train from random "
+      "weights on purpose.")
 
 
 def random_variables(model, seed: int,
@@ -30,12 +83,23 @@ def random_variables(model, seed: int,
   return jax.tree.map(np.asarray, dict(variables))
 
 
-def load_init_weights(path: str) -> dict[str, Any]:
-  """ImageNet HRNet-W*-C variables from an Orbax dir or a PyTorch .pth."""
+def load_init_weights(path: str, backbone: str = "hrnet") -> dict[str, Any]:
+  """ImageNet classifier variables from an Orbax dir or a PyTorch .pth.
+
+  Args:
+    path: a folder written by scripts/convert_pytorch_hrnet.py, or the .pth
+      (HRNet-W*-C; torchvision's ResNet-50 for backbone 'resnet50').
+    backbone: `config.model.backbone`.
+
+  Returns:
+    The classifier's {'params', 'batch_stats'}.
+  """
   if not os.path.exists(path):
     raise FileNotFoundError(f"--config.init_from={path} does not exist.")
   if os.path.isdir(path):
     return convert.restore_variables(path)
+  if backbone == "resnet50":
+    return convert.load_torch_resnet(path)
   return convert.load_torch_hrnet(path)
 
 
@@ -71,15 +135,17 @@ def initial_variables(config: ml_collections.ConfigDict, phase: str, model,
     teacher_vars = restore_teacher(config, workdir)
     logging.info("Student HRNet-ReID initialised from the phase-1 teacher.")
     return convert.student_from_teacher(teacher_vars, variables)
-  if not config.init_from:
-    logging.info("%s: random initialisation (no --config.init_from).", phase)
+  if not config.init_from or config.init_from == INIT_FROM_NONE:
+    logging.info("%s: random initialisation (--config.init_from=%s).", phase,
+                 config.init_from or "''")
     return variables
-  imagenet = load_init_weights(config.init_from)
+  imagenet = load_init_weights(config.init_from, config.model.backbone)
+  weights = _imagenet_weights(config)[0]
   if phase == "phase1":
-    logging.info("Teacher initialised from ImageNet HRNet %s.",
+    logging.info("Teacher initialised from ImageNet %s %s.", weights,
                  config.init_from)
     return convert.reid_from_imagenet(imagenet, variables)
-  logging.info("Student HRNet-ReID initialised from ImageNet HRNet %s.",
+  logging.info("Student extractor initialised from ImageNet %s %s.", weights,
                config.init_from)
   reid = {k: v["reid"] for k, v in variables.items() if "reid" in v}
   reid = convert.reid_from_imagenet(imagenet, reid)
