@@ -43,7 +43,13 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   # Where phase 2 finds the frozen teacher; empty means WORKDIR/phase1.
   config.teacher_dir = ""
   config.hr_only = False  # HR-only benchmarks (Table VI): no phase 2
-  config.distributed = False  # jax.distributed.initialize() for multi-host
+  # Multi-process runs: jax.distributed.initialize() with these, where set
+  # (else JAX's environment: JAX_COORDINATOR_ADDRESS, SLURM, ...).
+  config.distributed = False
+  config.coordinator_address = ""  # e.g. '127.0.0.1:12355'
+  config.num_processes = 0  # 0: from the environment
+  config.process_id = -1  # -1: from the environment
+  config.distributed_timeout_s = 300  # how long to wait for every process
   config.num_devices = 0  # 0: all visible devices
   # JAX's persistent compilation cache; empty turns it off.
   config.compilation_cache_dir = "~/.cache/pshrnet_jax/xla"

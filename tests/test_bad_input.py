@@ -92,33 +92,36 @@ def test_checkpoint_of_another_width(tiny_killed, tiny_source, tmp_path):
   assert tiny.tree_hash(checkpoints) == before
 
 
-def test_non_finite_loss_stops_and_keeps_checkpoints(tiny_killed, tiny_source,
-                                                     tmp_path, monkeypatch):
+def test_non_finite_state_stops_and_keeps_checkpoints(tiny_killed,
+                                                      tiny_source, tmp_path,
+                                                      monkeypatch):
   workdir = tiny.copy_workdir(tiny_killed, tmp_path)
   checkpoints = os.path.join(workdir, "phase1", "checkpoints")
   before = tiny.tree_hash(checkpoints)
-  original_restore = checkpoint.PhaseCheckpointer.restore
+  original_restore = checkpoint.PhaseCheckpointer.restore_latest
 
   def restore_poisoned(self, *args, **kwargs):
     # A parameter blown up to inf, as a diverging run leaves it: the same
     # compiled step then produces a non-finite loss.
-    state, data_state = original_restore(self, *args, **kwargs)
+    step, state, data_state = original_restore(self, *args, **kwargs)
     kernel = state.params["head"]["fc2"]["kernel"]
     params = dict(state.params, head=dict(
         state.params["head"], fc2=dict(state.params["head"]["fc2"],
                                        kernel=kernel * np.inf)))
-    return state.replace(params=params), data_state
+    return step, state.replace(params=params), data_state
 
-  monkeypatch.setattr(checkpoint.PhaseCheckpointer, "restore",
+  monkeypatch.setattr(checkpoint.PhaseCheckpointer, "restore_latest",
                       restore_poisoned)
   config = tiny.config_with(tiny_source, **{**tiny.PHASE1_ONLY,
-                              "train.checkpoint_every_steps": 100})
+                                            "train.checkpoint_every_steps":
+                                            100})
   with pytest.raises(errors.NonFiniteLossError,
-                     match=r"phase1: the loss became (nan|inf) at step "
-                     r"(\d+)") as info:
+                     match=r"phase1: the training state became non-finite "
+                     r"by step (\d+) \(loss") as info:
     driver.run(config, workdir)
-  step = int(str(info.value).split(" at step ")[1].split()[0])
-  assert step == tiny.KILL_AFTER_STEP + 1
-  assert f"last good step: {tiny.KILL_AFTER_STEP}" in str(info.value)
+  step = int(str(info.value).split(" by step ")[1].split()[0])
+  assert step == tiny.KILL_AFTER_STEP + 1  # Checked at every log step.
+  assert (f"last finite checkpoint: step {tiny.KILL_AFTER_STEP}"
+          in str(info.value))
   assert tiny.tree_hash(checkpoints) == before
   assert not os.path.exists(os.path.join(workdir, "phase1", "teacher"))

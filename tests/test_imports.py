@@ -61,7 +61,11 @@ ALLOWED = {
                              "data_pipelines") + _LEAVES,
     "pshrnet_jax.evaluation": ("pshrnet_jax.models", "pshrnet_jax.convert",
                                "data_pipelines") + _LEAVES,
+    "pshrnet_jax.config_checks": ("pshrnet_jax.models",
+                                  "pshrnet_jax.training",
+                                  "pshrnet_jax.evaluation") + _LEAVES,
     "pshrnet_jax.driver": ("pshrnet_jax.training", "pshrnet_jax.evaluation",
+                           "pshrnet_jax.config_checks",
                            "data_pipelines") + _LEAVES,
     "pshrnet_jax.main": ("pshrnet_jax.driver", "pshrnet_jax.errors"),
 }

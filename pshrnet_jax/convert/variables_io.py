@@ -19,6 +19,20 @@ from pshrnet_jax import atomic
 Variables = dict[str, Any]
 
 
+def _local_checkpointer():
+  """An Orbax checkpointer of this process alone.
+
+  Variables here are host numpy arrays that one process writes or reads on
+  its own (the export of a multi-process run is written by process 0); a
+  default checkpointer would wait at a barrier for every process.
+  """
+  import orbax.checkpoint as ocp  # Deferred: import cost only where used.
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          primary_host=me, active_processes={me}))
+
+
 def save_variables(variables: Variables, directory: str | os.PathLike,
                    info: Mapping[str, Any] | None = None, *,
                    replace: bool = False) -> None:
@@ -36,9 +50,8 @@ def save_variables(variables: Variables, directory: str | os.PathLike,
   Raises:
     FileExistsError: `directory` holds something and `replace` is False.
   """
-  import orbax.checkpoint as ocp  # Deferred: import cost only where used.
   with atomic.atomic_directory(directory, replace=replace) as tmp:
-    checkpointer = ocp.StandardCheckpointer()
+    checkpointer = _local_checkpointer()
     checkpointer.save(os.path.join(tmp, "variables"),
                       jax.tree.map(np.asarray, dict(variables)))
     checkpointer.wait_until_finished()
@@ -56,10 +69,9 @@ def restore_variables(directory: str | os.PathLike) -> Variables:
   Returns:
     {'params': ..., 'batch_stats': ...}.
   """
-  import orbax.checkpoint as ocp
   path = os.path.join(os.path.abspath(os.fspath(directory)), "variables")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{directory}: no Orbax variables (expected {path}, "
                             "written by convert.save_variables)")
-  restored = ocp.StandardCheckpointer().restore(path)
+  restored = _local_checkpointer().restore(path)
   return jax.tree.map(np.asarray, restored)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -88,9 +88,18 @@ class _SRCollector:
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
-                     benchmark: Benchmark,
-                     sources: Mapping[str, Any]) -> dict[str, Any]:
+                     benchmark: Benchmark, sources: Mapping[str, Any], *,
+                     ready: Callable[[], None] | None = None
+                     ) -> dict[str, Any]:
   """Evaluates the workdir's trained models and writes the reports.
+
+  Args:
+    config: the run config.
+    workdir: the trained workdir.
+    benchmark: its benchmark (query and gallery are evaluated).
+    sources: random-access image sources per split (may be empty).
+    ready: called once the models to evaluate were found, before any
+      report is written.
 
   Returns:
     The content of results.json.
@@ -115,7 +124,10 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
 
   picks = _picked_queries(len(query), e.ranked_list_queries)
   results, headline = {}, None
-  for label, directory in _models_to_evaluate(config, workdir).items():
+  to_evaluate = _models_to_evaluate(config, workdir)
+  if ready is not None:
+    ready()
+  for label, directory in to_evaluate.items():
     variables = jax.device_put(convert.restore_variables(directory))
     model = factory.build(config.model, num_classes, label)
     is_student = label == "student" and config.model.sr_module != "none"
