@@ -55,6 +55,7 @@ from data_pipelines.readers import market
 from data_pipelines.builders import mlr
 from data_pipelines.readers import viper
 from data_pipelines.records import Benchmark
+from pshrnet_jax.errors import ConfigError
 
 _COMMON = {"skip_unreadable": False}
 _MLR = {**_COMMON, "factors": list(mlr.DEFAULT_FACTORS)}
@@ -100,15 +101,17 @@ def resolve_options(name: str, options: Optional[Mapping[str, Any]]
     Every option of `name` with its value.
 
   Raises:
-    ValueError: unknown benchmark name or option key.
+    ConfigError: unknown benchmark name or option key (a ValueError).
   """
   if name not in DEFAULT_OPTIONS:
-    raise ValueError(f"Unknown benchmark {name!r}; expected one of {NAMES}.")
+    raise ConfigError(f"--config.data.name={name!r}: unknown benchmark; "
+                      f"expected one of {NAMES}.")
   resolved = dict(DEFAULT_OPTIONS[name])
   unknown = sorted(set(options or {}) - set(resolved))
   if unknown:
-    raise ValueError(f"Unknown option(s) {unknown} for {name}; valid: "
-                     f"{sorted(resolved)}.")
+    raise ConfigError(
+        f"--config.data.options has {unknown}, which {name} does not take; "
+        f"its options are {sorted(resolved)}.")
   for key, value in (options or {}).items():
     resolved[key] = _normalise(value)
   if resolved.get("lr_root"):

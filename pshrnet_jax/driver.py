@@ -31,6 +31,7 @@ from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.errors import WorkdirBusyError
 from pshrnet_jax.evaluation import workdir_eval
+from pshrnet_jax.training import initialization
 from pshrnet_jax.training import loop
 from pshrnet_jax.training import sharding
 
@@ -139,6 +140,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       _check_writable(workdir)
     mesh = sharding.make_data_mesh(config.num_devices or None)
     sharding.check_global_batch(config.data.p * config.data.k, mesh)
+    phases = [p for p in ("phase1", "phase2")
+              if config.mode in (p, "all")
+              and not (p == "phase2" and config.hr_only)]
+    # Before reading (or building) any data.
+    if phases == ["phase2"]:
+      initialization.require_teacher(config, workdir)
+    for phase in phases:
+      loop.check_resumable(config, workdir, phase)
     benchmark = load_benchmark(config, workdir)
     logging.info("Benchmark %s: %d train, %d query, %d gallery images.",
                  benchmark.name, len(benchmark.train), len(benchmark.query),
@@ -153,11 +162,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         save_config(config, workdir)
         saved.append(True)
 
-    if config.mode in ("phase1", "all"):
-      loop.train_phase(config, workdir, "phase1", benchmark, sources, mesh,
-                       ready=ready)
-    if config.mode in ("phase2", "all") and not config.hr_only:
-      loop.train_phase(config, workdir, "phase2", benchmark, sources, mesh,
+    for phase in phases:
+      loop.train_phase(config, workdir, phase, benchmark, sources, mesh,
                        ready=ready)
     if config.mode in ("eval", "all"):
       return workdir_eval.evaluate_workdir(config, workdir, benchmark,

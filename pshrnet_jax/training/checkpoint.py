@@ -176,6 +176,29 @@ class PhaseCheckpointer:
       logging.warning("Closing %s after an error: %s", self.directory, e)
 
 
+def latest_settings(directory: str) -> dict[str, Any] | None:
+  """The settings of the newest checkpoint under `directory`, read without
+  creating anything; None if there is none or it cannot be read (a resume
+  then reports it)."""
+  if not os.path.isdir(directory):
+    return None
+  try:
+    manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(create=False),
+        item_names=("state", "data", "meta"))
+    try:
+      step = manager.latest_step()
+      if step is None:
+        return None
+      restored = manager.restore(
+          step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      return dict(restored["meta"])
+    finally:
+      manager.close()
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
 def _is_write_failure(error: BaseException) -> bool:
   """An OSError (or one Orbax wrapped) from writing files."""
   seen = set()

@@ -7,7 +7,7 @@ else random.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +17,7 @@ from absl import logging
 
 from pshrnet_jax import convert
 from pshrnet_jax import workdir_layout
+from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.errors import MissingTeacherError
 
 
@@ -39,16 +40,49 @@ def load_init_weights(path: str) -> dict[str, Any]:
   return convert.load_torch_hrnet(path)
 
 
-def restore_teacher(config: ml_collections.ConfigDict,
-                    workdir: str) -> dict[str, Any]:
-  """The phase-1 teacher's variables (raises MissingTeacherError)."""
+def require_teacher(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The phase-1 teacher's folder (raises MissingTeacherError if absent)."""
   path = workdir_layout.teacher_dir(config, workdir)
   if not os.path.isdir(path):
     raise MissingTeacherError(
         f"Phase 2 needs the phase-1 teacher, but {path} does not exist. Run "
         "phase 1 first (--config.mode=phase1 or all) in this --workdir, or "
         "point --config.teacher_dir at a teacher saved by phase 1.")
-  return convert.restore_variables(path)
+  return path
+
+
+def restore_teacher(config: ml_collections.ConfigDict,
+                    workdir: str) -> dict[str, Any]:
+  """The phase-1 teacher's variables (raises MissingTeacherError)."""
+  return convert.restore_variables(require_teacher(config, workdir))
+
+
+def check_fits(variables: Mapping[str, Any], model, image_size: tuple[int, int],
+               what: str) -> None:
+  """Raises ConfigError unless `variables` have exactly `model`'s shapes.
+
+  Args:
+    variables: loaded variables (e.g. the phase-1 teacher).
+    model: the Flax module they are meant for.
+    image_size: (H, W) of the network input.
+    what: names the variables' origin in the message (flag and path).
+  """
+  expected = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, *image_size, 3)), train=False))
+  have = {jax.tree_util.keystr(p): np.shape(x) for p, x in
+          jax.tree_util.tree_leaves_with_path(dict(variables))}
+  want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in
+          jax.tree_util.tree_leaves_with_path(dict(expected))}
+  problems = [f"{k} is missing" for k in sorted(set(want) - set(have))]
+  problems += [f"{k} is not in the model" for k in sorted(set(have) - set(want))]
+  problems += [f"{k} has shape {have[k]}, the model expects {want[k]}"
+               for k in sorted(set(have) & set(want)) if have[k] != want[k]]
+  if problems:
+    raise ConfigError(
+        f"{what} does not fit the configured model (--config.model.*): "
+        f"{'; '.join(problems[:3])}"
+        + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        + ". Use the model settings it was trained with.")
 
 
 def initial_variables(config: ml_collections.ConfigDict, phase: str, model,
@@ -66,21 +100,35 @@ def initial_variables(config: ml_collections.ConfigDict, phase: str, model,
   Returns:
     {'params', 'batch_stats'} as host arrays.
   """
+  imagenet = None
+  if config.init_from and not (phase == "phase2"
+                               and config.student_init == "teacher"):
+    # Shapes first: a checkpoint of another width fails before the (slow)
+    # random initialisation.
+    imagenet = load_init_weights(config.init_from)
+    abstract = jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((1, *image_size, 3)), train=False))
+    _transplant_imagenet(imagenet, dict(abstract), phase)
   variables = random_variables(model, config.seed, image_size)
   if phase == "phase2" and config.student_init == "teacher":
     teacher_vars = restore_teacher(config, workdir)
     logging.info("Student HRNet-ReID initialised from the phase-1 teacher.")
     return convert.student_from_teacher(teacher_vars, variables)
-  if not config.init_from:
+  if imagenet is None:
     logging.info("%s: random initialisation (no --config.init_from).", phase)
     return variables
-  imagenet = load_init_weights(config.init_from)
-  if phase == "phase1":
-    logging.info("Teacher initialised from ImageNet HRNet %s.",
-                 config.init_from)
-    return convert.reid_from_imagenet(imagenet, variables)
-  logging.info("Student HRNet-ReID initialised from ImageNet HRNet %s.",
+  logging.info("%s: HRNet initialised from ImageNet weights %s.", phase,
                config.init_from)
+  return _transplant_imagenet(imagenet, variables, phase)
+
+
+def _transplant_imagenet(imagenet: Mapping[str, Any],
+                         variables: Mapping[str, Any],
+                         phase: str) -> dict[str, Any]:
+  """The teacher's (phase 1) or the student's ReID part's (phase 2)
+  backbone and incre_modules from ImageNet weights; checks every shape."""
+  if phase == "phase1":
+    return convert.reid_from_imagenet(imagenet, dict(variables))
   reid = {k: v["reid"] for k, v in variables.items() if "reid" in v}
   reid = convert.reid_from_imagenet(imagenet, reid)
   return {k: dict(v, reid=reid[k]) if k in reid else v

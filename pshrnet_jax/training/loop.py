@@ -119,6 +119,22 @@ def phase_step(config: ml_collections.ConfigDict, phase: str,
   return model, teacher, optimizer, abstract_vars, step_fn
 
 
+def config_settings(config: ml_collections.ConfigDict,
+                    phase: str) -> dict[str, Any]:
+  """The part of `run_settings` the config alone decides."""
+  d = config.data
+  data = {key: d[key] for key in ("name", "image_size", "p", "k",
+                                  "lr_interpolation", "pad", "seed",
+                                  "split_index", "skip_unreadable")}
+  data["options"] = d.options.to_dict()
+  optim = config.optim.to_dict()
+  optim.pop("epochs")
+  return {"phase": phase, "seed": config.seed,
+          "model": config.model.to_dict(), "loss": config.loss.to_dict(),
+          "optim": optim, "data": data,
+          "student_init": config.student_init if phase == "phase2" else None}
+
+
 def run_settings(config: ml_collections.ConfigDict, phase: str,
                  num_classes: int, steps_per_epoch: int,
                  teacher_variables: Mapping[str, Any] | None
@@ -132,19 +148,8 @@ def run_settings(config: ml_collections.ConfigDict, phase: str,
   the compilation cache. The data itself is checked by the input
   iterator's fingerprint.
   """
-  d = config.data
-  data = {key: d[key] for key in ("name", "image_size", "p", "k",
-                                  "lr_interpolation", "pad", "seed",
-                                  "split_index", "skip_unreadable")}
-  data["options"] = d.options.to_dict()
-  optim = config.optim.to_dict()
-  optim.pop("epochs")
-  settings = {"phase": phase, "seed": config.seed,
-              "model": config.model.to_dict(), "loss": config.loss.to_dict(),
-              "optim": optim, "data": data, "num_classes": num_classes,
-              "steps_per_epoch": steps_per_epoch,
-              "student_init": config.student_init if phase == "phase2"
-                              else None}
+  settings = dict(config_settings(config, phase), num_classes=num_classes,
+                  steps_per_epoch=steps_per_epoch)
   if teacher_variables is not None:
     settings["teacher_fingerprint"] = variables_fingerprint(teacher_variables)
   return settings
@@ -160,6 +165,18 @@ def variables_fingerprint(variables: Mapping[str, Any]) -> str:
                   .encode())
     digest.update(leaf.tobytes())
   return digest.hexdigest()[:32]
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: str,
+                    phase: str) -> None:
+  """Refuses, before any data is read, a workdir whose latest checkpoint of
+  `phase` was written with other settings (those the config decides)."""
+  directory = workdir_layout.checkpoint_dir(workdir, phase)
+  saved = checkpoint.latest_settings(directory)
+  if saved is not None:
+    expected = config_settings(config, phase)
+    checkpoint.check_settings({k: saved.get(k) for k in expected}, expected,
+                              directory)
 
 
 def _check_finite(phase: str, step: int, metrics: Mapping[str, float],
@@ -202,11 +219,18 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
   d = config.data
   global_batch = d.p * d.k
   sharding.check_global_batch(global_batch, mesh)
+  image_size = tuple(d.image_size)
   teacher_variables = None
   if phase == "phase2":
     # Before any work (image decoding, compiling) and before anything is
-    # written under WORKDIR/phase2: a missing teacher fails at once.
+    # written under WORKDIR/phase2: a missing or unfitting teacher fails now.
     teacher_variables = initialization.restore_teacher(config, workdir)
+    initialization.check_fits(
+        teacher_variables,
+        factory.build_teacher(config.model,
+                              len({r.pid for r in benchmark.train})),
+        image_size,
+        f"The phase-1 teacher {workdir_layout.teacher_dir(config, workdir)}")
   data_iter = pipeline.make_train_iterator(
       benchmark.train, image_size=tuple(d.image_size), p=d.p, k=d.k,
       seed=config.seed, with_lr=(phase == "phase2"),
@@ -220,7 +244,6 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
       config, phase, num_classes, data_iter.steps_per_epoch, mesh)
   epochs = phase_epochs(config, phase)
   total_steps = epochs * data_iter.steps_per_epoch
-  image_size = tuple(d.image_size)
   logging.info("%s parameter groups:\n%s", phase, optimizer.summary)
 
   replicated = sharding.replicated(mesh)
