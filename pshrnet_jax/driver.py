@@ -27,6 +27,7 @@ from absl import logging
 from data_pipelines import benchmarks as benchmark_registry
 from data_pipelines.records import Benchmark
 from pshrnet_jax import config_checks
+from pshrnet_jax import console
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.errors import WorkdirBusyError
@@ -160,6 +161,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       # on the workdir belongs to this configuration.
       if not saved:
         save_config(config, workdir)
+        if jax.process_index() == 0:
+          console.start_workdir_log(workdir)
         saved.append(True)
 
     for phase in phases:

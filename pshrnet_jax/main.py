@@ -1,12 +1,16 @@
 r"""PS-HRNet training and evaluation.
 
     python -m pshrnet_jax.main --config=configs/mlr_cuhk03.py --workdir=DIR \
-        [--config.mode=all|phase1|phase2|eval] [--config.a.b=value ...]
+        [--config.mode=all|phase1|phase2|eval] [--config.a.b=value ...] [-v]
 
 The released-code preset is chosen with the config argument,
-`--config=configs/mlr_cuhk03.py:released_code`.
+`--config=configs/mlr_cuhk03.py:released_code`. The terminal shows a header
+per phase, a progress bar and the results; everything logged (Orbax, absl
+INFO) goes to WORKDIR/log.txt, and to the terminal too with `-v` (or
+`--verbosity=1`).
 """
 
+import logging as std_logging
 import os
 import sys
 
@@ -16,6 +20,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from pshrnet_jax import console
 from pshrnet_jax import driver
 from pshrnet_jax import errors
 
@@ -37,6 +42,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
   ml_collections reports an override of a field the config does not have
   as a bare AttributeError('nonexistent') from deep inside absl.
   """
+  # A bare -v (absl's -v takes a number) means: show INFO records too.
+  argv = [a if a != "-v" else "--verbosity=1" for a in argv]
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -73,6 +80,15 @@ def _initialize_distributed(config) -> None:
     _exit_with(f"jax.distributed.initialize({kwargs}) failed: {e}")
 
 
+def _route_logs() -> None:
+  """Everything to WORKDIR/log.txt; to the terminal only warnings and worse,
+  unless --verbosity (-v) was given."""
+  console.install_workdir_log()
+  if not flags.FLAGS["verbosity"].present:
+    # Python's level (30), not absl's logging.WARNING (-1).
+    logging.get_absl_handler().setLevel(std_logging.WARNING)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -86,6 +102,7 @@ def main(argv):
         f"--config.preset={config.preset} cannot re-apply a preset after the "
         "config was built; use "
         f"--config={preset_arg.split(':', 1)[0]}:{config.preset} instead.")
+  _route_logs()
   if config.distributed:
     _initialize_distributed(config)
   if config.compilation_cache_dir:

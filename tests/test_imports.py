@@ -33,13 +33,14 @@ LIBRARY = ("pshrnet_jax", "data_pipelines")
 PROJECT = LIBRARY + ("configs", "scripts", "reference", "tests")
 
 _LEAVES = ("pshrnet_jax.errors", "pshrnet_jax.atomic",
-           "pshrnet_jax.workdir_layout")
+           "pshrnet_jax.workdir_layout", "pshrnet_jax.console")
 # Module prefix -> the prefixes it may import (besides itself and the root
 # package `pshrnet_jax`, whose __init__ imports nothing).
 ALLOWED = {
     "pshrnet_jax.errors": (),
     "pshrnet_jax.atomic": (),
     "pshrnet_jax.workdir_layout": (),
+    "pshrnet_jax.console": (),
     "pshrnet_jax.models": ("pshrnet_jax.errors",),
     "pshrnet_jax.convert": ("pshrnet_jax.models",) + _LEAVES,
     # summary and tfds_builder sit on top of the data package.
@@ -67,7 +68,15 @@ ALLOWED = {
     "pshrnet_jax.driver": ("pshrnet_jax.training", "pshrnet_jax.evaluation",
                            "pshrnet_jax.config_checks",
                            "data_pipelines") + _LEAVES,
-    "pshrnet_jax.main": ("pshrnet_jax.driver", "pshrnet_jax.errors"),
+    "pshrnet_jax.main": ("pshrnet_jax.driver",) + _LEAVES,
+    # Using a trained model: loading, gallery search, export; and their
+    # command lines.
+    "pshrnet_jax.inference": ("pshrnet_jax.models", "pshrnet_jax.convert",
+                              "pshrnet_jax.evaluation",
+                              "data_pipelines") + _LEAVES,
+    "pshrnet_jax.search": ("pshrnet_jax.inference",) + _LEAVES,
+    "pshrnet_jax.extract": ("pshrnet_jax.inference",) + _LEAVES,
+    "pshrnet_jax.export": ("pshrnet_jax.inference",) + _LEAVES,
 }
 FORBIDDEN_FOR_LIBRARY = ("tests", "scripts", "reference", "torch",
                          "torchvision")

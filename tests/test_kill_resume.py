@@ -13,7 +13,9 @@ core (multi-threaded XLA:CPU reductions are not bitwise repeatable):
   status 143), and SIGKILL while a phase-2 checkpoint is being written.
 
 Both must end with the same exported teacher and student, bit for bit, and
-the same results.json.
+the same results.json. The stopped runs log everything to the terminal
+(`-v`), which is what the stops are triggered by; the reference run shows
+what a person sees by default, which is checked too.
 """
 
 import concurrent.futures
@@ -43,25 +45,29 @@ _STOPS = (
 )
 
 
-def _command(source, workdir):
-  return tiny.main_args(workdir, *tiny.main_overrides(source, **_OVERRIDES))
+def _command(source, workdir, *extra):
+  return tiny.main_args(workdir, *tiny.main_overrides(source, **_OVERRIDES),
+                        *extra)
 
 
 def _run(argv, cpu, stop=None):
-  """Runs a command on one core; sends `stop[1]` at the first line that
-  matches `stop[0]`. Returns (returncode, stderr, whether it was sent)."""
+  """Runs a command on one core; sends `stop[1]` at the first stderr line
+  that matches `stop[0]`. Returns (returncode, stderr, whether it was sent,
+  stdout)."""
   env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
   proc = subprocess.Popen(
-      argv, cwd=tiny.REPO, env=env, stdout=subprocess.DEVNULL,
+      argv, cwd=tiny.REPO, env=env, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True,
       preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
-  lines, sent = [], False
-  for line in proc.stderr:
-    lines.append(line)
-    if stop is not None and not sent and re.search(stop[0], line):
-      proc.send_signal(stop[1])
-      sent = True
-  return proc.wait(timeout=600), "".join(lines), sent
+  with concurrent.futures.ThreadPoolExecutor(1) as reader:
+    stdout = reader.submit(proc.stdout.read)
+    lines, sent = [], False
+    for line in proc.stderr:
+      lines.append(line)
+      if stop is not None and not sent and re.search(stop[0], line):
+        proc.send_signal(stop[1])
+        sent = True
+    return proc.wait(timeout=600), "".join(lines), sent, stdout.result()
 
 
 @pytest.fixture(scope="module")
@@ -74,23 +80,23 @@ def runs(tiny_source, tmp_path_factory):
                                 cpus[-1])
     chain = []
     for stop in _STOPS + (None,):
-      chain.append(_run(_command(tiny_source, stopped), cpus[0], stop))
+      chain.append(_run(_command(tiny_source, stopped, "-v"), cpus[0], stop))
     return {"reference": reference, "stopped": stopped,
             "uninterrupted": uninterrupted.result(), "chain": chain}
 
 
 def test_every_stop_happened_as_planned(runs):
   assert runs["uninterrupted"][0] == 0, runs["uninterrupted"][1][-3000:]
-  for (pattern, sig), (code, log, sent) in zip(_STOPS, runs["chain"]):
+  for (pattern, sig), (code, log, sent, _) in zip(_STOPS, runs["chain"]):
     assert sent, f"never saw {pattern!r}:\n{log[-3000:]}"
     if sig == signal.SIGKILL:
       assert code == -signal.SIGKILL, (pattern, code, log[-3000:])
-  code, log, _ = runs["chain"][-1]
+  code, log, _, _ = runs["chain"][-1]
   assert code == 0, log[-3000:]
 
 
 def test_sigterm_saves_the_current_step_and_exits_143(runs):
-  code, log, _ = runs["chain"][2]
+  code, log, _, _ = runs["chain"][2]
   assert code == 143, log[-3000:]
   lines = [l for l in log.splitlines() if l.startswith("PREEMPTED ")]
   assert len(lines) == 1 and "Traceback" not in log, log[-3000:]
@@ -113,3 +119,24 @@ def test_stopped_run_ends_bit_identical_to_the_uninterrupted_one(runs):
     with open(os.path.join(workdir, "results.json")) as f:
       results.append(json.load(f))
   assert results[0] == results[1]
+
+
+def test_the_console_shows_progress_and_results_not_library_chatter(runs):
+  _, stderr, _, stdout = runs["uninterrupted"]
+  lines = stdout.splitlines()
+  # A header per phase, progress lines (stdout is no terminal here), and
+  # the result table at the very end, then where the files are.
+  assert any(l.startswith("phase1 (teacher") for l in lines)
+  assert any(re.match(r"phase2 \[#+\.*\] \d+/8 ", l) for l in lines)
+  assert lines[-1].startswith("Results in ")
+  table = [l for l in lines if l.startswith("| all |")]
+  assert len(table) == 2  # The student's and the teacher's.
+  assert stdout.rstrip().endswith(lines[-1])
+  # Orbax and absl INFO records are in log.txt, not in the terminal.
+  chatter = ("checkpoint_manager", "async_checkpointer", "Continuing save")
+  for text in (stdout, stderr):
+    assert not any(word in text for word in chatter), text[-2000:]
+  with open(os.path.join(runs["reference"], "log.txt")) as f:
+    log = f.read()
+  assert all(word in log for word in chatter)
+  assert "phase2 step 8/8" in log

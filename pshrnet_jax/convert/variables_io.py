@@ -35,7 +35,8 @@ def _local_checkpointer():
 
 def save_variables(variables: Variables, directory: str | os.PathLike,
                    info: Mapping[str, Any] | None = None, *,
-                   replace: bool = False) -> None:
+                   replace: bool = False,
+                   info_file: str = "conversion.json") -> None:
   """Writes {'params', 'batch_stats'} as an Orbax checkpoint (+ info JSON).
 
   Everything is written to a temporary sibling first and renamed into place,
@@ -44,8 +45,10 @@ def save_variables(variables: Variables, directory: str | os.PathLike,
   Args:
     variables: the Flax variables.
     directory: created; must not exist or be empty, unless `replace`.
-    info: optional JSON-able description, saved as `conversion.json`.
+    info: optional JSON-able description, saved as `info_file`.
     replace: swap an existing `directory` for the new variables as a whole.
+    info_file: the description's file name (`conversion.json` for converted
+      checkpoints, `model.json` for exported teachers and students).
 
   Raises:
     FileExistsError: `directory` holds something and `replace` is False.
@@ -56,7 +59,7 @@ def save_variables(variables: Variables, directory: str | os.PathLike,
                       jax.tree.map(np.asarray, dict(variables)))
     checkpointer.wait_until_finished()
     if info is not None:
-      with open(os.path.join(tmp, "conversion.json"), "w") as f:
+      with open(os.path.join(tmp, info_file), "w") as f:
         json.dump(info, f, indent=2)
 
 

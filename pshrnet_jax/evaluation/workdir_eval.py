@@ -23,7 +23,9 @@ import numpy as np
 from absl import logging
 
 from data_pipelines import pipeline
+from data_pipelines.pipeline import transforms
 from data_pipelines.records import Benchmark
+from pshrnet_jax import console
 from pshrnet_jax import convert
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import MissingTeacherError
@@ -116,11 +118,12 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   g_cams = np.array([r.camid for r in gallery])
   q_factors = np.array([r.lr_factor for r in query]) if use_lr else None
 
-  def batches(records, split, lr, hr):
-    return pipeline.make_eval_batches(
+  def batches(records, split, lr, hr, title):
+    loaded = pipeline.make_eval_batches(
         records, image_size=image_size, batch_size=e.batch_size, use_lr=lr,
         include_hr=hr, lr_interpolation=d.lr_interpolation,
         source=sources.get(split))
+    return _with_progress(loaded, title, len(records), e.batch_size)
 
   picks = _picked_queries(len(query), e.ranked_list_queries)
   results, headline = {}, None
@@ -137,10 +140,12 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
     collector = _SRCollector(picks if is_student else np.zeros(0, int),
                              with_quality)
     qf = features.extract_features(
-        model.apply, variables, batches(query, "query", use_lr, with_quality),
+        model.apply, variables,
+        batches(query, "query", use_lr, with_quality, f"{label} query"),
         batch_size=e.batch_size, sr_callback=collector)
     gf = features.extract_features(
-        model.apply, variables, batches(gallery, "gallery", False, False),
+        model.apply, variables,
+        batches(gallery, "gallery", False, False, f"{label} gallery"),
         batch_size=e.batch_size)
     results[label] = metrics.evaluate_features(
         qf, gf, q_pids, g_pids, q_cams, g_cams, max_rank=e.max_rank,
@@ -150,16 +155,55 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
       headline = (qf, gf, collector.images(picks), collector.quality())
 
   qf, gf, sr_images, quality = headline
+  if jax.process_index() != 0:  # Every process computed the same numbers.
+    return reports.results_dict(results[next(iter(results))],
+                                dataset=benchmark.name, sr=quality)
   json_path, md_path = reports.write_results(
       workdir, results, dataset=benchmark.name, sr=quality,
       extra={"chance_rank1": round(100.0 / len(set(q_pids.tolist())), 2)})
   plots.plot_cmc(os.path.join(workdir, workdir_layout.CMC_PNG), results,
                  max_rank=min(e.max_rank, len(gallery)))
   _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks)
+  if sr_images:
+    _sr_grid_to_tensorboard(workdir, [query[i] for i in picks], sr_images,
+                            image_size, d.lr_interpolation)
   with open(md_path) as f:
-    print(f.read())
+    console.say(f.read())
+  console.say(
+      f"Results in {workdir}: {workdir_layout.RESULTS_JSON}, "
+      f"{workdir_layout.RESULTS_MD}, {workdir_layout.CMC_PNG}, "
+      f"{workdir_layout.RANKED_LIST_PNG}; TensorBoard: tensorboard "
+      f"--logdir {os.path.join(workdir, 'tensorboard')}")
   with open(json_path) as f:
     return json.load(f)
+
+
+def _with_progress(batches, title: str, num_images: int, batch_size: int):
+  """Yields `batches`, showing how many images went through."""
+  bar = console.ProgressBar(
+      title, num_images, unit="images", every=max(1, num_images // 10),
+      stream=None if jax.process_index() == 0 else open(os.devnull, "w"))
+  done = 0
+  for batch in batches:
+    yield batch
+    done = min(num_images, done + batch_size)
+    bar.update(done)
+  bar.close()
+
+
+def _sr_grid_to_tensorboard(workdir, records, sr_images, image_size,
+                            interpolation) -> None:
+  """One image: a row per pictured query, LR input | SR output | HR."""
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  rows = []
+  for record, sr in zip(records, sr_images):
+    lr = transforms.load_resized(record.input_path, image_size, interpolation)
+    hr = transforms.load_resized(record.hr_path, image_size)
+    sr = np.round(np.clip(sr, 0.0, 1.0) * 255).astype(np.uint8)
+    rows.append(np.concatenate([lr, sr, hr], axis=1))
+  grid = np.concatenate(rows, axis=0)
+  with SummaryWriter(os.path.join(workdir, "tensorboard", "eval")) as writer:
+    writer.add_image("sr/lr_sr_hr", grid, 0, dataformats="HWC")
 
 
 def _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks):

@@ -4,7 +4,8 @@ exactly the same networks."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Mapping
 
 import jax.numpy as jnp
 
@@ -62,3 +63,56 @@ def build(model_config: Any, num_classes: int, which: str):
   if which == "student":
     return build_student(model_config, num_classes)
   raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+
+
+# --- Rebuilding a model from what a folder records ---------------------------
+
+_REBUILDABLE = {"HRNetReID": HRNetReID, "PSHRNet": PSHRNet}
+
+
+def describe(module: HRNetReID | PSHRNet) -> dict[str, Any]:
+  """{'model': class name, 'model_kwargs': JSON-able arguments}.
+
+  Exports and converted checkpoints store this beside the variables, so a
+  model is rebuilt from the folder (`from_description`), never from numbers
+  a user repeats.
+  """
+  kwargs = {}
+  for field in dataclasses.fields(module):
+    if field.name in ("parent", "name"):
+      continue
+    value = getattr(module, field.name)
+    if field.name == "dtype":
+      value = jnp.dtype(value).name
+    elif isinstance(value, tuple):
+      value = list(value)
+    kwargs[field.name] = value
+  return {"model": type(module).__name__, "model_kwargs": kwargs}
+
+
+def from_description(description: Mapping[str, Any], where: str):
+  """The module `describe` recorded.
+
+  Args:
+    description: a dict with 'model' and 'model_kwargs'.
+    where: the file it came from, for messages.
+
+  Raises:
+    ConfigError: not a ReID model this project builds, or arguments that
+      the model does not take.
+  """
+  name = description.get("model")
+  if name not in _REBUILDABLE:
+    raise ConfigError(
+        f"{where} describes a {name!r} model; only re-ID models "
+        f"({sorted(_REBUILDABLE)}) can extract features.")
+  kwargs = dict(description.get("model_kwargs") or {})
+  if "dtype" in kwargs:
+    kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+  kwargs = {k: tuple(v) if isinstance(v, list) else v
+            for k, v in kwargs.items()}
+  try:
+    return _REBUILDABLE[name](**kwargs)
+  except TypeError as e:
+    raise ConfigError(f"{where}: the recorded arguments of {name} do not "
+                      f"fit this version of the model ({e}).") from None

@@ -27,6 +27,7 @@ from absl import logging
 
 from data_pipelines import pipeline
 from data_pipelines.records import Benchmark
+from pshrnet_jax import console
 from pshrnet_jax import convert
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import NonFiniteLossError
@@ -271,14 +272,24 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
     ready()
 
   rng = sharding.put_replicated(jax.random.key(config.seed + 1), mesh)
-  writer = metric_writers.ProgressWriter(
-      workdir, phase, total_steps=total_steps,
-      steps_per_epoch=data_iter.steps_per_epoch, pairs_per_step=global_batch,
-      every_steps=config.train.log_every_steps)
   step = start_step = int(jax.device_get(state.step))
   logging.info("%s: %d epochs x %d steps of %d pairs (P=%d x K=%d) on %d "
                "device(s).", phase, epochs, data_iter.steps_per_epoch,
                global_batch, d.p, d.k, mesh.devices.size)
+  if jax.process_index() == 0:
+    num_params = sum(x.size for x in jax.tree.leaves(abstract_vars["params"]))
+    console.say(
+        f"{phase} ({'teacher, L_ID' if phase == 'phase1' else 'student, L_TOTAL'}"
+        f"): {type(model).__name__} width {config.model.width}, "
+        f"{num_params:,} parameters; {epochs} epochs x "
+        f"{data_iter.steps_per_epoch} steps of {global_batch} pairs on "
+        f"{mesh.devices.size} device(s)"
+        + (f"; resumed at step {start_step}" if start_step else "")
+        + (" (done)" if start_step >= total_steps else ""))
+  writer = metric_writers.ProgressWriter(
+      workdir, phase, total_steps=total_steps,
+      steps_per_epoch=data_iter.steps_per_epoch, pairs_per_step=global_batch,
+      every_steps=config.train.log_every_steps, start_step=start_step)
   try:
     with preemption.PreemptionWatch() as preempted:
       while step < total_steps:
@@ -316,14 +327,18 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
                phase, variables_fingerprint(variables), jax.process_index(),
                jax.process_count())
   if jax.process_index() == 0:
+    description = dict(
+        factory.describe(model), kind="teacher" if phase == "phase1"
+        else "student", image_size=list(image_size),
+        lr_interpolation=d.lr_interpolation, benchmark=d.name)
     export(variables, workdir_layout.export_dir(workdir, phase), phase,
-           trained=step > start_step)
+           description, trained=step > start_step)
   return variables
 
 
-def export(variables: Mapping[str, Any], export_dir: str, phase: str, *,
-           trained: bool) -> None:
-  """Saves the phase's final variables.
+def export(variables: Mapping[str, Any], export_dir: str, phase: str,
+           description: Mapping[str, Any], *, trained: bool) -> None:
+  """Saves the phase's final variables and what model they belong to.
 
   An existing export is kept unless this run trained past it (e.g. resumed
   with more epochs); then it is replaced as a whole, so phase 2 and
@@ -332,7 +347,8 @@ def export(variables: Mapping[str, Any], export_dir: str, phase: str, *,
   exists = os.path.exists(export_dir)
   if exists and not trained:
     return
-  convert.save_variables(variables, export_dir, replace=exists)
+  convert.save_variables(variables, export_dir, description, replace=exists,
+                         info_file=workdir_layout.MODEL_FILE)
   if exists:
     logging.warning("%s: replaced the earlier export %s with this run's "
                     "final variables.", phase, export_dir)
