@@ -88,6 +88,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if config.mode not in MODES:
     raise ConfigError(
         f"--config.mode={config.mode!r}; expected one of {MODES}.")
+  workdir_eval.check_config(config)
   save_config(config, workdir)
   mesh = sharding.make_data_mesh(config.num_devices or None)
   benchmark = load_benchmark(config, workdir)
