@@ -112,6 +112,34 @@ def test_equal_keys_are_ordered_by_image_index():
   assert maxima[0] == distance * distance
 
 
+def test_ties_beyond_the_candidates_are_searched_again():
+  # 20 copies of one image (gallery 0..19, images 1..20): each copy has 20
+  # keys of 0, more than the first search's 4 + 8 candidates hold.
+  rng = np.random.default_rng(0)
+  others = rng.standard_normal((6, 8)).astype(np.float32)
+  others /= np.linalg.norm(others, axis=1, keepdims=True)
+  copies = np.repeat(others[:1], 20, axis=0)
+  source = rerank_neighbours.FeatureSource(others[1:2],
+                                           np.concatenate([copies,
+                                                           others[2:]]),
+                                           "cosine", rows_per_block=8)
+  lists, _ = source.neighbours(4)
+  for image in range(1, 21):
+    np.testing.assert_array_equal(lists[image], [1, 2, 3, 4])
+
+
+def test_distance_matrices_are_the_features_paths():
+  qf, gf, _ = _clustered(10, 40, seed=5)
+  q_g, q_q, g_g = rerank_neighbours.distance_matrices(qf, gf,
+                                                      rows_per_block=16)
+  np.testing.assert_allclose(q_g, _cosine(qf, gf), rtol=0, atol=1e-6)
+  np.testing.assert_allclose(g_g, _cosine(gf, gf), rtol=0, atol=1e-6)
+  np.testing.assert_array_equal(q_q, q_q.T)
+  np.testing.assert_array_equal(g_g, g_g.T)
+  assert np.abs(re_ranking(q_g, q_q, g_g) - re_ranking_features(
+      qf, gf, rows_per_block=16)).max() < 1e-6
+
+
 def test_memory_is_linear_in_images(monkeypatch):
   """Largest arrays for N images: O(N * k1), never N x N.
 
@@ -120,7 +148,7 @@ def test_memory_is_linear_in_images(monkeypatch):
   """
   monkeypatch.setattr(rerank, "_ROWS_PER_CHUNK", 256)
   block_shapes = []
-  for name in ("_feature_top_keys", "_feature_keys"):
+  for name in ("_feature_smallest", "_feature_squared"):
     original = getattr(rerank_neighbours, name)
 
     def recording(*args, _original=original, **kwargs):
@@ -155,7 +183,8 @@ def test_memory_is_linear_in_images(monkeypatch):
     (dict(k1=0), "k1 must be an integer >= 1"),
     (dict(k2=2.5), "k2 must be an integer >= 1"),
     (dict(lambda_value=1.5), "lambda_value must lie in [0, 1]"),
-    (dict(g_g_dist=np.full((6, 6), np.nan)), "NaN"),
+    (dict(g_g_dist=np.full((6, 6), np.nan)), "image 4 .* hold NaN or Inf"),
+    (dict(q_g_dist=np.full((4, 6), np.inf)), "image 0 .* hold NaN or Inf"),
 ])
 def test_bad_input_raises_clear_error(change, message):
   qf, gf, _ = _clustered(4, 6, seed=0)
@@ -170,5 +199,5 @@ def test_bad_input_raises_clear_error(change, message):
 
 def test_identical_features_are_an_error():
   same = np.ones((3, 4), np.float32) / 2
-  with pytest.raises(RankInputError, match="distance 0 or NaN to every"):
+  with pytest.raises(RankInputError, match="image 0 .* are all 0"):
     re_ranking_features(same[:1], same[1:])

@@ -27,10 +27,11 @@ per-image lists are held, O(N * k1) numbers:
    query x gallery block, a block of queries at a time.
 
 Every float operation is the reference's, in its dtype and summation order
-(float32 weights, the expansion's mean added in neighbour order, the Jaccard
-overlap added in column order), so on the reference's inputs the results
-agree to float32 rounding; the tests bound the difference by 1e-5 and find
-it 0 on most problems.
+(the keys divided in numpy, float32 weights summed per row as `np.sum`
+does, the expansion's mean added in neighbour order, the Jaccard overlap
+added in column order), so on the reference's inputs the results are the
+reference's bit for bit on every test problem and at Market-1501 size; the
+tests require a difference under 1e-5.
 
 Ties. The reference orders each row with `np.argsort` (quicksort, i.e.
 introsort: not stable), so among equal keys its order depends on the rest of
@@ -42,7 +43,12 @@ distances equal in float32.
 
 `re_ranking_features` computes the distances from features (cosine 1 - dot
 on L2-normalised features by default, or squared Euclidean) block by block;
-it equals `re_ranking` on the matrices of those distances.
+it equals `re_ranking` on the matrices of those distances to float32
+rounding (the weights' distances come from a dot product per pair, not from
+the GEMM, ~1e-7 apart). Given matrices computed elsewhere (numpy's BLAS
+rounds differently from XLA's GEMM), distances an ulp apart can order
+near-equal neighbours differently; `rerank_neighbours.distance_matrices`
+gives the matrices the features path sees.
 """
 
 from __future__ import annotations
@@ -58,8 +64,11 @@ from pshrnet_jax.evaluation import rerank_neighbours
 DEFAULT_K1, DEFAULT_K2, DEFAULT_LAMBDA = 20, 6, 0.3
 # Rows per chunk of the sparse steps; their arrays are O(rows * k1^2 / 2).
 _ROWS_PER_CHUNK = 2048
-# (query, gallery) pairs gathered per Jaccard step (about 48 bytes each).
+# Per Jaccard step: (query, gallery) pairs gathered (about 48 bytes each),
+# and float32 results (queries x gallery, a few arrays of 16 MB: see
+# rerank_neighbours._BLOCK_ELEMENTS).
 _JACCARD_PAIRS = 2 << 20
+_JACCARD_ELEMENTS = 4 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,10 +268,12 @@ class ReRankedDistances:
     out = np.empty((stop - start, self.num_gallery), np.float32)
     a = start
     while a < stop:
-      # As many queries as fit the pair budget, at least one.
+      # As many queries as fit both budgets, at least one.
       cumulative = np.cumsum(self._work[a:stop])
-      b = a + max(1, int(np.searchsorted(cumulative, _JACCARD_PAIRS,
-                                         side="right")))
+      fit = min(int(np.searchsorted(cumulative, _JACCARD_PAIRS,
+                                    side="right")),
+                _JACCARD_ELEMENTS // self.num_gallery)
+      b = a + max(1, fit)
       shared = self._shared(a, b)
       jaccard = 1 - shared / (2.0 - shared)
       keys = self._source.query_gallery_keys(a, b)

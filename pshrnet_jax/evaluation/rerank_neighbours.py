@@ -11,11 +11,18 @@ maximum. Here that value is the "key":
 A source gives, without ever holding D:
 
   * `neighbours(width)`: the `width` images of smallest key for every image,
-    ordered by key, equal keys by image index, and m (one jitted top-k per
-    block of rows);
+    ordered by key, equal keys by image index, and m;
   * `pair_keys(i, j)`: key(i, j) for a list of pairs;
   * `query_gallery_keys(start, stop)`: key(q, num_query + g) for a block of
     queries and the whole gallery.
+
+Neighbours: a jitted top-k per block of rows finds the `width + 8` smallest
+squared distances (equal ones by index); the keys of those are divided on
+the host, in numpy (XLA turns a division by a row's maximum into a
+multiplication by its reciprocal, which rounds differently), and sorted by
+(key, index). A row whose last candidate's key does not exceed its
+`width`-th is one where dividing made keys equal across the cut: it is
+searched again with twice the candidates.
 
 `DistanceSource` reads given distance matrices and reproduces the
 reference's keys bit for bit. `FeatureSource` computes distances from
@@ -27,7 +34,6 @@ rows stand in for columns.
 from __future__ import annotations
 
 import functools
-from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -36,23 +42,34 @@ import numpy as np
 from pshrnet_jax.errors import RankInputError
 
 METRICS = ("cosine", "euclidean")
-# Rows per block of the neighbour pass: about this many float32 keys.
-_BLOCK_ELEMENTS = 32 << 20
+# Rows per block of the neighbour pass: about this many float32 values
+# (16 MB). Buffers under glibc's 32 MB mmap threshold come back from the
+# heap; larger ones are mapped afresh for every block and page-faulted in
+# (measured at N = 40,000: 64 MB blocks took twice as long, half in the
+# kernel).
+_BLOCK_ELEMENTS = 4 << 20
+# Candidates beyond the wanted width, for keys made equal by the division.
+_MARGIN = 8
 
 
 def block_rows(num_columns: int, limit: int = 2048) -> int:
-  """Rows per block so that a (rows, num_columns) float32 block is ~128 MB."""
+  """Rows per block so that a (rows, num_columns) float32 block is ~16 MB."""
   return int(max(8, min(limit, _BLOCK_ELEMENTS // max(1, num_columns))))
 
 
-@functools.partial(jax.jit, static_argnames=("width",))
-def _top_keys(squared: jax.Array, width: int):
-  """Row maxima and the `width` smallest keys' columns of a block."""
-  maxima = jnp.max(squared, axis=1)
-  keys = squared / maxima[:, None]
+@functools.partial(jax.jit, static_argnames=("width", "check"))
+def _smallest(squared: jax.Array, width: int, check: bool = False):
+  """Row maxima, and the `width` smallest values of each row with columns.
+
+  With `check`, the maximum of a row holding NaN or Inf is NaN.
+  """
   # lax.top_k keeps the lower index first among equal values.
-  _, columns = jax.lax.top_k(-keys, width)
-  return maxima, columns
+  values, columns = jax.lax.top_k(-squared, width)
+  maxima = jnp.max(squared, axis=1)
+  if check:
+    finite = jnp.all(jnp.isfinite(squared), axis=1)
+    maxima = jnp.where(finite, maxima, jnp.nan)
+  return maxima, -values, columns
 
 
 def _feature_distances(rows, rows_sq, columns, columns_sq, metric):
@@ -63,21 +80,19 @@ def _feature_distances(rows, rows_sq, columns, columns_sq, metric):
 
 
 @functools.partial(jax.jit, static_argnames=("width", "metric"))
-def _feature_top_keys(rows, rows_sq, everything, everything_sq, width,
+def _feature_smallest(rows, rows_sq, everything, everything_sq, width,
                       metric):
   d = _feature_distances(rows, rows_sq, everything, everything_sq, metric)
-  return _top_keys(d * d, width)
+  return _smallest(d * d, width)
 
 
 @functools.partial(jax.jit, static_argnames=("metric",))
-def _feature_keys(rows, rows_sq, maxima, columns, columns_sq, metric):
+def _feature_squared(rows, rows_sq, columns, columns_sq, metric):
   d = _feature_distances(rows, rows_sq, columns, columns_sq, metric)
-  return (d * d) / maxima[:, None]
+  return d * d
 
 
-def _blocks(num_rows: int, rows: int) -> Iterator[tuple[int, int]]:
-  for start in range(0, num_rows, rows):
-    yield start, min(start + rows, num_rows)
+_jitted_distances = jax.jit(_feature_distances, static_argnames=("metric",))
 
 
 def _padded(block: np.ndarray, rows: int) -> np.ndarray:
@@ -88,16 +103,79 @@ def _padded(block: np.ndarray, rows: int) -> np.ndarray:
   return np.concatenate([block, pad])
 
 
-def _check_maxima(maxima: np.ndarray, start: int) -> None:
-  bad = np.flatnonzero(~(maxima > 0))
-  if bad.size:
-    raise RankInputError(
-        f"re-ranking: image {start + int(bad[0])} (query first, then "
-        f"gallery) has distance 0 or NaN to every image; its distances "
-        f"cannot be scaled")
+def _by_key(maxima, squared, columns, width, num_images):
+  """Candidates sorted by (key, index): the first `width`, and which rows
+  are settled (no image outside the candidates can be among them)."""
+  keys = squared / maxima[:, None]
+  order = np.lexsort((columns, keys))
+  keys = np.take_along_axis(keys, order, axis=1)
+  columns = np.take_along_axis(columns, order, axis=1)
+  settled = ((keys[:, -1] > keys[:, width - 1]) |
+             (columns.shape[1] == num_images))
+  return columns[:, :width], settled
 
 
-class FeatureSource:
+class _Source:
+  """The neighbour search shared by both sources."""
+
+  num_query: int
+  num_gallery: int
+  rows_per_block: int
+  maxima: np.ndarray
+
+  @property
+  def num_images(self) -> int:
+    return self.num_query + self.num_gallery
+
+  def _candidates(self, rows: np.ndarray, width: int):
+    """Device arrays (maxima, squared, columns) of the `width` smallest
+    squared distances of images `rows` (ascending, at most rows_per_block)."""
+    raise NotImplementedError
+
+  def _collect(self, rows, outputs, lists, width) -> np.ndarray:
+    """Stores a block's neighbours; returns its rows still unsettled."""
+    maxima, squared, columns = (np.asarray(a)[:len(rows)] for a in outputs)
+    # A NaN or Inf anywhere in a row makes its maximum NaN or Inf.
+    bad = np.flatnonzero(~np.isfinite(maxima) | (maxima == 0))
+    if bad.size:
+      what = ("hold NaN or Inf values" if not np.isfinite(maxima[bad[0]])
+              else "are all 0: they cannot be scaled")
+      raise RankInputError(
+          f"re-ranking: the distances of image {int(rows[bad[0]])} (queries "
+          f"first, then gallery) {what}")
+    self.maxima[rows] = maxima
+    lists[rows], settled = _by_key(maxima, squared, columns, width,
+                                   self.num_images)
+    return rows[~settled]
+
+  def neighbours(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """((N, width) int32 nearest images by key, (N,) float32 maxima m).
+
+    Raises:
+      RankInputError: an image whose distances are all 0, or NaN or Inf.
+    """
+    num, block = self.num_images, self.rows_per_block
+    lists = np.empty((num, width), np.int32)
+    self.maxima = np.empty(num, np.float32)
+    pending = np.arange(num)
+    candidates = min(width + _MARGIN, num)
+    while len(pending):
+      unsettled, in_flight = [], None
+      for start in range(0, len(pending), block):
+        rows = pending[start:start + block]
+        # One block computes while the previous one is read back, so at
+        # most two blocks' buffers exist at a time.
+        launched = (rows, self._candidates(rows, candidates))
+        if in_flight is not None:
+          unsettled.append(self._collect(*in_flight, lists, width))
+        in_flight = launched
+      unsettled.append(self._collect(*in_flight, lists, width))
+      pending = np.concatenate(unsettled)
+      candidates = min(2 * candidates, num)
+    return lists, self.maxima
+
+
+class FeatureSource(_Source):
   """Keys from features: D computed a block of rows at a time."""
 
   def __init__(self, query: np.ndarray, gallery: np.ndarray, metric: str,
@@ -113,39 +191,25 @@ class FeatureSource:
           f"{query.shape} and gallery {gallery.shape}")
     if not (np.isfinite(query).all() and np.isfinite(gallery).all()):
       raise RankInputError("features hold NaN or Inf values")
+    if not len(query) or not len(gallery):
+      raise RankInputError(
+          f"re-ranking needs at least one query and one gallery image, got "
+          f"{len(query)} and {len(gallery)}")
     self.metric = metric
     self.num_query, self.num_gallery = len(query), len(gallery)
     self.features = np.concatenate([query, gallery])
     self.squared_norms = np.einsum("ij,ij->i", self.features, self.features)
-    self.rows_per_block = rows_per_block or block_rows(len(self.features))
-    self.maxima = None  # set by `neighbours`, with the device arrays:
-    self._gallery = None
+    self.rows_per_block = rows_per_block or min(block_rows(len(self.features)),
+                                                len(self.features))
+    self._device = (jnp.asarray(self.features),
+                    jnp.asarray(self.squared_norms))
 
-  @property
-  def num_images(self) -> int:
-    return len(self.features)
-
-  def neighbours(self, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """((N, width) int32 nearest images by key, (N,) float32 maxima m)."""
-    rows = self.rows_per_block
-    everything = jnp.asarray(self.features)
-    everything_sq = jnp.asarray(self.squared_norms)
-    q = self.num_query
-    self._gallery = (everything[q:], everything_sq[q:])
-    outputs = []
-    for start, stop in _blocks(self.num_images, rows):
-      outputs.append((start, stop, _feature_top_keys(
-          _padded(self.features[start:stop], rows),
-          _padded(self.squared_norms[start:stop], rows), everything,
-          everything_sq, width=width, metric=self.metric)))
-    maxima = np.empty(self.num_images, np.float32)
-    lists = np.empty((self.num_images, width), np.int32)
-    for start, stop, (block_max, block_lists) in outputs:
-      maxima[start:stop] = np.asarray(block_max)[:stop - start]
-      lists[start:stop] = np.asarray(block_lists)[:stop - start]
-    _check_maxima(maxima, 0)
-    self.maxima = maxima
-    return lists, maxima
+  def _candidates(self, rows, width):
+    size = self.rows_per_block
+    return _feature_smallest(
+        _padded(self.features[rows], size),
+        _padded(self.squared_norms[rows], size), *self._device,
+        width=width, metric=self.metric)
 
   def pair_keys(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """key(rows[n], columns[n]) for each n, float32."""
@@ -160,21 +224,61 @@ class FeatureSource:
   def query_gallery_keys(self, start: int, stop: int) -> np.ndarray:
     """(stop - start, num_gallery) keys of queries start..stop-1."""
     q = self.num_query
+    gallery = tuple(a[q:] for a in self._device)
     # Fixed-size (padded) blocks: one compiled shape whatever the caller's.
-    rows = min(block_rows(self.num_gallery, limit=512), q)
+    size = min(block_rows(self.num_gallery, limit=512), q)
     out = np.empty((stop - start, self.num_gallery), np.float32)
-    for a, b in _blocks(stop - start, rows):
-      a, b = start + a, start + b
-      keys = _feature_keys(
-          _padded(self.features[a:b], rows),
-          _padded(self.squared_norms[a:b], rows),
-          _padded(self.maxima[a:b], rows), *self._gallery,
+    for a in range(start, stop, size):
+      b = min(a + size, stop)
+      squared = _feature_squared(
+          _padded(self.features[a:b], size),
+          _padded(self.squared_norms[a:b], size), *gallery,
           metric=self.metric)
-      out[a - start:b - start] = np.asarray(keys)[:b - a]
+      np.divide(np.asarray(squared)[:b - a], self.maxima[a:b, None],
+                out=out[a - start:b - start])
     return out
 
 
-class DistanceSource:
+def distance_matrices(query: np.ndarray, gallery: np.ndarray,
+                      metric: str = "cosine",
+                      rows_per_block: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(q_g, q_q, g_g) for `re_ranking`, as the features path computes them.
+
+  XLA's float32 GEMM rounds differently for different operand shapes, so
+  these are computed as `FeatureSource` computes its neighbours: a block of
+  rows against all N images. `re_ranking` on them then sees exactly the
+  distances `re_ranking_features` ranks (tests, benchmarks).
+
+  Args:
+    query: (num_query, dim) features.
+    gallery: (num_gallery, dim) features.
+    metric: "cosine" or "euclidean", as for `FeatureSource`.
+    rows_per_block: as for `FeatureSource` (the same default).
+
+  Returns:
+    float32 (num_query, num_gallery), (num_query, num_query) and
+    (num_gallery, num_gallery) distances.
+  """
+  source = FeatureSource(query, gallery, metric, rows_per_block)
+  q, size = source.num_query, source.rows_per_block
+  q_g = np.empty((q, source.num_gallery), np.float32)
+  q_q = np.empty((q, q), np.float32)
+  g_g = np.empty((source.num_gallery, source.num_gallery), np.float32)
+  for start in range(0, source.num_images, size):
+    rows = np.arange(start, min(start + size, source.num_images))
+    d = np.asarray(_jitted_distances(
+        _padded(source.features[rows], size),
+        _padded(source.squared_norms[rows], size), *source._device,
+        metric=metric))[:len(rows)]
+    is_query = rows < q
+    q_q[rows[is_query]] = d[is_query, :q]
+    q_g[rows[is_query]] = d[is_query, q:]
+    g_g[rows[~is_query] - q] = d[~is_query, q:]
+  return q_g, q_q, g_g
+
+
+class DistanceSource(_Source):
   """Keys from the three given distance matrices, exactly the reference's."""
 
   def __init__(self, q_g_dist: np.ndarray, q_q_dist: np.ndarray,
@@ -197,51 +301,40 @@ class DistanceSource:
     # dtype of the three.
     self.dtype = np.result_type(q_g, q_q, g_g)
     self.num_query, self.num_gallery = num_q, num_g
-    self.rows_per_block = rows_per_block or block_rows(num_q + num_g)
-    self.maxima = None
+    self.rows_per_block = rows_per_block or min(block_rows(num_q + num_g),
+                                                num_q + num_g)
 
-  @property
-  def num_images(self) -> int:
-    return self.num_query + self.num_gallery
-
-  def _squared_columns(self, start: int, stop: int) -> np.ndarray:
-    """float32(D[:, start:stop] ** 2).T: rows of the reference's matrix."""
+  def _fill(self, out: np.ndarray, columns: np.ndarray, query: bool):
+    """out[:] = D[:, columns].T for ascending query (or gallery) columns."""
+    if not len(columns):
+      return
     q = self.num_query
-    if stop <= q:
-      block = np.concatenate(
-          [self.q_q[:, start:stop].T, self.q_g[start:stop]], axis=1)
+    # A contiguous run (the first pass) as a slice: a column slice reads
+    # runs of memory, a list of columns one number per matrix row.
+    index = (slice(columns[0], columns[-1] + 1)
+             if columns[-1] - columns[0] + 1 == len(columns) else columns)
+    if query:
+      out[:, :q] = self.q_q[:, index].T
+      out[:, q:] = self.q_g[index]
     else:
-      a, b = start - q, stop - q
-      block = np.concatenate(
-          [self.q_g[:, a:b].T, self.g_g[:, a:b].T], axis=1)
-    if np.isnan(block).any():
-      raise RankInputError(
-          f"distance matrices hold NaN values (in the column of image "
-          f"{start + int(np.flatnonzero(np.isnan(block).any(axis=1))[0])}, "
-          f"query first, then gallery)")
-    return np.power(block.astype(self.dtype, copy=False),
-                    2).astype(np.float32)
+      out[:, :q] = self.q_g[:, index].T
+      out[:, q:] = self.g_g[:, index].T
 
-  def neighbours(self, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """((N, width) int32 nearest images by key, (N,) float32 maxima m)."""
-    rows, q = self.rows_per_block, self.num_query
-    # Blocks never straddle the query/gallery border: their columns come
-    # from different matrices.
-    spans = [(s, e) for s, e in _blocks(q, rows)] + [
-        (q + s, q + e) for s, e in _blocks(self.num_gallery, rows)]
-    outputs = [(s, e, _top_keys(_padded(self._squared_columns(s, e), rows),
-                                width=width)) for s, e in spans]
-    maxima = np.empty(self.num_images, np.float32)
-    lists = np.empty((self.num_images, width), np.int32)
-    for start, stop, (block_max, block_lists) in outputs:
-      maxima[start:stop] = np.asarray(block_max)[:stop - start]
-      lists[start:stop] = np.asarray(block_lists)[:stop - start]
-    _check_maxima(maxima, 0)
-    self.maxima = maxima
-    return lists, maxima
+  def _squared_columns(self, images: np.ndarray) -> np.ndarray:
+    """float32(D[:, images] ** 2).T for ascending `images`."""
+    q = self.num_query
+    block = np.empty((len(images), self.num_images), self.dtype)
+    split = int(np.searchsorted(images, q))
+    self._fill(block[:split], images[:split], query=True)
+    self._fill(block[split:], images[split:] - q, query=False)
+    return np.power(block, 2, out=block).astype(np.float32, copy=False)
+
+  def _candidates(self, rows, width):
+    return _smallest(_padded(self._squared_columns(rows),
+                             self.rows_per_block), width=width, check=True)
 
   def _entries(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """D[rows[n], columns[n]] for each n, in the input dtype."""
+    """D[rows[n], columns[n]] for each n, in the common dtype."""
     q = self.num_query
     out = np.empty(rows.shape, self.dtype)
     row_q, col_q = rows < q, columns < q
@@ -262,5 +355,5 @@ class DistanceSource:
     """(stop - start, num_gallery) keys of queries start..stop-1."""
     # D[q + g, i] = q_g[i, g]: the query's own row of q_g.
     block = self.q_g[start:stop].astype(self.dtype, copy=False)
-    squared = np.power(block, 2).astype(np.float32)
-    return squared / self.maxima[start:stop, None]
+    return np.power(block, 2).astype(np.float32) / self.maxima[start:stop,
+                                                               None]
