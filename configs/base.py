@@ -134,4 +134,10 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.eval.ap_convention = "torchreid"  # or 'released'
   config.eval.ranked_list_queries = 6
   config.eval.sr_quality = True
+  # k-reciprocal re-ranking (Zhong et al., CVPR 2017): True adds "+RR"
+  # figures beside the plain ones; the paper's k1, k2 and lambda.
+  config.eval.rerank = False
+  config.eval.rerank_k1 = 20
+  config.eval.rerank_k2 = 6
+  config.eval.rerank_lambda = 0.3
   return config

@@ -10,6 +10,7 @@
 | mlr_cuhk03 | readers/cuhk03.py | 2nd camera of each pair; train | single_shot |
 | mlr_viper | readers/viper.py | camera B; all train | single_shot |
 | caviar | readers/caviar.py | genuine LR camera (as is) | single_shot |
+| folder | readers/folder.py | all queries; all train | multi_shot |
 | demo | builders/synthetic.py | as mlr_market1501 | multi_shot |
 
 'demo' generates its Market-style HR set with
@@ -34,6 +35,9 @@ Options (a mapping; unknown keys are an error listing the valid ones):
                   (1 | 0), test_ids (explicit pids instead of testsets row)
   mlr_viper:      lr_camera ('cam_b' | 'cam_a'), test_ids
   caviar:         lr_camera ('auto' | 0 | 1), test_ids
+  folder:         train_fraction (0.5, of the identities), query_fraction
+                  (0.2, of each test identity's images); your own data,
+                  ROOT/<identity>/<image> or ROOT/<camera>/<identity>/<image>
 
 Builds go to `<build_dir>/<name>-seed<S>[-split<I>][-<hash of non-default
 options>]/` (see builders/mlr.py); the HR-only sets get a build too (a
@@ -51,6 +55,7 @@ from typing import Any, Optional
 
 from data_pipelines.readers import caviar
 from data_pipelines.readers import cuhk03
+from data_pipelines.readers import folder as folder_reader
 from data_pipelines.readers import market
 from data_pipelines.builders import mlr
 from data_pipelines.readers import viper
@@ -70,6 +75,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
                    "lr_camera_in_pair": 1, "test_ids": None},
     "mlr_viper": {**_MLR, "lr_camera": "cam_b", "test_ids": None},
     "caviar": {**_MLR, "lr_camera": "auto", "test_ids": None},
+    "folder": {**_MLR, "train_fraction": 0.5, "query_fraction": 0.2},
 }
 NAMES = tuple(DEFAULT_OPTIONS)
 # Sets with several published or seeded splits; the others have one.
@@ -212,6 +218,13 @@ def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
     return mlr.build_mlr(
         source, source_root=_abs(root),
         lr_splits=("train", "query"), **common)
+  if name == "folder":
+    source = folder_reader.folder_split(
+        folder_reader.read_folder(root), seed=seed,
+        train_fraction=options["train_fraction"],
+        query_fraction=options["query_fraction"])
+    return mlr.build_mlr(source, source_root=_abs(root),
+                         lr_splits=("train", "query"), **common)
   # caviar: the query side is genuinely LR; only HR-camera training images
   # get a built LR version.
   source = caviar.caviar_split(

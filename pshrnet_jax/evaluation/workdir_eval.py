@@ -9,6 +9,13 @@ the headline; HR-only configs evaluate the teacher on HR queries.
 
 Writes into the workdir: results.json (headline numbers at the top level, one
 entry per evaluated model), results.md, cmc.png and ranked_list.png.
+
+With `eval.rerank`, each model's features are also ranked after
+k-reciprocal re-ranking (`rerank.py`, on the same 1 - dot distances): its
+"+RR" figures follow the plain ones, same protocol and AP convention. Data
+without camera ids (`benchmark.gallery_exclusion == "query_image_only"`)
+is evaluated with one camera id per image (`metrics.image_camids`), so only
+the query image itself leaves its gallery; results.json names the rule.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from absl import logging
 
 from data_pipelines import pipeline
 from data_pipelines.pipeline import transforms
+from data_pipelines import records
 from data_pipelines.records import Benchmark
 from pshrnet_jax import console
 from pshrnet_jax import convert
@@ -33,6 +41,7 @@ from pshrnet_jax.evaluation import features
 from pshrnet_jax.evaluation import metrics
 from pshrnet_jax.evaluation import plots
 from pshrnet_jax.evaluation import reports
+from pshrnet_jax.evaluation import rerank
 from pshrnet_jax.evaluation import sr_quality
 from pshrnet_jax.models import factory
 from pshrnet_jax.models.inputs import denormalize_images
@@ -117,6 +126,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   g_pids = np.array([r.pid for r in gallery])
   g_cams = np.array([r.camid for r in gallery])
   q_factors = np.array([r.lr_factor for r in query]) if use_lr else None
+  if benchmark.gallery_exclusion == records.QUERY_IMAGE_ONLY:
+    q_cams, g_cams = metrics.image_camids([r.hr_path for r in query],
+                                          [r.hr_path for r in gallery])
 
   def batches(records, split, lr, hr, title):
     loaded = pipeline.make_eval_batches(
@@ -126,7 +138,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
     return _with_progress(loaded, title, len(records), e.batch_size)
 
   picks = _picked_queries(len(query), e.ranked_list_queries)
-  results, headline = {}, None
+  results, headline, reranked = {}, None, {}
   to_evaluate = _models_to_evaluate(config, workdir)
   if ready is not None:
     ready()
@@ -151,6 +163,10 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
         qf, gf, q_pids, g_pids, q_cams, g_cams, max_rank=e.max_rank,
         protocol=benchmark.protocol, ap_convention=e.ap_convention,
         trials=e.trials, seed=config.seed, q_lr_factors=q_factors)
+    if e.rerank:
+      reranked[label] = _evaluate_reranked(
+          config, benchmark, label, qf, gf, q_pids, g_pids, q_cams, g_cams,
+          q_factors)
     if headline is None:
       headline = (qf, gf, collector.images(picks), collector.quality())
 
@@ -160,10 +176,14 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
                                 dataset=benchmark.name, sr=quality)
   json_path, md_path = reports.write_results(
       workdir, results, dataset=benchmark.name, sr=quality,
-      extra={"chance_rank1": round(100.0 / len(set(q_pids.tolist())), 2)})
-  plots.plot_cmc(os.path.join(workdir, workdir_layout.CMC_PNG), results,
+      extra={"chance_rank1": round(100.0 / len(set(q_pids.tolist())), 2),
+             "gallery_exclusion": benchmark.gallery_exclusion},
+      reranked=reranked, rerank=_rerank_parameters(e))
+  curves = {**results, **{f"{k} +RR": v for k, v in reranked.items()}}
+  plots.plot_cmc(os.path.join(workdir, workdir_layout.CMC_PNG), curves,
                  max_rank=min(e.max_rank, len(gallery)))
-  _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks)
+  _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks, q_cams,
+               g_cams)
   if sr_images:
     _sr_grid_to_tensorboard(workdir, [query[i] for i in picks], sr_images,
                             image_size, d.lr_interpolation)
@@ -206,16 +226,35 @@ def _sr_grid_to_tensorboard(workdir, records, sr_images, image_size,
     writer.add_image("sr/lr_sr_hr", grid, 0, dataformats="HWC")
 
 
-def _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks):
+def _rerank_parameters(e: ml_collections.ConfigDict) -> dict[str, Any]:
+  return {"k1": e.rerank_k1, "k2": e.rerank_k2, "lambda": e.rerank_lambda,
+          "distance": "1 - dot"}
+
+
+def _evaluate_reranked(config, benchmark, label, qf, gf, q_pids, g_pids,
+                       q_cams, g_cams, q_factors) -> metrics.RankResult:
+  """The "+RR" figures: the same evaluation on re-ranked distances."""
+  e = config.eval
+  logging.info("Re-ranking the %s's distances (k-reciprocal, k1=%d, k2=%d, "
+               "lambda=%g).", label, e.rerank_k1, e.rerank_k2,
+               e.rerank_lambda)
+  reranked = rerank.rerank_features(
+      qf, gf, e.rerank_k1, e.rerank_k2, e.rerank_lambda, metric="cosine")
+  return metrics.evaluate_rows(
+      reranked.rows, q_pids, g_pids, q_cams, g_cams, max_rank=e.max_rank,
+      protocol=benchmark.protocol, ap_convention=e.ap_convention,
+      trials=e.trials, seed=config.seed, q_lr_factors=q_factors)
+
+
+def _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks, q_cams,
+                 g_cams):
   """ranked_list.png: a few LR queries, their SR output, top-10 matches."""
   if len(picks) == 0:
     return
   distances = 1.0 - qf[picks] @ gf.T
   indices, correct = plots.ranked_matches(
       distances, np.array([query[i].pid for i in picks]),
-      np.array([r.pid for r in gallery]),
-      np.array([query[i].camid for i in picks]),
-      np.array([r.camid for r in gallery]),
+      np.array([r.pid for r in gallery]), q_cams[picks], g_cams,
       top_k=min(_RANKED_LIST_TOP_K, len(gallery)))
   plots.save_ranked_list(
       os.path.join(workdir, workdir_layout.RANKED_LIST_PNG),
