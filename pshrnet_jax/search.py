@@ -10,7 +10,9 @@ many times; it must come from the same model). Prints, per query, the top-k
 gallery images with their distance (1 - cosine similarity) and, when file
 names follow Market-1501's `PPPP_cC...` pattern, identity and camera. With
 `--out`: `ranked_list.png` (each query, its SR restoration, the top-k;
-frames green/red when identities are known) and `search.json`.
+frames green/red when identities are known) and `search.json`. `--rerank`
+ranks by k-reciprocal re-ranked distances (the distance column then shows
+those).
 """
 
 import os
@@ -38,6 +40,12 @@ _WHICH = flags.DEFINE_enum("which", None, list(loading.WHICH),
                            "student or teacher (default: the folder's, or "
                            "a workdir's student).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per batch.")
+_RERANK = flags.DEFINE_boolean(
+    "rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017) of the "
+    "distances, with the queries and the gallery as its neighbourhood.")
+_K1 = flags.DEFINE_integer("rerank_k1", 20, "Re-ranking k1.")
+_K2 = flags.DEFINE_integer("rerank_k2", 6, "Re-ranking k2.")
+_LAMBDA = flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking lambda.")
 
 
 def _gallery_features(model, variables, info):
@@ -69,8 +77,14 @@ def main(argv):
     sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
     return 1
   skipped = g_failed + queries.failed
-  indices, distances = gallery.search(queries.features, g_feats,
-                                      _TOP_K.value)
+  rerank = (dict(k1=_K1.value, k2=_K2.value, lambda_value=_LAMBDA.value)
+            if _RERANK.value else None)
+  try:
+    indices, distances = gallery.search(queries.features, g_feats,
+                                        _TOP_K.value, rerank=rerank)
+  except errors.INPUT_ERRORS + (ValueError,) as e:
+    sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
+    return 1
   for r, query in enumerate(queries.paths):
     console.say(f"\nquery {query} {_describe(query)}")
     console.say(f"{'rank':>4}  {'distance':>8}  path")

@@ -5,7 +5,8 @@ functions alike) is parsed from source; `from a import b` counts as an import
 of `a.b` when that is a module, and importing a module also runs the
 `__init__` of each package above it. The layers, lowest first:
 
-    errors, atomic, workdir_layout     import nothing from the project
+    errors, atomic, workdir_layout,    import nothing from the project
+    console
     models                             errors
     convert                            models, errors, atomic
     data_pipelines                     errors, atomic; inside it
@@ -14,8 +15,9 @@ of `a.b` when that is a module, and importing a module also runs the
                                        and pipeline <- records only
     training                           models, convert, data, leaves
     evaluation                         models, convert, data, leaves
+    inference                          models, convert, evaluation, data
     driver                             training, evaluation, data, leaves
-    main                               driver, errors
+    main, search, extract, export      driver or inference, leaves
 
 Nothing in training imports evaluation or the reverse; the library never
 imports `tests`, `scripts`, `reference` or torch.

@@ -31,6 +31,7 @@ from pshrnet_jax import convert
 from pshrnet_jax import errors
 from pshrnet_jax import load_model
 from pshrnet_jax.evaluation import features
+from pshrnet_jax.evaluation import rerank
 from pshrnet_jax.inference import gallery
 from pshrnet_jax.models import factory
 from reference import torch_models as tr
@@ -245,3 +246,20 @@ def test_export_runs_with_jax_alone_and_matches_the_model(tiny_trained,
       assert err < 1e-5, (n, err)
       assert got[f"sr{n}"].shape == (n, *tiny.IMAGE_SIZE, 3)
   assert factory.describe(model)["model"] == description["model"]["model"]
+
+
+def test_search_with_rerank_ranks_by_the_reranked_distances():
+  rng = np.random.default_rng(3)
+  q = rng.normal(size=(7, 16)).astype(np.float32)
+  g = rng.normal(size=(30, 16)).astype(np.float32)
+  q /= np.linalg.norm(q, axis=1, keepdims=True)
+  g /= np.linalg.norm(g, axis=1, keepdims=True)
+  params = dict(k1=5, k2=3, lambda_value=0.3)
+  indices, distances = gallery.search(q, g, 4, rerank=params)
+  dense = rerank.re_ranking_features(q, g, **params)
+  expected = np.argsort(dense, axis=1, kind="stable")[:, :4]
+  np.testing.assert_array_equal(indices, expected)
+  np.testing.assert_allclose(distances,
+                             np.take_along_axis(dense, expected, 1))
+  plain, _ = gallery.search(q, g, 4)
+  assert not np.array_equal(plain, indices)  # Re-ranking changed the order.

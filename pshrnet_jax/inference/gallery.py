@@ -25,6 +25,7 @@ from pshrnet_jax.errors import DatasetNotFoundError
 from pshrnet_jax.errors import UnreadableImageError
 from pshrnet_jax.evaluation import features as features_lib
 from pshrnet_jax.evaluation import plots
+from pshrnet_jax.evaluation import rerank as rerank_lib
 from pshrnet_jax.inference.loading import ModelInfo
 
 # Market-1501 / DukeMTMC-reID names: identity, then camera (1-based).
@@ -191,10 +192,35 @@ def load_features(path: str, fingerprint: str | None = None
   return feats, paths, meta
 
 
-def search(query: np.ndarray, gallery: np.ndarray,
-           top_k: int) -> tuple[np.ndarray, np.ndarray]:
-  """The `top_k` nearest gallery entries per query (distance 1 - dot)."""
-  return features_lib.rank_gallery(query, gallery, top_k=top_k)
+def search(query: np.ndarray, gallery: np.ndarray, top_k: int, *,
+           rerank: dict[str, Any] | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """The `top_k` nearest gallery entries per query.
+
+  Args:
+    query: (Q, D) L2-normalised features.
+    gallery: (G, D) L2-normalised features.
+    top_k: how many per query (clipped to G).
+    rerank: None for distance 1 - dot; else k-reciprocal re-ranking with
+      these keyword arguments (k1, k2, lambda_value) of
+      `evaluation.rerank.rerank_features`, and its distances.
+
+  Returns:
+    (indices (Q, k), distances (Q, k)), nearest first, ties by index.
+  """
+  if rerank is None:
+    return features_lib.rank_gallery(query, gallery, top_k=top_k)
+  rows = rerank_lib.rerank_features(query, gallery, metric="cosine",
+                                    **rerank)
+  k = min(top_k, gallery.shape[0])
+  indices = np.empty((query.shape[0], k), np.int64)
+  distances = np.empty((query.shape[0], k), np.float32)
+  for start in range(0, query.shape[0], 256):
+    block = rows.rows(start, min(query.shape[0], start + 256))
+    order = np.argsort(block, axis=1, kind="stable")[:, :k]
+    indices[start:start + len(block)] = order
+    distances[start:start + len(block)] = np.take_along_axis(block, order, 1)
+  return indices, distances
 
 
 def write_report(out_dir: str, queries: Embedded, indices: np.ndarray,
