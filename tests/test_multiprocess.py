@@ -48,7 +48,7 @@ def _launch(source, workdir, port, process_id):
       "--config.distributed=True",
       f"--config.coordinator_address=127.0.0.1:{port}",
       "--config.num_processes=2", f"--config.process_id={process_id}",
-      "--config.distributed_timeout_s=120")
+      "--config.distributed_timeout_s=120", "--verbosity=1")
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
   proc = subprocess.run(argv, cwd=tiny.REPO, env=env, capture_output=True,
                         text=True, timeout=600)
