@@ -134,6 +134,9 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.eval.ap_convention = "torchreid"  # or 'released'
   config.eval.ranked_list_queries = 6
   config.eval.sr_quality = True
+  # Matchers that learn nothing (evaluation/baselines.py), on the same
+  # queries: what the trained model adds.
+  config.eval.baselines = True
   # k-reciprocal re-ranking (Zhong et al., CVPR 2017): True adds "+RR"
   # figures beside the plain ones; the paper's k1, k2 and lambda.
   config.eval.rerank = False

@@ -154,8 +154,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _int(config, "eval.trials", 1)
   _int(config, "eval.ranked_list_queries", 0)
   _one_of(config, "eval.ap_convention", metrics.AP_CONVENTIONS)
-  if not isinstance(config.eval.rerank, bool):
-    _fail("eval.rerank", config.eval.rerank, "expected True or False")
+  for flag in ("rerank", "baselines", "sr_quality"):
+    if not isinstance(config.eval[flag], bool):
+      _fail(f"eval.{flag}", config.eval[flag], "expected True or False")
   _int(config, "eval.rerank_k1", 1)
   _int(config, "eval.rerank_k2", 1)
   _number(config, "eval.rerank_lambda", 0.0, 1.0)

@@ -114,12 +114,24 @@ def results_markdown(result: RankResult, *, dataset: str = "",
   return "\n".join(lines) + "\n"
 
 
+def _baselines_markdown(baselines: Mapping[str, RankResult]) -> str:
+  lines = ["Matchers that learn nothing, on the same queries "
+           "(evaluation/baselines.py):", "",
+           "| baseline | Rank-1 | Rank-5 | Rank-10 | mAP |", "|---|---|---|---|---|"]
+  for name, r in baselines.items():
+    ranks = [f"{r.cmc[k - 1] * 100:.2f}" if len(r.cmc) >= k else "-"
+             for k in (1, 5, 10)]
+    lines.append(f"| {name} | {' | '.join(ranks)} | {r.mAP * 100:.2f} |")
+  return "\n".join(lines) + "\n"
+
+
 def write_results(workdir: str,
                   results: Union[RankResult, Mapping[str, RankResult]], *,
                   dataset: str = "", sr: Optional[SRQuality] = None,
                   extra: Optional[Mapping[str, Any]] = None,
                   reranked: Optional[Mapping[str, RankResult]] = None,
-                  rerank: Optional[Mapping[str, Any]] = None
+                  rerank: Optional[Mapping[str, Any]] = None,
+                  baselines: Optional[Mapping[str, RankResult]] = None
                   ) -> tuple[str, str]:
   """Writes results.json and results.md into `workdir`.
 
@@ -134,6 +146,9 @@ def write_results(workdir: str,
       ("+RR"; same protocol and AP convention), for some or all labels.
     rerank: the re-ranking's parameters (k1, k2, lambda, ...), recorded as
       `rerank` when `reranked` is given.
+    baselines: name -> RankResult of matchers that learn nothing
+      (evaluation/baselines.py) on the same queries, recorded under
+      `baselines` and in a table of their own.
 
   Returns:
     The paths of results.json and results.md. The JSON holds the headline
@@ -168,6 +183,9 @@ def write_results(workdir: str,
   if reranked:
     params = ", ".join(f"{k}={v}" for k, v in (rerank or {}).items())
     markdown += f"\n{RERANK_NOTE}{' (' + params + ')' if params else ''}.\n"
+  if baselines:
+    summary["baselines"] = {name: _summary(r) for name, r in baselines.items()}
+    markdown += "\n" + _baselines_markdown(baselines)
   os.makedirs(workdir, exist_ok=True)
   json_path = os.path.join(workdir, "results.json")
   md_path = os.path.join(workdir, "results.md")

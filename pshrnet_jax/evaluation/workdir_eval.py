@@ -37,6 +37,7 @@ from pshrnet_jax import console
 from pshrnet_jax import convert
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import MissingTeacherError
+from pshrnet_jax.evaluation import baselines
 from pshrnet_jax.evaluation import features
 from pshrnet_jax.evaluation import metrics
 from pshrnet_jax.evaluation import plots
@@ -129,6 +130,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   if benchmark.gallery_exclusion == records.QUERY_IMAGE_ONLY:
     q_cams, g_cams = metrics.image_camids([r.hr_path for r in query],
                                           [r.hr_path for r in gallery])
+  trials, draws = gallery_draws(benchmark.protocol, g_pids, e.trials)
 
   def batches(records, split, lr, hr, title):
     loaded = pipeline.make_eval_batches(
@@ -162,11 +164,11 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
     results[label] = metrics.evaluate_features(
         qf, gf, q_pids, g_pids, q_cams, g_cams, max_rank=e.max_rank,
         protocol=benchmark.protocol, ap_convention=e.ap_convention,
-        trials=e.trials, seed=config.seed, q_lr_factors=q_factors)
+        trials=trials, seed=config.seed, q_lr_factors=q_factors)
     if e.rerank:
       reranked[label] = _evaluate_reranked(
           config, benchmark, label, qf, gf, q_pids, g_pids, q_cams, g_cams,
-          q_factors)
+          q_factors, trials)
     if headline is None:
       headline = (qf, gf, collector.images(picks), collector.quality())
 
@@ -174,11 +176,25 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   if jax.process_index() != 0:  # Every process computed the same numbers.
     return reports.results_dict(results[next(iter(results))],
                                 dataset=benchmark.name, sr=quality)
+  baseline_results = {}
+  if e.baselines:
+    q_base = _baseline_features(batches(query, "query", use_lr, False,
+                                        "baselines query"))
+    g_base = _baseline_features(batches(gallery, "gallery", False, False,
+                                        "baselines gallery"))
+    baseline_results = {
+        name: metrics.evaluate_features(
+            q_base[name], g_base[name], q_pids, g_pids, q_cams, g_cams,
+            max_rank=e.max_rank, protocol=benchmark.protocol,
+            ap_convention=e.ap_convention, trials=trials, seed=config.seed)
+        for name in baselines.BASELINES}
   json_path, md_path = reports.write_results(
       workdir, results, dataset=benchmark.name, sr=quality,
       extra={"chance_rank1": round(100.0 / len(set(q_pids.tolist())), 2),
-             "gallery_exclusion": benchmark.gallery_exclusion},
-      reranked=reranked, rerank=_rerank_parameters(e))
+             "gallery_exclusion": benchmark.gallery_exclusion,
+             "split_index": d.split_index, "gallery_draws": draws},
+      reranked=reranked, rerank=_rerank_parameters(e),
+      baselines=baseline_results)
   curves = {**results, **{f"{k} +RR": v for k, v in reranked.items()}}
   plots.plot_cmc(os.path.join(workdir, workdir_layout.CMC_PNG), curves,
                  max_rank=min(e.max_rank, len(gallery)))
@@ -196,6 +212,39 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
       f"--logdir {os.path.join(workdir, 'tensorboard')}")
   with open(json_path) as f:
     return json.load(f)
+
+
+def gallery_draws(protocol: str, g_pids: np.ndarray,
+                  trials: int) -> tuple[int, dict[str, Any]]:
+  """How many single-shot gallery draws a split gets, and how to say so.
+
+  `eval.trials` re-draws the one gallery image per identity within a split;
+  where every identity has exactly one gallery image there is nothing to
+  re-draw, so one draw is made. The mean over separately trained splits
+  (the literature's 10 trials of MLR-VIPeR, CAVIAR, MLR-CUHK03) is
+  `scripts/reproduce.py --splits=10`.
+  """
+  if protocol != "single_shot":
+    return trials, {"draws": None, "note": "multi-shot: the whole gallery"}
+  _, counts = np.unique(g_pids, return_counts=True)
+  if np.all(counts == 1):
+    return 1, {"draws": 1, "note": "one gallery image per identity: "
+               "nothing to re-draw; the mean over splits is "
+               "scripts/reproduce.py --splits=10"}
+  return trials, {"draws": trials, "note": f"{trials} re-draws of one "
+                  "gallery image per identity within this split "
+                  "(eval.trials); the mean over splits is "
+                  "scripts/reproduce.py --splits=10"}
+
+
+def _baseline_features(batches) -> dict[str, np.ndarray]:
+  """Every baseline's features of the valid rows of `batches`."""
+  parts = {name: [] for name in baselines.BASELINES}
+  for batch in batches:
+    images = np.asarray(batch["image"])[np.asarray(batch["valid"], bool)]
+    for name in parts:
+      parts[name].append(baselines.baseline_features(name, images))
+  return {name: np.concatenate(p) for name, p in parts.items()}
 
 
 def _with_progress(batches, title: str, num_images: int, batch_size: int):
@@ -232,7 +281,8 @@ def _rerank_parameters(e: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def _evaluate_reranked(config, benchmark, label, qf, gf, q_pids, g_pids,
-                       q_cams, g_cams, q_factors) -> metrics.RankResult:
+                       q_cams, g_cams, q_factors,
+                       trials: int) -> metrics.RankResult:
   """The "+RR" figures: the same evaluation on re-ranked distances."""
   e = config.eval
   logging.info("Re-ranking the %s's distances (k-reciprocal, k1=%d, k2=%d, "
@@ -243,7 +293,7 @@ def _evaluate_reranked(config, benchmark, label, qf, gf, q_pids, g_pids,
   return metrics.evaluate_rows(
       reranked.rows, q_pids, g_pids, q_cams, g_cams, max_rank=e.max_rank,
       protocol=benchmark.protocol, ap_convention=e.ap_convention,
-      trials=e.trials, seed=config.seed, q_lr_factors=q_factors)
+      trials=trials, seed=config.seed, q_lr_factors=q_factors)
 
 
 def _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks, q_cams,
