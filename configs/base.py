@@ -50,7 +50,13 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   # Where phase 2 finds the frozen teacher; empty means WORKDIR/phase1.
   config.teacher_dir = ""
   config.hr_only = False  # HR-only benchmarks (Table VI): no phase 2
-  config.distributed = False  # jax.distributed.initialize() for multi-host
+  # Multi-process runs: jax.distributed.initialize() with these, where set
+  # (else JAX's environment: JAX_COORDINATOR_ADDRESS, SLURM, ...).
+  config.distributed = False
+  config.coordinator_address = ""  # e.g. '127.0.0.1:12355'
+  config.num_processes = 0  # 0: from the environment
+  config.process_id = -1  # -1: from the environment
+  config.distributed_timeout_s = 300  # how long to wait for every process
   config.num_devices = 0  # 0: all visible devices
   # JAX's persistent compilation cache; empty turns it off.
   config.compilation_cache_dir = "~/.cache/pshrnet_jax/xla"
@@ -154,4 +160,13 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.eval.ap_convention = "torchreid"  # or 'released'
   config.eval.ranked_list_queries = 6
   config.eval.sr_quality = True
+  # Matchers that learn nothing (evaluation/baselines.py), on the same
+  # queries: what the trained model adds.
+  config.eval.baselines = True
+  # k-reciprocal re-ranking (Zhong et al., CVPR 2017): True adds "+RR"
+  # figures beside the plain ones; the paper's k1, k2 and lambda.
+  config.eval.rerank = False
+  config.eval.rerank_k1 = 20
+  config.eval.rerank_k2 = 6
+  config.eval.rerank_lambda = 0.3
   return config

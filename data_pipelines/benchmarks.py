@@ -10,6 +10,7 @@
 | mlr_cuhk03 | readers/cuhk03.py | 2nd camera of each pair; train | single_shot |
 | mlr_viper | readers/viper.py | camera B; all train | single_shot |
 | caviar | readers/caviar.py | genuine LR camera (as is); HR-camera train | single_shot |
+| folder | readers/folder.py | all queries; all train | multi_shot |
 | demo | builders/synthetic.py | as mlr_market1501 | multi_shot |
 
 'demo' generates its Market-style HR set with
@@ -37,6 +38,9 @@ Options (a mapping; unknown keys are an error listing the valid ones):
                   single_camera_train (False: the 22 single-camera people
                   do not train), genuine_lr_train (True: the training
                   people's LR-camera images train L_ID only)
+  folder:         train_fraction (0.5, of the identities), query_fraction
+                  (0.2, of each test identity's images); your own data,
+                  ROOT/<identity>/<image> or ROOT/<camera>/<identity>/<image>
 
 Builds go to `<build_dir>/<name>-seed<S>[-split<I>][-<hash of non-default
 options>]/` (see builders/mlr.py); the HR-only sets get a build too (a
@@ -54,10 +58,12 @@ from typing import Any, Optional
 
 from data_pipelines.readers import caviar
 from data_pipelines.readers import cuhk03
+from data_pipelines.readers import folder as folder_reader
 from data_pipelines.readers import market
 from data_pipelines.builders import mlr
 from data_pipelines.readers import viper
 from data_pipelines.records import Benchmark
+from pshrnet_jax.errors import ConfigError
 
 _COMMON = {"skip_unreadable": False}
 _MLR = {**_COMMON, "factors": list(mlr.DEFAULT_FACTORS)}
@@ -73,6 +79,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "mlr_viper": {**_MLR, "lr_camera": "cam_b", "test_ids": None},
     "caviar": {**_MLR, "lr_camera": "auto", "test_ids": None,
                "single_camera_train": False, "genuine_lr_train": True},
+    "folder": {**_MLR, "train_fraction": 0.5, "query_fraction": 0.2},
 }
 NAMES = tuple(DEFAULT_OPTIONS)
 # Sets with several published or seeded splits; the others have one.
@@ -104,15 +111,17 @@ def resolve_options(name: str, options: Optional[Mapping[str, Any]]
     Every option of `name` with its value.
 
   Raises:
-    ValueError: unknown benchmark name or option key.
+    ConfigError: unknown benchmark name or option key (a ValueError).
   """
   if name not in DEFAULT_OPTIONS:
-    raise ValueError(f"Unknown benchmark {name!r}; expected one of {NAMES}.")
+    raise ConfigError(f"--config.data.name={name!r}: unknown benchmark; "
+                      f"expected one of {NAMES}.")
   resolved = dict(DEFAULT_OPTIONS[name])
   unknown = sorted(set(options or {}) - set(resolved))
   if unknown:
-    raise ValueError(f"Unknown option(s) {unknown} for {name}; valid: "
-                     f"{sorted(resolved)}.")
+    raise ConfigError(
+        f"--config.data.options has {unknown}, which {name} does not take; "
+        f"its options are {sorted(resolved)}.")
   for key, value in (options or {}).items():
     resolved[key] = _normalise(value)
   if resolved.get("lr_root"):
@@ -213,6 +222,13 @@ def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
     return mlr.build_mlr(
         source, source_root=_abs(root),
         lr_splits=("train", "query"), **common)
+  if name == "folder":
+    source = folder_reader.folder_split(
+        folder_reader.read_folder(root), seed=seed,
+        train_fraction=options["train_fraction"],
+        query_fraction=options["query_fraction"])
+    return mlr.build_mlr(source, source_root=_abs(root),
+                         lr_splits=("train", "query"), **common)
   # caviar: the query side is genuinely LR; only HR-camera training images
   # get a built LR version.
   source = caviar.caviar_split(

@@ -41,6 +41,14 @@ class ImageRecord(NamedTuple):
     return self.lr_path if self.lr_path is not None else self.hr_path
 
 
+# Which gallery images the evaluation removes for a query. torchreid's rule:
+# those of the query's identity AND camera. Data without camera ids: only
+# the query image itself (any other image of the identity is a match).
+SAME_IDENTITY_SAME_CAMERA = "same_identity_same_camera"
+QUERY_IMAGE_ONLY = "query_image_only"
+GALLERY_EXCLUSIONS = (SAME_IDENTITY_SAME_CAMERA, QUERY_IMAGE_ONLY)
+
+
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
   """A benchmark split: training images, LR queries and the HR gallery.
@@ -52,9 +60,12 @@ class Benchmark:
     gallery: gallery images (HR).
     protocol: "multi_shot" (Market/Duke evaluation) or "single_shot" (one
       random gallery image per identity, averaged over trials).
+    gallery_exclusion: one of GALLERY_EXCLUSIONS; QUERY_IMAGE_ONLY for data
+      without camera ids (their records all have camid 0).
   """
   name: str
   train: tuple[ImageRecord, ...]
   query: tuple[ImageRecord, ...]
   gallery: tuple[ImageRecord, ...]
   protocol: str = "multi_shot"
+  gallery_exclusion: str = SAME_IDENTITY_SAME_CAMERA

@@ -7,7 +7,9 @@
 For each split (train, query, gallery): the number of images, identities and
 cameras, the camera ids, and for splits with LR versions the count of images
 per down-sampling factor (0 = unknown, from a pre-built folder; 1 = genuine
-LR, not down-sampled). `--json` prints one JSON object, otherwise a table.
+LR, not down-sampled); and the evaluation's `gallery_exclusion` rule
+("query_image_only" for data without cameras, whose camera ids are all 0).
+`--json` prints one JSON object, otherwise a table.
 The first run builds the benchmark into --build_dir (see benchmarks.py); a bad
 dataset copy is reported in one message on stderr, exit status 1.
 """
@@ -25,6 +27,7 @@ from absl import app
 from absl import flags
 
 from data_pipelines import benchmarks
+from data_pipelines import records
 from pshrnet_jax import errors
 from data_pipelines.records import Benchmark, ImageRecord
 
@@ -59,6 +62,7 @@ def summarize(benchmark: Benchmark) -> dict[str, Any]:
   return {
       "dataset": benchmark.name,
       "protocol": benchmark.protocol,
+      "gallery_exclusion": benchmark.gallery_exclusion,
       "splits": {split: split_summary(getattr(benchmark, split))
                  for split in ("train", "query", "gallery")},
   }
@@ -69,6 +73,9 @@ def format_table(summary: dict[str, Any]) -> str:
   lines = [f"{summary['dataset']} ({summary['protocol']})"]
   if "build" in summary:
     lines.append(f"build: {summary['build']}")
+  if summary.get("gallery_exclusion") == records.QUERY_IMAGE_ONLY:
+    lines.append("no camera ids: the evaluation removes only the query "
+                 "image itself from its gallery")
   lines.append(f"{'split':<8} {'images':>7} {'ids':>6} {'cams':>5}  "
                f"LR images per factor")
   for split, s in summary["splits"].items():

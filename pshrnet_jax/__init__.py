@@ -6,12 +6,14 @@
 | `models/` | Flax networks and the factory that builds them from a config |
 | `training/` | steps, losses, optimiser, checkpoints, sharding, the loop |
 | `evaluation/` | metrics, features, SR quality, reports, pictures |
+| `inference/`, `search`, `extract`, `export` | a trained model on one's own photos, and exported |
 | `convert/` | PyTorch `.pth` -> Flax variables, Orbax variable folders |
 | `errors` | every bad-input error type, and the tuple `main` catches |
-| `atomic`, `workdir_layout` | atomic folder writes; where a run keeps what |
+| `atomic`, `workdir_layout`, `console` | atomic folder writes; where a run keeps what; what the terminal shows |
 
-`from pshrnet_jax import features` is kept for code written against the
-first layout: it is `pshrnet_jax.evaluation.features`.
+`from pshrnet_jax import load_model` rebuilds a trained model from its
+folder (`inference/loading.py`); `from pshrnet_jax import features` is kept
+for code written against the first layout (`pshrnet_jax.evaluation.features`).
 """
 
 import importlib
@@ -19,6 +21,12 @@ import importlib
 __version__ = "0.2.0"
 
 _MOVED = {"features": "pshrnet_jax.evaluation.features"}
+
+
+def load_model(path, which=None):
+  """A trained model from its folder: see `pshrnet_jax.inference.loading`."""
+  from pshrnet_jax.inference import loading  # pylint: disable=g-import-not-at-top
+  return loading.load_model(path, which)
 
 
 def __getattr__(name: str):

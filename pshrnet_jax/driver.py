@@ -3,16 +3,22 @@
     from pshrnet_jax import driver
     results = driver.run(config, workdir)
 
-`run` reads (and on first use builds) the configured benchmark, trains the
-phases the mode asks for, evaluates, and returns the evaluation results.
-Everything it writes goes under the workdir (`workdir_layout`).
+`run` checks the config, takes the workdir's lock, reads (and on first use
+builds) the configured benchmark, trains the phases the mode asks for,
+evaluates, and returns the evaluation results. Everything it writes goes
+under the workdir (`workdir_layout`); a run that stops on bad input leaves
+what the workdir held as it was: `config.json` is written only once the
+first phase (or the evaluation) is ready to start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from typing import Any
+import tempfile
+from typing import Any, Iterator
 
 import jax
 import ml_collections
@@ -20,15 +26,15 @@ from absl import logging
 
 from data_pipelines import benchmarks as benchmark_registry
 from data_pipelines.records import Benchmark
+from pshrnet_jax import config_checks
+from pshrnet_jax import console
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import ConfigError
+from pshrnet_jax.errors import WorkdirBusyError
 from pshrnet_jax.evaluation import workdir_eval
 from pshrnet_jax.training import initialization
 from pshrnet_jax.training import loop
 from pshrnet_jax.training import sharding
-
-MODES = ("phase1", "phase2", "eval", "all")
-DATA_SOURCES = ("tfds", "files")
 
 
 def load_benchmark(config: ml_collections.ConfigDict,
@@ -54,9 +60,6 @@ def data_sources(config: ml_collections.ConfigDict, workdir: str,
   with 'files' the pipelines read the image files directly. Either way the
   decoded, resized images are cached under the build dir on first use.
   """
-  if config.data.source not in DATA_SOURCES:
-    raise ConfigError(f"--config.data.source={config.data.source!r}; "
-                      f"expected one of {DATA_SOURCES}.")
   if config.data.source == "files":
     return {}
   # Imported here: tensorflow-datasets takes seconds to import.
@@ -67,12 +70,58 @@ def data_sources(config: ml_collections.ConfigDict, workdir: str,
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes the resolved config beside the run's outputs."""
+  """Writes the resolved config beside the run's outputs (atomically)."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, workdir_layout.CONFIG_FILE), "w") as f:
+  path = os.path.join(workdir, workdir_layout.CONFIG_FILE)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
     json.dump(config.to_dict(), f, indent=2, default=str)
+  os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+  """Holds an exclusive lock on the workdir for the run's lifetime.
+
+  The lock is an flock on the folder itself (no lock file is written), so a
+  second run started on the same workdir stops at once instead of writing
+  beside the first; it is released when the process ends, however it ends.
+  Only process 0 of a multi-process run takes it.
+
+  Raises:
+    WorkdirBusyError: another run holds the workdir.
+    ConfigError: the workdir cannot be created (e.g. a file is in the way).
+  """
+  if jax.process_index() != 0:
+    yield
+    return
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = os.open(workdir, os.O_RDONLY)
+  except OSError as e:
+    raise ConfigError(f"--workdir={workdir} cannot be used as a folder: "
+                      f"{e.strerror}.") from e
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise WorkdirBusyError(
+          f"--workdir={workdir} is in use by another run (it holds the "
+          "workdir's lock). Wait for it to finish, or use another "
+          "--workdir.") from None
+    yield
+  finally:
+    os.close(fd)
+
+
+def _check_writable(workdir: str) -> None:
+  """Fails early, and clearly, on a workdir nothing can be written to."""
+  try:
+    os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=workdir))
+  except OSError as e:
+    raise ConfigError(f"--workdir={workdir} is not writable: "
+                      f"{e.strerror or e}.") from e
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -86,23 +135,40 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     The evaluation results (the content of results.json; empty if the mode
     does not evaluate).
   """
-  if config.mode not in MODES:
-    raise ConfigError(
-        f"--config.mode={config.mode!r}; expected one of {MODES}.")
-  # Before anything is read or written: a forgotten --config.init_from
-  # would otherwise cost a whole training run from random weights.
-  initialization.check_init_from(config)
-  save_config(config, workdir)
-  mesh = sharding.make_data_mesh(config.num_devices or None)
-  benchmark = load_benchmark(config, workdir)
-  logging.info("Benchmark %s: %d train, %d query, %d gallery images.",
-               benchmark.name, len(benchmark.train), len(benchmark.query),
-               len(benchmark.gallery))
-  sources = data_sources(config, workdir, benchmark)
-  if config.mode in ("phase1", "all"):
-    loop.train_phase(config, workdir, "phase1", benchmark, sources, mesh)
-  if config.mode in ("phase2", "all") and not config.hr_only:
-    loop.train_phase(config, workdir, "phase2", benchmark, sources, mesh)
-  if config.mode in ("eval", "all"):
-    return workdir_eval.evaluate_workdir(config, workdir, benchmark, sources)
-  return {}
+  config_checks.check_config(config)
+  with workdir_lock(workdir):
+    if jax.process_index() == 0:
+      _check_writable(workdir)
+    mesh = sharding.make_data_mesh(config.num_devices or None)
+    sharding.check_global_batch(config.data.p * config.data.k, mesh)
+    phases = [p for p in ("phase1", "phase2")
+              if config.mode in (p, "all")
+              and not (p == "phase2" and config.hr_only)]
+    # Before reading (or building) any data.
+    if phases == ["phase2"]:
+      initialization.require_teacher(config, workdir)
+    for phase in phases:
+      loop.check_resumable(config, workdir, phase)
+    benchmark = load_benchmark(config, workdir)
+    logging.info("Benchmark %s: %d train, %d query, %d gallery images.",
+                 benchmark.name, len(benchmark.train), len(benchmark.query),
+                 len(benchmark.gallery))
+    sources = data_sources(config, workdir, benchmark)
+    saved = []
+
+    def ready() -> None:
+      # The first phase (or the evaluation) passed its checks: from here
+      # on the workdir belongs to this configuration.
+      if not saved:
+        save_config(config, workdir)
+        if jax.process_index() == 0:
+          console.start_workdir_log(workdir)
+        saved.append(True)
+
+    for phase in phases:
+      loop.train_phase(config, workdir, phase, benchmark, sources, mesh,
+                       ready=ready)
+    if config.mode in ("eval", "all"):
+      return workdir_eval.evaluate_workdir(config, workdir, benchmark,
+                                           sources, ready=ready)
+    return {}

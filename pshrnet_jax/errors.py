@@ -12,6 +12,8 @@ models, conversion, training, evaluation) can raise these types.
 
 from __future__ import annotations
 
+import signal
+
 
 # --- configuration ----------------------------------------------------------
 
@@ -101,6 +103,15 @@ class CheckpointMismatchError(ValueError):
   """A saved checkpoint does not belong to the model/data being trained."""
 
 
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written (disk full, permissions); the ones
+  written before are intact."""
+
+
+class WorkdirBusyError(RuntimeError):
+  """Another run holds the workdir's lock."""
+
+
 class MissingTeacherError(FileNotFoundError):
   """Phase 2 (or evaluation) was asked for without a phase-1 teacher."""
 
@@ -109,9 +120,25 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or Inf; the last good checkpoint is kept."""
 
 
-# What `main` reports as one FATAL line. FileNotFoundError covers paths the
-# user gave that do not exist (init_from, teacher_dir, images).
+class Preempted(Exception):
+  """A phase stopped on SIGTERM/SIGINT after saving a checkpoint at `step`
+  (not an error: `main` exits with 128 + the signal number)."""
+
+  def __init__(self, phase: str, step: int, signal_name: str,
+               directory: str):
+    super().__init__(
+        f"{phase} stopped by {signal_name} at step {step}; a checkpoint of "
+        f"that step is in {directory}. Run the same command to continue.")
+    self.phase, self.step, self.signal_name = phase, step, signal_name
+    self.exit_code = 128 + int(getattr(signal.Signals, signal_name,
+                                       signal.SIGTERM))
+
+
+# What `main` reports as one FATAL line: bad input, and conditions of the
+# machine a user can fix (a full disk, a busy workdir). FileNotFoundError
+# covers paths the user gave that do not exist (images, checkpoints).
 INPUT_ERRORS = (ConfigError, DatasetError, PipelineError, SamplerError,
-                RankInputError,
-                TorchFileError, ConversionError, CheckpointMismatchError,
-                MissingTeacherError, NonFiniteLossError, FileNotFoundError)
+                RankInputError, TorchFileError, ConversionError,
+                CheckpointMismatchError, CheckpointSaveError,
+                WorkdirBusyError, MissingTeacherError, NonFiniteLossError,
+                FileNotFoundError)

@@ -9,7 +9,9 @@
       phase2/checkpoints/<step>
       phase2/student/            the final student variables
       tensorboard/{phase1,phase2}
+      phase*/{teacher,student}/model.json   the model, to rebuild it
       results.json, results.md, cmc.png, ranked_list.png
+      log.txt                    everything logged (the console shows less)
 
 Training, evaluation and the driver all ask here, so the layout is written
 down once. Imports nothing from the project.
@@ -26,6 +28,9 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 CMC_PNG = "cmc.png"
 RANKED_LIST_PNG = "ranked_list.png"
+LOG_FILE = "log.txt"
+# Beside exported variables: what model they belong to (models.factory).
+MODEL_FILE = "model.json"
 
 
 def _check_phase(phase: str) -> None:

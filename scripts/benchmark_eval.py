@@ -2,6 +2,9 @@
 
 Usage:
   python scripts/benchmark_eval.py [--large] [--reference_queries 200]
+  python scripts/benchmark_eval.py --rerank [--no_reference] [--no_large]
+
+`--rerank` times k-reciprocal re-ranking instead (rerank_benchmark.py).
 
 Problems are synthetic but not trivially separable: each identity has a
 random unit centroid, each image is centroid + Gaussian noise (plus a small
@@ -137,9 +140,21 @@ def main():
   parser.add_argument("--reference_queries", type=int, default=200)
   parser.add_argument("--noise", type=float, nargs="+", default=[1.1, 1.3],
                       help="feature noise levels (higher: harder problem)")
+  parser.add_argument("--rerank", action="store_true",
+                      help="time k-reciprocal re-ranking at Market-1501 size "
+                      "(with the reference) and at 10,000 x 100,000")
+  parser.add_argument("--no_reference", action="store_true",
+                      help="--rerank without the dense reference (~9 GB)")
+  parser.add_argument("--no_large", action="store_true",
+                      help="--rerank without the 10,000 x 100,000 run")
   args = parser.parse_args()
   print(f"python {platform.python_version()}, numpy {np.__version__}, "
         f"{os.cpu_count()} CPU cores, {platform.machine()}")
+  if args.rerank:
+    import rerank_benchmark  # pylint: disable=g-import-not-at-top
+    rerank_benchmark.run(reference=not args.no_reference,
+                         large=not args.no_large)
+    return
   for noise in args.noise:
     market(args.reference_queries, noise)
   if args.large:

@@ -24,7 +24,9 @@ _CACHE_DIR = os.environ.get(
     os.path.join(os.path.expanduser("~"), ".cache", "pshrnet_jax", "xla"),
 )
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Every program, even the small ones eager initialisation compiles: the
+# subprocess runs then initialise in seconds.
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 # grain worker processes and absl-based code read flags; tests run without

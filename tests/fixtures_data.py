@@ -156,3 +156,31 @@ def make_cuhk03_mat(root: str, persons_per_pair=(3, 2, 2, 2, 2),
     f.create_dataset("testsets", data=np.array([set_refs],
                                                dtype=h5py.ref_dtype))
   return path
+
+
+# Your own data (readers/folder.py): identity -> images. Without cameras:
+# ROOT/<identity>/<image>; 'solo' has one image; notes.txt and .DS_Store are
+# not images. With cameras: ROOT/<camera>/<identity>/<image>; 'eve' is seen
+# by cam1 only.
+FOLDER_IDS = {"alice": 5, "bob": 4, "carol": 3, "dave": 2, "erin": 6,
+              "frank": 3, "gus": 4, "solo": 1}
+FOLDER_CAMERAS = {"cam1": {"ann": 2, "ben": 1, "cat": 2, "dan": 2, "eve": 3,
+                           "fay": 1},
+                  "cam2": {"ann": 1, "ben": 2, "cat": 2, "dan": 1, "fay": 2}}
+FOLDER_SIZE = (16, 32)
+
+
+def make_folder(root: str, cameras: bool = False) -> str:
+  """Writes a folder dataset (FOLDER_IDS, or FOLDER_CAMERAS) under `root`."""
+  layout = FOLDER_CAMERAS if cameras else {"": FOLDER_IDS}
+  seed = 0
+  for camera, identities in layout.items():
+    for identity, count in identities.items():
+      for index in range(count):
+        write_image(os.path.join(root, camera, identity, f"{index:04d}.jpg"),
+                    FOLDER_SIZE, seed)
+        seed += 1
+  for name in ("notes.txt", os.path.join(next(iter(layout)), ".DS_Store")):
+    with open(os.path.join(root, name), "wb") as f:
+      f.write(b"not an image")
+  return root

@@ -5,7 +5,8 @@ functions alike) is parsed from source; `from a import b` counts as an import
 of `a.b` when that is a module, and importing a module also runs the
 `__init__` of each package above it. The layers, lowest first:
 
-    errors, atomic, workdir_layout     import nothing from the project
+    errors, atomic, workdir_layout,    import nothing from the project
+    console
     models                             errors
     convert                            models, errors, atomic
     data_pipelines                     errors, atomic; inside it
@@ -14,8 +15,9 @@ of `a.b` when that is a module, and importing a module also runs the
                                        and pipeline <- records only
     training                           models, convert, data, leaves
     evaluation                         models, convert, data, leaves
+    inference                          models, convert, evaluation, data
     driver                             training, evaluation, data, leaves
-    main                               driver, errors
+    main, search, extract, export      driver or inference, leaves
 
 Nothing in training imports evaluation or the reverse; the library never
 imports `tests`, `scripts`, `reference` or torch.
@@ -33,13 +35,14 @@ LIBRARY = ("pshrnet_jax", "data_pipelines")
 PROJECT = LIBRARY + ("configs", "scripts", "reference", "tests")
 
 _LEAVES = ("pshrnet_jax.errors", "pshrnet_jax.atomic",
-           "pshrnet_jax.workdir_layout")
+           "pshrnet_jax.workdir_layout", "pshrnet_jax.console")
 # Module prefix -> the prefixes it may import (besides itself and the root
 # package `pshrnet_jax`, whose __init__ imports nothing).
 ALLOWED = {
     "pshrnet_jax.errors": (),
     "pshrnet_jax.atomic": (),
     "pshrnet_jax.workdir_layout": (),
+    "pshrnet_jax.console": (),
     "pshrnet_jax.models": ("pshrnet_jax.errors",),
     "pshrnet_jax.convert": ("pshrnet_jax.models",) + _LEAVES,
     # summary and tfds_builder sit on top of the data package.
@@ -61,9 +64,21 @@ ALLOWED = {
                              "data_pipelines") + _LEAVES,
     "pshrnet_jax.evaluation": ("pshrnet_jax.models", "pshrnet_jax.convert",
                                "data_pipelines") + _LEAVES,
+    "pshrnet_jax.config_checks": ("pshrnet_jax.models",
+                                  "pshrnet_jax.training",
+                                  "pshrnet_jax.evaluation") + _LEAVES,
     "pshrnet_jax.driver": ("pshrnet_jax.training", "pshrnet_jax.evaluation",
+                           "pshrnet_jax.config_checks",
                            "data_pipelines") + _LEAVES,
-    "pshrnet_jax.main": ("pshrnet_jax.driver", "pshrnet_jax.errors"),
+    "pshrnet_jax.main": ("pshrnet_jax.driver",) + _LEAVES,
+    # Using a trained model: loading, gallery search, export; and their
+    # command lines.
+    "pshrnet_jax.inference": ("pshrnet_jax.models", "pshrnet_jax.convert",
+                              "pshrnet_jax.evaluation",
+                              "data_pipelines") + _LEAVES,
+    "pshrnet_jax.search": ("pshrnet_jax.inference",) + _LEAVES,
+    "pshrnet_jax.extract": ("pshrnet_jax.inference",) + _LEAVES,
+    "pshrnet_jax.export": ("pshrnet_jax.inference",) + _LEAVES,
 }
 FORBIDDEN_FOR_LIBRARY = ("tests", "scripts", "reference", "torch",
                          "torchvision")

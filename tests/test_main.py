@@ -193,7 +193,7 @@ def test_resume_after_kill_ends_like_an_uninterrupted_run(
   workdir = tiny.copy_workdir(tiny_killed, tmp_path)
   manager = ocp.CheckpointManager(os.path.join(workdir, "phase1",
                                                "checkpoints"))
-  assert manager.all_steps() == [tiny.KILL_AFTER_STEP]
+  assert manager.all_steps() == [2, tiny.KILL_AFTER_STEP]
   manager.close()
   assert not os.path.exists(os.path.join(workdir, "phase1", "teacher"))
   total = tiny.TOTAL_STEPS["phase1"]

@@ -270,9 +270,11 @@ def test_demo_uses_the_generator_lazily(tmp_path, monkeypatch):
 
 
 def test_registry_rejects_bad_arguments(market_root, tmp_path):
-  with pytest.raises(ValueError, match="Unknown benchmark"):
+  with pytest.raises(errors.ConfigError, match="'market': unknown benchmark"):
     benchmarks.load_benchmark("market", market_root, build_dir=str(tmp_path))
-  with pytest.raises(ValueError, match=r"Unknown option\(s\) \['lr_camera'\]"):
+  with pytest.raises(errors.ConfigError,
+                     match=r"has \['lr_camera'\], which mlr_market1501 does "
+                     r"not take"):
     benchmarks.load_benchmark("mlr_market1501", market_root,
                               build_dir=str(tmp_path),
                               options={"lr_camera": "cam_b"})

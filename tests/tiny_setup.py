@@ -160,8 +160,9 @@ def calibrate_batch_stats(model, variables: dict,
 TOTAL_STEPS = {"phase1": STEPS_PER_EPOCH * PHASE1_EPOCHS,
                "phase2": STEPS_PER_EPOCH * PHASE2_EPOCHS}
 KILL_AFTER_STEP = 4
-# The phase-1 runs that are killed and resumed save every 4 steps.
-PHASE1_ONLY = {"mode": "phase1", "train.checkpoint_every_steps": 4}
+# The phase-1 runs that are killed and resumed save every 2 steps, so the
+# killed workdir holds checkpoints 2 and 4.
+PHASE1_ONLY = {"mode": "phase1", "train.checkpoint_every_steps": 2}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -261,3 +262,24 @@ def run_killed(source: str, workdir: str) -> None:
   finally:
     checkpoint.PhaseCheckpointer.save = original_save
   raise AssertionError("the run was not stopped at its checkpoint")
+
+
+def main_overrides(source: str, **overrides) -> list[str]:
+  """`--config.*` flags that turn configs/mlr_market1501.py into
+  `config_with(source, **overrides)`: the same runs, as a command."""
+  config = config_with(source, **overrides)
+  reference = base.get_base_config("paper")
+  reference.data.name = "mlr_market1501"
+  flat, ref = _flat(config.to_dict()), _flat(reference.to_dict())
+  return [f"--config.{key}={value}" for key, value in sorted(flat.items())
+          if ref.get(key) != value]
+
+
+def _flat(tree, prefix=""):
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out

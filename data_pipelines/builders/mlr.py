@@ -52,6 +52,7 @@ from PIL import Image
 from pshrnet_jax import errors
 from data_pipelines.readers import checks
 from pshrnet_jax import atomic
+from data_pipelines.records import QUERY_IMAGE_ONLY
 from data_pipelines.records import Benchmark, ImageRecord
 
 BUILDER_VERSION = 1
@@ -176,9 +177,15 @@ def _finish(source: Benchmark, plan, build_path: str, source_root: str,
     checks.require_nonempty(split, records, source.name)
     splits[split] = tuple(records)
     identities[split] = sorted({r.pid for r in records})
-  checks.check_gallery_matches(
-      ((r.pid, r.camid) for r in splits["query"]),
-      ((r.pid, r.camid) for r in splits["gallery"]), source.name)
+  if source.gallery_exclusion == QUERY_IMAGE_ONLY:
+    checks.check_gallery_matches(
+        ((r.pid, r.hr_path) for r in splits["query"]),
+        ((r.pid, r.hr_path) for r in splits["gallery"]), source.name,
+        removed="other than the query itself")
+  else:
+    checks.check_gallery_matches(
+        ((r.pid, r.camid) for r in splits["query"]),
+        ((r.pid, r.camid) for r in splits["gallery"]), source.name)
   benchmark = dataclasses.replace(source, **splits)
   return benchmark, {"identities": identities, "lr_images": images,
                      "skipped_unreadable": sorted(skipped)}

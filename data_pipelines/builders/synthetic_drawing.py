@@ -24,6 +24,14 @@ from PIL import Image, ImageDraw, ImageFilter
 # People are drawn at twice the output size and box-filtered down, which
 # anti-aliases the polygon edges.
 _SUPERSAMPLE = 2
+# Per-image pose: horizontal and vertical shift (fractions of the image),
+# scale, and how often a pole stands in front of the person.
+SHIFT_X, SHIFT_Y, SCALE_JITTER, P_POLE = 0.08, 0.04, 0.06, 0.2
+# Light falling off across the image (a linear ramp in a random direction,
+# up to this fraction): no global correction removes it.
+LIGHT_RAMP = 0.0
+# Stripe and check period, as a fraction of the person's height.
+PATTERN_PERIOD = 0.045
 
 _SKIN = ((241, 200, 170), (224, 172, 135), (176, 120, 85), (110, 72, 50))
 _HAIR = ((25, 20, 18), (90, 55, 30), (200, 160, 90), (150, 150, 150),
@@ -248,7 +256,8 @@ def _draw_person(layer: Image.Image, person: _Identity, rng: np.random.Generator
     torso_mask = Image.new("L", layer.size, 0)
     ImageDraw.Draw(torso_mask).polygon(torso, fill=255)
     layer.paste((*pattern_colour, 255), (0, 0) + layer.size, _stripe_mask(
-        layer.size, max(2.0, 0.045 * unit), person.pattern, torso_mask))
+        layer.size, max(2.0, PATTERN_PERIOD * unit), person.pattern,
+        torso_mask))
   elif person.pattern == "logo" and front:
     circle = (*pt(0.0, 0.27), 0.045 * unit)
     if person.logo == "circle":
@@ -301,9 +310,10 @@ def render_image(person: _Identity, cam: _Camera, rng: np.random.Generator,
   _draw_clutter(ImageDraw.Draw(canvas), rng, height, width)
   # Only the person is supersampled: the box filter premultiplies alpha, so
   # the anti-aliased edges composite cleanly onto the background.
-  unit = ch * cam.scale * person.height * rng.uniform(0.94, 1.06)
-  centre_x = cw / 2 + rng.uniform(-0.08, 0.08) * cw
-  top = (ch - unit) / 2 + rng.uniform(-0.04, 0.04) * ch
+  unit = ch * cam.scale * person.height * rng.uniform(
+      1 - SCALE_JITTER, 1 + SCALE_JITTER)
+  centre_x = cw / 2 + rng.uniform(-SHIFT_X, SHIFT_X) * cw
+  top = (ch - unit) / 2 + rng.uniform(-SHIFT_Y, SHIFT_Y) * ch
   layer = Image.new("RGBA", (cw, ch), (0, 0, 0, 0))
   _draw_person(layer, person, rng, centre_x, top, unit,
                front=bool(rng.random() < cam.p_front))
@@ -311,7 +321,7 @@ def render_image(person: _Identity, cam: _Camera, rng: np.random.Generator,
     layer = layer.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
   canvas = Image.alpha_composite(canvas, layer.resize((width, height),
                                                       Image.BOX))
-  if rng.random() < 0.2:  # A pole in front of the person.
+  if rng.random() < P_POLE:  # A pole in front of the person.
     x = rng.uniform(0.05, 0.9) * width
     colour = tuple(int(c) for c in rng.integers(0, 256, 3)) + (255,)
     ImageDraw.Draw(canvas).rectangle([x, 0, x + 0.06 * width, height],
@@ -331,4 +341,11 @@ def render_image(person: _Identity, cam: _Camera, rng: np.random.Generator,
                   .tolist())
   dy, dx = int(rng.integers(height + 1)), int(rng.integers(width + 1))
   pixels = np.asarray(img, np.int16) + cam.noise[dy:dy + height, dx:dx + width]
+  if LIGHT_RAMP:
+    angle = rng.uniform(0, 2 * np.pi)
+    rows = np.linspace(-1, 1, height)[:, None, None]
+    cols = np.linspace(-1, 1, width)[None, :, None]
+    ramp = 1 + LIGHT_RAMP * rng.uniform(0.5, 1.0) * (
+        np.cos(angle) * rows + np.sin(angle) * cols)
+    pixels = pixels * ramp
   return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))

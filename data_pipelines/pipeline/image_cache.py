@@ -111,7 +111,7 @@ def build_image_array(load: Callable[[int], Sequence[np.ndarray]], count: int,
   else:
     out = np.empty(shape, np.uint8)
 
-  def fill(i: int) -> None:
+  def fill(i: int, out: np.ndarray = out) -> None:
     images = load(i)
     for a in range(kinds):
       if images[a].shape != shape[2:]:
@@ -128,7 +128,7 @@ def build_image_array(load: Callable[[int], Sequence[np.ndarray]], count: int,
         fill(i)
   except BaseException:
     if tmp_path is not None:
-      del out
+      out = None  # Drop the memory map before removing its file.
       os.remove(tmp_path)
     raise
   if tmp_path is None:

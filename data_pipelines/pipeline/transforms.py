@@ -18,7 +18,7 @@ import os
 from typing import NamedTuple, Sequence, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pshrnet_jax import errors
 
@@ -53,6 +53,9 @@ def decode_image(source: Union[str, bytes, np.ndarray],
                  what: str = "image") -> Image.Image:
   """Opens an image file, encoded bytes or a uint8 HxWx3 array as RGB.
 
+  Any mode (grayscale, palette, RGBA: alpha dropped) becomes RGB, and an
+  EXIF orientation is applied.
+
   Args:
     source: a file path, encoded image bytes, or an already decoded array.
     what: how to name the image in error messages when it is not a path.
@@ -78,7 +81,9 @@ def decode_image(source: Union[str, bytes, np.ndarray],
   try:
     fileobj = source if isinstance(source, str) else io.BytesIO(source)
     with Image.open(fileobj) as image:
-      return image.convert("RGB")
+      # Photos taken rotated carry the rotation in EXIF: apply it, as
+      # viewers do (re-ID datasets carry none, so they are unchanged).
+      return ImageOps.exif_transpose(image).convert("RGB")
   except (OSError, SyntaxError, ValueError) as e:
     raise errors.UnreadableImageError(f"cannot decode image {name}: {e}") from e
 

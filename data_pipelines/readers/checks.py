@@ -10,7 +10,7 @@ show the folder tree the reader expects.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 from pshrnet_jax.errors import DatasetLayoutError
 from pshrnet_jax.errors import DatasetNotFoundError
@@ -158,22 +158,26 @@ def require_nonempty(split_name: str, records: Sequence[object],
     raise EmptySplitError(f"{dataset}: the {split_name} split has no images.")
 
 
-def check_gallery_matches(query: Iterable[tuple[int, int]],
-                          gallery: Iterable[tuple[int, int]],
-                          dataset: str) -> None:
+def check_gallery_matches(query: Iterable[tuple[int, Hashable]],
+                          gallery: Iterable[tuple[int, Hashable]],
+                          dataset: str, *,
+                          removed: str = "from another camera") -> None:
   """Every query identity needs a gallery image of it from another camera.
 
   This is the match the evaluation counts (torchreid drops gallery images of
   the query's own identity and camera); a query identity without one can only
-  be skipped, which silently changes the protocol, so it is an error.
+  be skipped, which silently changes the protocol, so it is an error. For
+  data without cameras, pass the image path instead of the camera: then any
+  other image of the identity is a match.
 
   Args:
-    query: (pid, camid) of each query image.
-    gallery: (pid, camid) of each gallery image.
+    query: (pid, camid or image key) of each query image.
+    gallery: (pid, camid or image key) of each gallery image.
     dataset: the benchmark name, for the message.
+    removed: what a match must be, for the message.
 
   Raises:
-    SplitError: naming the identities without a cross-camera gallery match.
+    SplitError: naming the identities without a gallery match.
   """
   gallery_cams: dict[int, set[int]] = {}
   for pid, camid in gallery:
@@ -184,4 +188,4 @@ def check_gallery_matches(query: Iterable[tuple[int, int]],
   if unmatched:
     raise SplitError(
         f"{dataset}: {len(unmatched)} query identities have no gallery image "
-        f"from another camera: {list_names(unmatched)}")
+        f"{removed}: {list_names(unmatched)}")

@@ -38,9 +38,12 @@ from pshrnet_jax.convert.torch_pickle import Storage
 from pshrnet_jax.convert.torch_pickle import TensorRef
 from pshrnet_jax.convert.torch_pickle import storage_from_pid
 # What load_checkpoint returns besides arrays, importable from here.
-from pshrnet_jax.convert.torch_pickle import TorchDtype  # pylint: disable=unused-import
+from pshrnet_jax.convert.torch_pickle import TorchDtype
 from pshrnet_jax.convert.torch_pickle import UnsupportedObject
 from pshrnet_jax.errors import TorchFileError
+
+__all__ = ["TorchDtype", "UnsupportedObject", "load_checkpoint",
+           "load_state_dict"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001

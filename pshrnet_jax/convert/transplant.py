@@ -25,6 +25,11 @@ Variables = dict[str, Any]
 _HEAD = "head"
 
 
+def _shape(leaf: Any) -> tuple[int, ...]:
+  # Arrays, or jax.ShapeDtypeStruct when only the shapes are checked.
+  return tuple(getattr(leaf, "shape", np.shape(leaf)))
+
+
 def _copy_shared(src: Variables, dst: Variables, dst_root: tuple[str, ...],
                  what: str) -> Variables:
   """`dst` with every part but its head (params, batch_stats) from `src`."""
@@ -55,10 +60,10 @@ def _copy_shared(src: Variables, dst: Variables, dst_root: tuple[str, ...],
         raise ConversionError(f"{what}: {where(path)} is only in the "
                               f"{'source' if path in theirs else 'target'}")
       for path, leaf in ours.items():
-        if np.shape(leaf) != np.shape(theirs[path]):
+        if _shape(leaf) != _shape(theirs[path]):
           raise ConversionError(
-              f"{what}: {where(path)} has shape {np.shape(theirs[path])} in "
-              f"the source, {np.shape(leaf)} in the target")
+              f"{what}: {where(path)} has shape {_shape(theirs[path])} in "
+              f"the source, {_shape(leaf)} in the target")
       node[name] = src[collection][name]
   return out
 

@@ -19,9 +19,24 @@ from pshrnet_jax import atomic
 Variables = dict[str, Any]
 
 
+def _local_checkpointer():
+  """An Orbax checkpointer of this process alone.
+
+  Variables here are host numpy arrays that one process writes or reads on
+  its own (the export of a multi-process run is written by process 0); a
+  default checkpointer would wait at a barrier for every process.
+  """
+  import orbax.checkpoint as ocp  # Deferred: import cost only where used.
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          primary_host=me, active_processes={me}))
+
+
 def save_variables(variables: Variables, directory: str | os.PathLike,
                    info: Mapping[str, Any] | None = None, *,
-                   replace: bool = False) -> None:
+                   replace: bool = False,
+                   info_file: str = "conversion.json") -> None:
   """Writes {'params', 'batch_stats'} as an Orbax checkpoint (+ info JSON).
 
   Everything is written to a temporary sibling first and renamed into place,
@@ -30,20 +45,21 @@ def save_variables(variables: Variables, directory: str | os.PathLike,
   Args:
     variables: the Flax variables.
     directory: created; must not exist or be empty, unless `replace`.
-    info: optional JSON-able description, saved as `conversion.json`.
+    info: optional JSON-able description, saved as `info_file`.
     replace: swap an existing `directory` for the new variables as a whole.
+    info_file: the description's file name (`conversion.json` for converted
+      checkpoints, `model.json` for exported teachers and students).
 
   Raises:
     FileExistsError: `directory` holds something and `replace` is False.
   """
-  import orbax.checkpoint as ocp  # Deferred: import cost only where used.
   with atomic.atomic_directory(directory, replace=replace) as tmp:
-    checkpointer = ocp.StandardCheckpointer()
+    checkpointer = _local_checkpointer()
     checkpointer.save(os.path.join(tmp, "variables"),
                       jax.tree.map(np.asarray, dict(variables)))
     checkpointer.wait_until_finished()
     if info is not None:
-      with open(os.path.join(tmp, "conversion.json"), "w") as f:
+      with open(os.path.join(tmp, info_file), "w") as f:
         json.dump(info, f, indent=2)
 
 
@@ -56,10 +72,9 @@ def restore_variables(directory: str | os.PathLike) -> Variables:
   Returns:
     {'params': ..., 'batch_stats': ...}.
   """
-  import orbax.checkpoint as ocp
   path = os.path.join(os.path.abspath(os.fspath(directory)), "variables")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{directory}: no Orbax variables (expected {path}, "
                             "written by convert.save_variables)")
-  restored = ocp.StandardCheckpointer().restore(path)
+  restored = _local_checkpointer().restore(path)
   return jax.tree.map(np.asarray, restored)

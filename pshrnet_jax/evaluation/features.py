@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from data_pipelines.pipeline import transforms
 from pshrnet_jax.models.inputs import NETWORK_SIZE
 from pshrnet_jax.models.inputs import denormalize_images
 from pshrnet_jax.models.inputs import normalize_images
@@ -129,38 +130,33 @@ def extract_features(apply_fn: ApplyFn, variables: Any,
   return (features, np.concatenate(srs)) if return_sr else features
 
 
-def load_image(source: ImageSource,
-               size: tuple[int, int] = NETWORK_SIZE) -> np.ndarray:
-  """One image as uint8 RGB (H, W, 3), resized (bilinear) to `size`.
+def load_image(source: ImageSource, size: tuple[int, int] = NETWORK_SIZE,
+               interpolation: str = "bilinear") -> np.ndarray:
+  """One image as uint8 RGB (H, W, 3), resized to `size`, decoded as the
+  training pipeline decodes (any mode to RGB, EXIF orientation applied).
 
   Args:
     source: a file path, a PIL image, or a uint8 array (H, W, 3) or (H, W).
     size: (height, width) of the network input.
+    interpolation: 'bilinear' (default) or 'bicubic'.
 
   Returns:
     uint8 (size[0], size[1], 3).
 
   Raises:
     FileNotFoundError: a path that does not exist.
-    ValueError: an array that is not uint8 (H, W[, 3]).
+    ValueError: an array that is not uint8 (H, W[, 3]), or a file that is not
+      a decodable image.
   """
-  if isinstance(source, (str, os.PathLike)):
-    if not os.path.isfile(source):
-      raise FileNotFoundError(f"image file not found: {source}")
-    with Image.open(source) as img:
-      image = img.convert("RGB")
-  elif isinstance(source, Image.Image):
+  if isinstance(source, Image.Image):
     image = source.convert("RGB")
   else:
-    arr = np.asarray(source)
-    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (
-        arr.ndim == 3 and arr.shape[-1] != 3):
-      raise ValueError(f"image array must be uint8 (H, W, 3) or (H, W), got "
-                       f"{arr.dtype} {arr.shape}")
-    image = Image.fromarray(arr).convert("RGB")
-  if image.size != (size[1], size[0]):
-    image = image.resize((size[1], size[0]), Image.BILINEAR)
-  return np.asarray(image, dtype=np.uint8)
+    if isinstance(source, os.PathLike):
+      source = os.fspath(source)
+    elif not isinstance(source, str):
+      source = np.asarray(source)
+    image = transforms.decode_image(source)
+  return transforms.resize_to(image, size, interpolation)
 
 
 def features_from_images(apply_fn: ApplyFn, variables: Any,

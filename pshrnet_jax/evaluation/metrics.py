@@ -12,6 +12,10 @@ the query's identity AND camera, and rank by ascending distance):
 
 mINP (fast-reid) is averaged over valid queries in both conventions.
 
+Data without camera ids (the `folder` dataset's identity-only layout) would
+lose every match to the same-camera rule; `image_camids` gives each image
+its own camera id instead, so only the query image itself is removed.
+
 Protocols: `multi_shot` (Market-1501 / DukeMTMC-reID) ranks the whole
 gallery. `single_shot` (MLR-CUHK03, MLR-VIPeR, CAVIAR) keeps one random
 gallery image per identity, the same for all queries of a trial, repeated over
@@ -24,7 +28,7 @@ its per-query resampled single-gallery-shot metric) is reproduced exactly by
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -34,7 +38,8 @@ from pshrnet_jax.evaluation.rank_engine import RankInputError
 from pshrnet_jax.evaluation.rank_engine import query_stats
 
 __all__ = ["PROTOCOLS", "AP_CONVENTIONS", "RankInputError", "RankResult",
-           "TrialStats", "evaluate", "evaluate_features"]
+           "TrialStats", "evaluate", "evaluate_features", "evaluate_rows",
+           "image_camids"]
 
 PROTOCOLS = ("multi_shot", "single_shot")
 AP_CONVENTIONS = ("torchreid", "released")
@@ -269,8 +274,68 @@ def evaluate_features(q_features: np.ndarray, g_features: np.ndarray,
     return q_sq[:, None] + gsq[None, :] - 2.0 * dot
 
   return _evaluate_source(block, qf.shape[0], gf.shape[0], q_pids, g_pids,
-                          q_camids, g_camids, **{
-                              "max_rank": 50, "protocol": "multi_shot",
-                              "ap_convention": "torchreid", "trials": 10,
-                              "seed": 0, "q_lr_factors": None,
-                              "chunk_size": None, **kwargs})
+                          q_camids, g_camids, **{**_DEFAULTS, **kwargs})
+
+
+# `evaluate`'s keyword defaults, for the entry points that pass **kwargs on.
+_DEFAULTS = {"max_rank": 50, "protocol": "multi_shot",
+             "ap_convention": "torchreid", "trials": 10, "seed": 0,
+             "q_lr_factors": None, "chunk_size": None}
+
+
+def evaluate_rows(distance_rows: Callable[[int, int], np.ndarray],
+                  q_pids: np.ndarray, g_pids: np.ndarray,
+                  q_camids: np.ndarray, g_camids: np.ndarray,
+                  **kwargs) -> RankResult:
+  """`evaluate` over distances computed a block of query rows at a time.
+
+  For distances that are computed rather than stored, such as re-ranked
+  ones (`rerank.rerank_features(...).rows`): only the blocks being ranked
+  exist at once. Single shot asks for each block once per trial.
+
+  Args:
+    distance_rows: `(start, stop) -> (stop - start, num_gallery)` distances
+      of queries start..stop-1 to the whole gallery, smaller is closer;
+      called from up to 4 threads at once.
+    q_pids: (num_query,) query identities.
+    g_pids: (num_gallery,) gallery identities.
+    q_camids: (num_query,) query cameras.
+    g_camids: (num_gallery,) gallery cameras.
+    **kwargs: keyword arguments of `evaluate`.
+
+  Returns:
+    RankResult.
+  """
+  shape = (np.asarray(q_pids).shape[0], np.asarray(g_pids).shape[0])
+  q_pids, g_pids, q_camids, g_camids = rank_engine.validate_inputs(
+      shape, q_pids, g_pids, q_camids, g_camids)
+
+  def block(s, e, cols):
+    rows = distance_rows(s, e)
+    return rows if len(cols) == shape[1] else rows[:, cols]
+
+  return _evaluate_source(block, *shape, q_pids, g_pids, q_camids, g_camids,
+                          **{**_DEFAULTS, **kwargs})
+
+
+def image_camids(q_images: Sequence[str], g_images: Sequence[str]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """Camera ids under which the evaluation removes only the query itself.
+
+  For data without camera ids: every distinct image (file) gets its own id,
+  so the same-identity-same-camera rule removes from a query's gallery only
+  that very image, when the gallery holds it, and every other image of the
+  identity counts as a match. (Giving all images one camera instead would
+  remove every match.)
+
+  Args:
+    q_images: a key per query image (its file path).
+    g_images: a key per gallery image.
+
+  Returns:
+    (q_camids, g_camids) int64: equal only for equal keys.
+  """
+  ids: dict[str, int] = {}
+  q = np.array([ids.setdefault(k, len(ids)) for k in q_images], np.int64)
+  g = np.array([ids.setdefault(k, len(ids)) for k in g_images], np.int64)
+  return q, g

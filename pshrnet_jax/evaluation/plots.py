@@ -118,10 +118,12 @@ def ranked_list_box_origin(row: int, column: int, *,
           (box_w + gap))
 
 
-def save_ranked_list(path: str, query_images: Sequence, gallery_images:
-                     GalleryImages, ranked_indices: np.ndarray,
-                     correct: np.ndarray, *, sr_images: Optional[Sequence] =
-                     None, cell_size: tuple[int, int] = (128, 64),
+def save_ranked_list(path: str, query_images: Sequence,
+                     gallery_images: GalleryImages,
+                     ranked_indices: np.ndarray,
+                     correct: Optional[np.ndarray], *,
+                     sr_images: Optional[Sequence] = None,
+                     cell_size: tuple[int, int] = (128, 64),
                      border: int = 4, gap: int = 6) -> tuple[int, int]:
   """Draws queries, their SR output and top-k gallery images framed green/red.
 
@@ -131,7 +133,8 @@ def save_ranked_list(path: str, query_images: Sequence, gallery_images:
     gallery_images: gallery images by index: a sequence of paths/arrays, or a
       function index -> uint8 image (to avoid loading the whole gallery).
     ranked_indices: (Q, k) gallery indices, nearest first.
-    correct: (Q, k) bool, True where the gallery image is the query's person.
+    correct: (Q, k) bool, True where the gallery image is the query's person;
+      None when identities are unknown (your own photos): grey frames.
     sr_images: Q SR outputs (RGB [0, 1] float or uint8), drawn beside the
       queries; None for no SR column.
     cell_size: (height, width) every image is resized to (bilinear).
@@ -141,7 +144,10 @@ def save_ranked_list(path: str, query_images: Sequence, gallery_images:
   Returns:
     The image (width, height).
   """
-  ranked_indices, correct = np.asarray(ranked_indices), np.asarray(correct)
+  ranked_indices = np.asarray(ranked_indices)
+  unknown = correct is None
+  correct = (np.zeros(ranked_indices.shape, bool) if unknown
+             else np.asarray(correct))
   num_q, top_k = ranked_indices.shape
   if correct.shape != ranked_indices.shape or len(query_images) != num_q:
     raise ValueError(f"ranked_indices {ranked_indices.shape}, correct "
@@ -173,6 +179,7 @@ def save_ranked_list(path: str, query_images: Sequence, gallery_images:
       put(r, 1, sr_images[r], QUERY_COLOR)
     for k in range(top_k):
       put(r, first + k, get(int(ranked_indices[r, k])),
+          QUERY_COLOR if unknown else
           CORRECT_COLOR if correct[r, k] else WRONG_COLOR)
   picture = Image.fromarray(canvas)
   draw = ImageDraw.Draw(picture)

@@ -15,6 +15,10 @@ from typing import Any, Mapping, Optional, Union
 from pshrnet_jax.evaluation.metrics import RankResult
 from pshrnet_jax.evaluation.sr_quality import SRQuality
 
+RERANK_NOTE = ("+RR: k-reciprocal re-ranking (Zhong et al., CVPR 2017) of "
+               "the same features; same protocol and AP convention")
+
+
 def _pct(x) -> float:
   return round(float(x) * 100.0, 2)
 
@@ -70,8 +74,12 @@ def results_dict(result: RankResult, *, dataset: str = "",
 
 
 def results_markdown(result: RankResult, *, dataset: str = "",
-                     sr: Optional[SRQuality] = None) -> str:
-  """A Markdown table of the results (percent; single shot: mean ± std)."""
+                     sr: Optional[SRQuality] = None,
+                     reranked: Optional[RankResult] = None) -> str:
+  """A Markdown table of the results (percent; single shot: mean ± std).
+
+  With `reranked`, its rows follow the plain ones, labelled "+RR".
+  """
 
   def cell(value, spread):
     text = f"{value * 100:.2f}"
@@ -95,6 +103,10 @@ def results_markdown(result: RankResult, *, dataset: str = "",
       row("all", result)]
   for factor, r in sorted(result.per_factor.items()):
     lines.append(row(f"LR x{factor}", r))
+  if reranked is not None:
+    lines.append(row("all +RR", reranked))
+    for factor, r in sorted(reranked.per_factor.items()):
+      lines.append(row(f"LR x{factor} +RR", r))
   if sr is not None:
     lines += ["", "| SR quality | PSNR (dB) | SSIM | images |", "|---|---|---|---|",
               f"| SR vs HR | {sr.psnr:.2f} | {sr.ssim:.4f} | "
@@ -102,10 +114,24 @@ def results_markdown(result: RankResult, *, dataset: str = "",
   return "\n".join(lines) + "\n"
 
 
+def _baselines_markdown(baselines: Mapping[str, RankResult]) -> str:
+  lines = ["Matchers that learn nothing, on the same queries "
+           "(evaluation/baselines.py):", "",
+           "| baseline | Rank-1 | Rank-5 | Rank-10 | mAP |", "|---|---|---|---|---|"]
+  for name, r in baselines.items():
+    ranks = [f"{r.cmc[k - 1] * 100:.2f}" if len(r.cmc) >= k else "-"
+             for k in (1, 5, 10)]
+    lines.append(f"| {name} | {' | '.join(ranks)} | {r.mAP * 100:.2f} |")
+  return "\n".join(lines) + "\n"
+
+
 def write_results(workdir: str,
                   results: Union[RankResult, Mapping[str, RankResult]], *,
                   dataset: str = "", sr: Optional[SRQuality] = None,
-                  extra: Optional[Mapping[str, Any]] = None
+                  extra: Optional[Mapping[str, Any]] = None,
+                  reranked: Optional[Mapping[str, RankResult]] = None,
+                  rerank: Optional[Mapping[str, Any]] = None,
+                  baselines: Optional[Mapping[str, RankResult]] = None
                   ) -> tuple[str, str]:
   """Writes results.json and results.md into `workdir`.
 
@@ -116,25 +142,50 @@ def write_results(workdir: str,
     dataset: benchmark name, e.g. "mlr_market1501".
     sr: SR quality of the headline model, when measured.
     extra: more top-level JSON entries (e.g. the chance rank-1).
+    reranked: label -> RankResult of the same model's re-ranked distances
+      ("+RR"; same protocol and AP convention), for some or all labels.
+    rerank: the re-ranking's parameters (k1, k2, lambda, ...), recorded as
+      `rerank` when `reranked` is given.
+    baselines: name -> RankResult of matchers that learn nothing
+      (evaluation/baselines.py) on the same queries, recorded under
+      `baselines` and in a table of their own.
 
   Returns:
     The paths of results.json and results.md. The JSON holds the headline
     model's numbers at the top level and, for several models, `model` (the
-    headline label) and `models` (label -> numbers).
+    headline label) and `models` (label -> numbers); a re-ranked model's
+    entry (and the top level, for the headline) holds its "+RR" numbers
+    under `reranked`.
   """
   if isinstance(results, RankResult):
     results = {"": results}
+  reranked = dict(reranked or {})
   headline = next(iter(results))
-  summary = results_dict(results[headline], dataset=dataset, sr=sr)
+
+  def entry(label, sr=None):
+    out = results_dict(results[label], dataset=dataset, sr=sr)
+    if label in reranked:
+      out["reranked"] = results_dict(reranked[label], dataset=dataset)
+    return out
+
+  summary = entry(headline, sr)
   if len(results) > 1 or headline:
     summary["model"] = headline
-    summary["models"] = {label: results_dict(r, dataset=dataset)
-                         for label, r in results.items()}
+    summary["models"] = {label: entry(label) for label in results}
+  if reranked:
+    summary["rerank"] = {**dict(rerank or {}), "note": RERANK_NOTE}
   summary.update(extra or {})
   markdown = "\n".join(
       results_markdown(r, dataset=f"{dataset} ({label})" if label else dataset,
-                       sr=sr if label == headline else None)
+                       sr=sr if label == headline else None,
+                       reranked=reranked.get(label))
       for label, r in results.items())
+  if reranked:
+    params = ", ".join(f"{k}={v}" for k, v in (rerank or {}).items())
+    markdown += f"\n{RERANK_NOTE}{' (' + params + ')' if params else ''}.\n"
+  if baselines:
+    summary["baselines"] = {name: _summary(r) for name, r in baselines.items()}
+    markdown += "\n" + _baselines_markdown(baselines)
   os.makedirs(workdir, exist_ok=True)
   json_path = os.path.join(workdir, "results.json")
   md_path = os.path.join(workdir, "results.md")

@@ -14,13 +14,20 @@ SR quality (PSNR/SSIM, paper Table III) is measured only on queries with a
 real HR original: a genuinely low-resolution query (CAVIAR's LR camera) has
 none, its "HR" image being the same LR file. `sr_quality_scope` in
 results.json says over how many queries it was measured, or why not.
+
+With `eval.rerank`, each model's features are also ranked after
+k-reciprocal re-ranking (`rerank.py`, on the same 1 - dot distances): its
+"+RR" figures follow the plain ones, same protocol and AP convention. Data
+without camera ids (`benchmark.gallery_exclusion == "query_image_only"`)
+is evaluated with one camera id per image (`metrics.image_camids`), so only
+the query image itself leaves its gallery; results.json names the rule.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -28,14 +35,19 @@ import numpy as np
 from absl import logging
 
 from data_pipelines import pipeline
+from data_pipelines.pipeline import transforms
+from data_pipelines import records
 from data_pipelines.records import Benchmark
+from pshrnet_jax import console
 from pshrnet_jax import convert
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import MissingTeacherError
+from pshrnet_jax.evaluation import baselines
 from pshrnet_jax.evaluation import features
 from pshrnet_jax.evaluation import metrics
 from pshrnet_jax.evaluation import plots
 from pshrnet_jax.evaluation import reports
+from pshrnet_jax.evaluation import rerank
 from pshrnet_jax.evaluation import sr_quality
 from pshrnet_jax.models import factory
 from pshrnet_jax.models.inputs import denormalize_images
@@ -96,9 +108,18 @@ class _SRCollector:
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
-                     benchmark: Benchmark,
-                     sources: Mapping[str, Any]) -> dict[str, Any]:
+                     benchmark: Benchmark, sources: Mapping[str, Any], *,
+                     ready: Callable[[], None] | None = None
+                     ) -> dict[str, Any]:
   """Evaluates the workdir's trained models and writes the reports.
+
+  Args:
+    config: the run config.
+    workdir: the trained workdir.
+    benchmark: its benchmark (query and gallery are evaluated).
+    sources: random-access image sources per split (may be empty).
+    ready: called once the models to evaluate were found, before any
+      report is written.
 
   Returns:
     The content of results.json.
@@ -115,16 +136,24 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   g_cams = np.array([r.camid for r in gallery])
   q_factors = np.array([r.lr_factor for r in query]) if use_lr else None
   q_has_hr = np.array([r.has_hr_original for r in query], bool)
+  if benchmark.gallery_exclusion == records.QUERY_IMAGE_ONLY:
+    q_cams, g_cams = metrics.image_camids([r.hr_path for r in query],
+                                          [r.hr_path for r in gallery])
+  trials, draws = gallery_draws(benchmark.protocol, g_pids, e.trials)
 
-  def batches(records, split, lr, hr):
-    return pipeline.make_eval_batches(
+  def batches(records, split, lr, hr, title):
+    loaded = pipeline.make_eval_batches(
         records, image_size=image_size, batch_size=e.batch_size, use_lr=lr,
         include_hr=hr, lr_interpolation=factory.lr_interpolation(config),
         source=sources.get(split))
+    return _with_progress(loaded, title, len(records), e.batch_size)
 
   picks = _picked_queries(len(query), e.ranked_list_queries)
-  results, headline = {}, None
-  for label, directory in _models_to_evaluate(config, workdir).items():
+  results, headline, reranked = {}, None, {}
+  to_evaluate = _models_to_evaluate(config, workdir)
+  if ready is not None:
+    ready()
+  for label, directory in to_evaluate.items():
     variables = jax.device_put(convert.restore_variables(directory))
     model = factory.build(config.model, num_classes, label)
     # 'bicubic' has no SR network; its "SR output" is the bicubic
@@ -137,30 +166,65 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
                              q_has_hr if with_quality else
                              np.zeros(len(query), bool))
     qf = features.extract_features(
-        model.apply, variables, batches(query, "query", use_lr, with_quality),
+        model.apply, variables,
+        batches(query, "query", use_lr, with_quality, f"{label} query"),
         batch_size=e.batch_size, sr_callback=collector)
     gf = features.extract_features(
-        model.apply, variables, batches(gallery, "gallery", False, False),
+        model.apply, variables,
+        batches(gallery, "gallery", False, False, f"{label} gallery"),
         batch_size=e.batch_size)
     results[label] = metrics.evaluate_features(
         qf, gf, q_pids, g_pids, q_cams, g_cams, max_rank=e.max_rank,
         protocol=benchmark.protocol, ap_convention=e.ap_convention,
-        trials=e.trials, seed=config.seed, q_lr_factors=q_factors)
+        trials=trials, seed=config.seed, q_lr_factors=q_factors)
+    if e.rerank:
+      reranked[label] = _evaluate_reranked(
+          config, benchmark, label, qf, gf, q_pids, g_pids, q_cams, g_cams,
+          q_factors, trials)
     if headline is None:
       headline = (qf, gf, collector.images(picks), collector.quality())
 
   qf, gf, sr_images, quality = headline
-  extra = {"chance_rank1": round(100.0 / len(set(q_pids.tolist())), 2)}
+  if jax.process_index() != 0:  # Every process computed the same numbers.
+    return reports.results_dict(results[next(iter(results))],
+                                dataset=benchmark.name, sr=quality)
+  baseline_results = {}
+  if e.baselines:
+    q_base = _baseline_features(batches(query, "query", use_lr, False,
+                                        "baselines query"))
+    g_base = _baseline_features(batches(gallery, "gallery", False, False,
+                                        "baselines gallery"))
+    baseline_results = {
+        name: metrics.evaluate_features(
+            q_base[name], g_base[name], q_pids, g_pids, q_cams, g_cams,
+            max_rank=e.max_rank, protocol=benchmark.protocol,
+            ap_convention=e.ap_convention, trials=trials, seed=config.seed)
+        for name in baselines.BASELINES}
+  extra = {"chance_rank1": round(100.0 / len(set(q_pids.tolist())), 2),
+           "gallery_exclusion": benchmark.gallery_exclusion,
+           "split_index": d.split_index, "gallery_draws": draws}
   if "student" in results and config.model.sr_module != "none" and (
       e.sr_quality):
     extra["sr_quality_scope"] = _sr_quality_scope(q_has_hr)
   json_path, md_path = reports.write_results(
-      workdir, results, dataset=benchmark.name, sr=quality, extra=extra)
-  plots.plot_cmc(os.path.join(workdir, workdir_layout.CMC_PNG), results,
+      workdir, results, dataset=benchmark.name, sr=quality, extra=extra,
+      reranked=reranked, rerank=_rerank_parameters(e),
+      baselines=baseline_results)
+  curves = {**results, **{f"{k} +RR": v for k, v in reranked.items()}}
+  plots.plot_cmc(os.path.join(workdir, workdir_layout.CMC_PNG), curves,
                  max_rank=min(e.max_rank, len(gallery)))
-  _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks)
+  _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks, q_cams,
+               g_cams)
+  if sr_images:
+    _sr_grid_to_tensorboard(workdir, [query[i] for i in picks], sr_images,
+                            image_size, d.lr_interpolation)
   with open(md_path) as f:
-    print(f.read())
+    console.say(f.read())
+  console.say(
+      f"Results in {workdir}: {workdir_layout.RESULTS_JSON}, "
+      f"{workdir_layout.RESULTS_MD}, {workdir_layout.CMC_PNG}, "
+      f"{workdir_layout.RANKED_LIST_PNG}; TensorBoard: tensorboard "
+      f"--logdir {os.path.join(workdir, 'tensorboard')}")
   with open(json_path) as f:
     return json.load(f)
 
@@ -177,16 +241,97 @@ def _sr_quality_scope(q_has_hr: np.ndarray) -> str:
   return f"all {total} queries (each has an HR original)"
 
 
-def _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks):
+def gallery_draws(protocol: str, g_pids: np.ndarray,
+                  trials: int) -> tuple[int, dict[str, Any]]:
+  """How many single-shot gallery draws a split gets, and how to say so.
+
+  `eval.trials` re-draws the one gallery image per identity within a split;
+  where every identity has exactly one gallery image there is nothing to
+  re-draw, so one draw is made. The mean over separately trained splits
+  (the literature's 10 trials of MLR-VIPeR, CAVIAR, MLR-CUHK03) is
+  `scripts/reproduce.py --splits=10`.
+  """
+  if protocol != "single_shot":
+    return trials, {"draws": None, "note": "multi-shot: the whole gallery"}
+  _, counts = np.unique(g_pids, return_counts=True)
+  if np.all(counts == 1):
+    return 1, {"draws": 1, "note": "one gallery image per identity: "
+               "nothing to re-draw; the mean over splits is "
+               "scripts/reproduce.py --splits=10"}
+  return trials, {"draws": trials, "note": f"{trials} re-draws of one "
+                  "gallery image per identity within this split "
+                  "(eval.trials); the mean over splits is "
+                  "scripts/reproduce.py --splits=10"}
+
+
+def _baseline_features(batches) -> dict[str, np.ndarray]:
+  """Every baseline's features of the valid rows of `batches`."""
+  parts = {name: [] for name in baselines.BASELINES}
+  for batch in batches:
+    images = np.asarray(batch["image"])[np.asarray(batch["valid"], bool)]
+    for name in parts:
+      parts[name].append(baselines.baseline_features(name, images))
+  return {name: np.concatenate(p) for name, p in parts.items()}
+
+
+def _with_progress(batches, title: str, num_images: int, batch_size: int):
+  """Yields `batches`, showing how many images went through."""
+  bar = console.ProgressBar(
+      title, num_images, unit="images", every=max(1, num_images // 10),
+      stream=None if jax.process_index() == 0 else open(os.devnull, "w"))
+  done = 0
+  for batch in batches:
+    yield batch
+    done = min(num_images, done + batch_size)
+    bar.update(done)
+  bar.close()
+
+
+def _sr_grid_to_tensorboard(workdir, records, sr_images, image_size,
+                            interpolation) -> None:
+  """One image: a row per pictured query, LR input | SR output | HR."""
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  rows = []
+  for record, sr in zip(records, sr_images):
+    lr = transforms.load_resized(record.input_path, image_size, interpolation)
+    hr = transforms.load_resized(record.hr_path, image_size)
+    sr = np.round(np.clip(sr, 0.0, 1.0) * 255).astype(np.uint8)
+    rows.append(np.concatenate([lr, sr, hr], axis=1))
+  grid = np.concatenate(rows, axis=0)
+  with SummaryWriter(os.path.join(workdir, "tensorboard", "eval")) as writer:
+    writer.add_image("sr/lr_sr_hr", grid, 0, dataformats="HWC")
+
+
+def _rerank_parameters(e: ml_collections.ConfigDict) -> dict[str, Any]:
+  return {"k1": e.rerank_k1, "k2": e.rerank_k2, "lambda": e.rerank_lambda,
+          "distance": "1 - dot"}
+
+
+def _evaluate_reranked(config, benchmark, label, qf, gf, q_pids, g_pids,
+                       q_cams, g_cams, q_factors,
+                       trials: int) -> metrics.RankResult:
+  """The "+RR" figures: the same evaluation on re-ranked distances."""
+  e = config.eval
+  logging.info("Re-ranking the %s's distances (k-reciprocal, k1=%d, k2=%d, "
+               "lambda=%g).", label, e.rerank_k1, e.rerank_k2,
+               e.rerank_lambda)
+  reranked = rerank.rerank_features(
+      qf, gf, e.rerank_k1, e.rerank_k2, e.rerank_lambda, metric="cosine")
+  return metrics.evaluate_rows(
+      reranked.rows, q_pids, g_pids, q_cams, g_cams, max_rank=e.max_rank,
+      protocol=benchmark.protocol, ap_convention=e.ap_convention,
+      trials=trials, seed=config.seed, q_lr_factors=q_factors)
+
+
+def _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks, q_cams,
+                 g_cams):
   """ranked_list.png: a few LR queries, their SR output, top-10 matches."""
   if len(picks) == 0:
     return
   distances = 1.0 - qf[picks] @ gf.T
   indices, correct = plots.ranked_matches(
       distances, np.array([query[i].pid for i in picks]),
-      np.array([r.pid for r in gallery]),
-      np.array([query[i].camid for i in picks]),
-      np.array([r.camid for r in gallery]),
+      np.array([r.pid for r in gallery]), q_cams[picks], g_cams,
       top_k=min(_RANKED_LIST_TOP_K, len(gallery)))
   plots.save_ranked_list(
       os.path.join(workdir, workdir_layout.RANKED_LIST_PNG),

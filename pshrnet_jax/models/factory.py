@@ -18,7 +18,8 @@ whatever `data.lr_interpolation` says; 'none' uses `data.lr_interpolation`
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import dataclasses
+from typing import Any, Mapping, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.models.pshrnet import HEAD_KINDS
 from pshrnet_jax.models.pshrnet import HRNetReID
+from pshrnet_jax.models.pshrnet import PSHRNet
 from pshrnet_jax.models.pshrnet import SRReID
 from pshrnet_jax.models.rcan import RCAN
 from pshrnet_jax.models.resnet import ResNet50ReID
@@ -143,3 +145,67 @@ def build(model_config: Any, num_classes: int, which: str):
   if which == "student":
     return build_student(model_config, num_classes)
   raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+
+
+# --- Rebuilding a model from what a folder records ---------------------------
+
+# Models whose features can be extracted, and the networks inside them.
+_EXTRACTORS = {cls.__name__: cls for cls in
+               (HRNetReID, PSHRNet, SRReID, ResNet50ReID)}
+_PARTS = {cls.__name__: cls for cls in (VDSRCA, RCAN, SRCNN)}
+
+
+def describe(module: nn.Module) -> dict[str, Any]:
+  """{'model': class name, 'model_kwargs': JSON-able arguments}.
+
+  Exports and converted checkpoints store this beside the variables, so a
+  model is rebuilt from the folder (`from_description`), never from numbers
+  a user repeats. A network inside the model (SRReID's `reid` and `sr`) is
+  described the same way, nested.
+  """
+  kwargs = {}
+  for field in dataclasses.fields(module):
+    if field.name in ("parent", "name"):
+      continue
+    value = getattr(module, field.name)
+    if isinstance(value, nn.Module):
+      value = describe(value)
+    elif field.name == "dtype":
+      value = jnp.dtype(value).name
+    elif isinstance(value, tuple):
+      value = list(value)
+    kwargs[field.name] = value
+  return {"model": type(module).__name__, "model_kwargs": kwargs}
+
+
+def from_description(description: Mapping[str, Any], where: str,
+                     _classes: Mapping[str, type] = _EXTRACTORS):
+  """The module `describe` recorded.
+
+  Args:
+    description: a dict with 'model' and 'model_kwargs'.
+    where: the file it came from, for messages.
+
+  Raises:
+    ConfigError: not a ReID model this project builds, or arguments that
+      the model does not take.
+  """
+  name = description.get("model")
+  if name not in _classes:
+    raise ConfigError(
+        f"{where} describes a {name!r} model; only re-ID models "
+        f"({sorted(_EXTRACTORS)}) can extract features.")
+  kwargs = {}
+  for key, value in dict(description.get("model_kwargs") or {}).items():
+    if isinstance(value, Mapping) and "model" in value:
+      value = from_description(value, where, {**_EXTRACTORS, **_PARTS})
+    elif key == "dtype":
+      value = jnp.dtype(value)
+    elif isinstance(value, list):
+      value = tuple(value)
+    kwargs[key] = value
+  try:
+    return _classes[name](**kwargs)
+  except TypeError as e:
+    raise ConfigError(f"{where}: the recorded arguments of {name} do not "
+                      f"fit this version of the model ({e}).") from None

@@ -1,15 +1,27 @@
-"""One Orbax CheckpointManager per training phase.
+"""One Orbax CheckpointManager per training phase, with guards.
 
 A checkpoint holds three items: `state` (params, batch_stats, optimiser
 state, step), `data` (the input iterator's JSON state, so a resumed run sees
-exactly the batches the uninterrupted run would have seen) and `meta` (the
-model shape and data facts the state depends on). Orbax writes each step to a
-temporary folder and renames it when complete, so a run killed mid-save
-leaves the previous checkpoints intact. Nothing here unpickles anything.
+exactly the batches the uninterrupted run would have seen) and `meta` (every
+setting the state or its maths depend on, `run_settings`). Orbax writes each
+step to a temporary folder and renames it when complete, so a run killed
+mid-save leaves the previous checkpoints intact. Nothing here unpickles
+anything.
+
+Guards:
+- Resuming with a different setting that shapes the state or the maths
+  (model, loss, optimiser, data, seed, the teacher of phase 2) is refused
+  before any array is read, naming each differing key with both values.
+- A latest checkpoint that cannot be read (truncated, corrupt) is reported,
+  moved aside as `<step>.unreadable-<n>` (never deleted), and the previous
+  one is restored instead.
+- A save that fails (disk full, permissions) stops the run with
+  CheckpointSaveError; earlier checkpoints stay as they were.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Mapping
 
@@ -18,6 +30,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from pshrnet_jax.errors import CheckpointMismatchError
+from pshrnet_jax.errors import CheckpointSaveError
 
 
 class PhaseCheckpointer:
@@ -26,79 +39,208 @@ class PhaseCheckpointer:
   def __init__(self, directory: str, *, max_to_keep: int = 2,
                save_interval_steps: int = 1):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(
+    self._options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
         create=True)
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_names=("state", "data", "meta"))
+    self._manager = self._open()
+    self._closed = False
+
+  def _open(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(self.directory, options=self._options,
+                                 item_names=("state", "data", "meta"))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
   def save(self, step: int, state: Any, data_state: Mapping[str, Any],
            meta: Mapping[str, Any], *, force: bool = False) -> bool:
-    """Saves asynchronously; returns whether a checkpoint was started."""
-    return self._manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(dict(data_state)),
-            meta=ocp.args.JsonSave(dict(meta))),
-        force=force)
+    """Saves asynchronously; returns whether a checkpoint was started.
+
+    Raises:
+      CheckpointSaveError: this save, or the previous asynchronous one,
+        failed to write (the message names the folder and the cause).
+    """
+    try:
+      return self._manager.save(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardSave(state),
+              data=ocp.args.JsonSave(dict(data_state)),
+              meta=ocp.args.JsonSave(dict(meta))),
+          force=force)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(step, e) from e
+
+  def _save_error(self, step: int, cause: BaseException) -> Exception:
+    if not _is_write_failure(cause):
+      return cause  # A bug, not the disk: keep its own type and traceback.
+    return CheckpointSaveError(
+        f"Could not write the checkpoint of step {step} under "
+        f"{self.directory}: {cause}. The run stopped; the checkpoints "
+        f"already written ({self.safe_steps()}) are intact. Free disk "
+        "space (or fix permissions) and run the same command to resume.")
+
+  def safe_steps(self) -> list[int]:
+    """Steps whose checkpoint was completely written (Orbax renamed it)."""
+    try:
+      return sorted(int(n) for n in os.listdir(self.directory)
+                    if n.isdigit())
+    except OSError:
+      return []
 
   def read_meta(self, step: int) -> dict[str, Any]:
     restored = self._manager.restore(
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(restored["meta"])
 
-  def restore(self, step: int, abstract_state: Any,
-              expected_meta: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Restores `state` and the data-iterator state of checkpoint `step`.
+  def restore_latest(self, abstract_state: Any,
+                     expected_meta: Mapping[str, Any]
+                     ) -> tuple[int, Any, dict[str, Any]] | None:
+    """Restores the newest readable checkpoint; None if there is none.
+
+    A checkpoint that cannot be read is moved aside (`<step>.unreadable-<n>`)
+    with a warning naming it, and the next older one is tried.
 
     Args:
-      step: the checkpoint step.
       abstract_state: a pytree of `jax.ShapeDtypeStruct` (with shardings)
         shaped like the state to restore.
-      expected_meta: facts the state depends on (width, number of
-        identities, ...); any difference to the saved ones is an error that
-        names them, raised before any array is read.
+      expected_meta: `run_settings` of this run; any difference to the saved
+        ones is an error that names them, raised before any array is read.
 
     Returns:
-      (state, data_state).
+      (step, state, data_state) or None.
     """
-    saved = self.read_meta(step)
-    diffs = [f"{key}: saved {saved.get(key)!r}, now {value!r}"
-             for key, value in expected_meta.items()
-             if _jsonable(saved.get(key)) != _jsonable(value)]
-    if diffs:
-      raise CheckpointMismatchError(
-          f"The checkpoint {self.directory}/{step} was written for another "
-          f"configuration ({'; '.join(diffs)}). Use a new --workdir, or "
-          "restore the original settings; nothing was changed on disk.")
-    restored = self._manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=ocp.args.JsonRestore()))
-    logging.info("Restored %s at step %d.", self.directory, step)
-    return restored["state"], dict(restored["data"])
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        saved = self.read_meta(step)
+      except Exception as e:  # pylint: disable=broad-except
+        self._set_aside(step, e)
+        continue
+      check_settings(saved, expected_meta, f"{self.directory}/{step}")
+      try:
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except
+        self._set_aside(step, e)
+        continue
+      logging.info("Restored %s at step %d.", self.directory, step)
+      return step, restored["state"], dict(restored["data"])
+    return None
+
+  def _set_aside(self, step: int, cause: BaseException) -> None:
+    """Moves an unreadable checkpoint out of Orbax's way, deleting nothing."""
+    source = os.path.join(self.directory, str(step))
+    n = 0
+    while os.path.exists(f"{source}.unreadable-{n}"):
+      n += 1
+    target = f"{source}.unreadable-{n}"
+    self._manager.close()
+    if jax.process_index() == 0:
+      os.rename(source, target)
+    self._manager = self._open()
+    logging.warning(
+        "The checkpoint %s cannot be read (%s: %s); it was moved to %s and "
+        "the run continues from the previous checkpoint.", source,
+        type(cause).__name__, str(cause)[:300], target)
 
   def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(self.latest_step() or 0, e) from e
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for pending saves (raising CheckpointSaveError), then closes."""
+    if self._closed:
+      return
+    try:
+      self.wait_until_finished()
+    finally:
+      self._closed = True
+      self._manager.close()
+
+  def abandon(self) -> None:
+    """Closes without raising, after another error stopped the run."""
+    if self._closed:
+      return
+    self._closed = True
+    try:
+      self._manager.close()
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("Closing %s after an error: %s", self.directory, e)
 
 
-def _jsonable(value: Any) -> Any:
-  """Tuples and lists compare equal after a JSON round trip."""
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, dict):
-    return {k: _jsonable(v) for k, v in value.items()}
-  return value
+def latest_settings(directory: str) -> dict[str, Any] | None:
+  """The settings of the newest checkpoint under `directory`, read without
+  creating anything; None if there is none or it cannot be read (a resume
+  then reports it)."""
+  if not os.path.isdir(directory):
+    return None
+  try:
+    manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(create=False),
+        item_names=("state", "data", "meta"))
+    try:
+      step = manager.latest_step()
+      if step is None:
+        return None
+      restored = manager.restore(
+          step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      return dict(restored["meta"])
+    finally:
+      manager.close()
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _is_write_failure(error: BaseException) -> bool:
+  """An OSError (or one Orbax wrapped) from writing files."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """{'model': {'width': 4}} -> {'model.width': 4}; lists stay values."""
+  if not isinstance(tree, Mapping):
+    return {prefix[:-1]: tree}
+  out = {}
+  for key, value in tree.items():
+    out.update(_flatten(value, f"{prefix}{key}."))
+  return out
+
+
+def check_settings(saved: Mapping[str, Any], expected: Mapping[str, Any],
+                   where: str) -> None:
+  """Raises CheckpointMismatchError naming every setting that differs.
+
+  Args:
+    saved: the settings recorded in a checkpoint.
+    expected: this run's settings (`run_settings`).
+    where: the checkpoint, for the message.
+  """
+  # A JSON round trip makes tuples lists, as they come back from disk.
+  old = _flatten(json.loads(json.dumps(dict(saved))))
+  new = _flatten(json.loads(json.dumps(dict(expected))))
+  diffs = [f"{key}: saved {old.get(key, '(absent)')!r}, now "
+           f"{new.get(key, '(absent)')!r}"
+           for key in sorted(set(old) | set(new))
+           if old.get(key, "(absent)") != new.get(key, "(absent)")]
+  if diffs:
+    raise CheckpointMismatchError(
+        f"The checkpoint {where} was written with other settings: "
+        f"{'; '.join(diffs)}. Restore those settings (--config.<key>=...) "
+        "to resume, or use a new --workdir; nothing was changed on disk.")
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:

@@ -11,7 +11,7 @@ and the student's extractor; or the phase-1 teacher), else random.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -103,16 +103,49 @@ def load_init_weights(path: str, backbone: str = "hrnet") -> dict[str, Any]:
   return convert.load_torch_hrnet(path)
 
 
-def restore_teacher(config: ml_collections.ConfigDict,
-                    workdir: str) -> dict[str, Any]:
-  """The phase-1 teacher's variables (raises MissingTeacherError)."""
+def require_teacher(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The phase-1 teacher's folder (raises MissingTeacherError if absent)."""
   path = workdir_layout.teacher_dir(config, workdir)
   if not os.path.isdir(path):
     raise MissingTeacherError(
         f"Phase 2 needs the phase-1 teacher, but {path} does not exist. Run "
         "phase 1 first (--config.mode=phase1 or all) in this --workdir, or "
         "point --config.teacher_dir at a teacher saved by phase 1.")
-  return convert.restore_variables(path)
+  return path
+
+
+def restore_teacher(config: ml_collections.ConfigDict,
+                    workdir: str) -> dict[str, Any]:
+  """The phase-1 teacher's variables (raises MissingTeacherError)."""
+  return convert.restore_variables(require_teacher(config, workdir))
+
+
+def check_fits(variables: Mapping[str, Any], model, image_size: tuple[int, int],
+               what: str) -> None:
+  """Raises ConfigError unless `variables` have exactly `model`'s shapes.
+
+  Args:
+    variables: loaded variables (e.g. the phase-1 teacher).
+    model: the Flax module they are meant for.
+    image_size: (H, W) of the network input.
+    what: names the variables' origin in the message (flag and path).
+  """
+  expected = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, *image_size, 3)), train=False))
+  have = {jax.tree_util.keystr(p): np.shape(x) for p, x in
+          jax.tree_util.tree_leaves_with_path(dict(variables))}
+  want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in
+          jax.tree_util.tree_leaves_with_path(dict(expected))}
+  problems = [f"{k} is missing" for k in sorted(set(want) - set(have))]
+  problems += [f"{k} is not in the model" for k in sorted(set(have) - set(want))]
+  problems += [f"{k} has shape {have[k]}, the model expects {want[k]}"
+               for k in sorted(set(have) & set(want)) if have[k] != want[k]]
+  if problems:
+    raise ConfigError(
+        f"{what} does not fit the configured model (--config.model.*): "
+        f"{'; '.join(problems[:3])}"
+        + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        + ". Use the model settings it was trained with.")
 
 
 def initial_variables(config: ml_collections.ConfigDict, phase: str, model,
@@ -130,23 +163,38 @@ def initial_variables(config: ml_collections.ConfigDict, phase: str, model,
   Returns:
     {'params', 'batch_stats'} as host arrays.
   """
+  imagenet = None
+  if config.init_from not in ("", INIT_FROM_NONE) and not (
+      phase == "phase2" and config.student_init == "teacher"):
+    # Shapes first: a checkpoint of another width fails before the (slow)
+    # random initialisation.
+    imagenet = load_init_weights(config.init_from, config.model.backbone)
+    abstract = jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((1, *image_size, 3)), train=False))
+    _transplant_imagenet(imagenet, dict(abstract), phase)
   variables = random_variables(model, config.seed, image_size)
   if phase == "phase2" and config.student_init == "teacher":
     teacher_vars = restore_teacher(config, workdir)
     logging.info("Student HRNet-ReID initialised from the phase-1 teacher.")
     return convert.student_from_teacher(teacher_vars, variables)
-  if not config.init_from or config.init_from == INIT_FROM_NONE:
+  if imagenet is None:
     logging.info("%s: random initialisation (--config.init_from=%s).", phase,
                  config.init_from or "''")
     return variables
-  imagenet = load_init_weights(config.init_from, config.model.backbone)
-  weights = _imagenet_weights(config)[0]
-  if phase == "phase1":
-    logging.info("Teacher initialised from ImageNet %s %s.", weights,
-                 config.init_from)
-    return convert.reid_from_imagenet(imagenet, variables)
-  logging.info("Student extractor initialised from ImageNet %s %s.", weights,
+  logging.info("%s initialised from ImageNet %s %s.",
+               "Teacher" if phase == "phase1" else "Student extractor",
+               _imagenet_weights(config)[0],
                config.init_from)
+  return _transplant_imagenet(imagenet, variables, phase)
+
+
+def _transplant_imagenet(imagenet: Mapping[str, Any],
+                         variables: Mapping[str, Any],
+                         phase: str) -> dict[str, Any]:
+  """The teacher's (phase 1) or the student's ReID part's (phase 2)
+  backbone and incre_modules from ImageNet weights; checks every shape."""
+  if phase == "phase1":
+    return convert.reid_from_imagenet(imagenet, dict(variables))
   reid = {k: v["reid"] for k, v in variables.items() if "reid" in v}
   reid = convert.reid_from_imagenet(imagenet, reid)
   return {k: dict(v, reid=reid[k]) if k in reid else v

@@ -14,25 +14,30 @@ compiled program instead of tracing it again.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
 
 from data_pipelines import pipeline
 from data_pipelines.records import Benchmark
+from pshrnet_jax import console
 from pshrnet_jax import convert
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import NonFiniteLossError
+from pshrnet_jax.errors import Preempted
 from pshrnet_jax.models import factory
 from pshrnet_jax.training import checkpoint
 from pshrnet_jax.training import initialization
 from pshrnet_jax.training import metric_writers
 from pshrnet_jax.training import optim
+from pshrnet_jax.training import preemption
 from pshrnet_jax.training import sharding
 from pshrnet_jax.training import steps
 
@@ -115,9 +120,87 @@ def phase_step(config: ml_collections.ConfigDict, phase: str,
   return model, teacher, optimizer, abstract_vars, step_fn
 
 
+def config_settings(config: ml_collections.ConfigDict,
+                    phase: str) -> dict[str, Any]:
+  """The part of `run_settings` the config alone decides."""
+  d = config.data
+  data = {key: d[key] for key in ("name", "image_size", "p", "k",
+                                  "lr_interpolation", "pad", "seed",
+                                  "split_index", "skip_unreadable")}
+  data["options"] = d.options.to_dict()
+  optim = config.optim.to_dict()
+  optim.pop("epochs")
+  return {"phase": phase, "seed": config.seed,
+          "model": config.model.to_dict(), "loss": config.loss.to_dict(),
+          "optim": optim, "data": data,
+          "student_init": config.student_init if phase == "phase2" else None}
+
+
+def run_settings(config: ml_collections.ConfigDict, phase: str,
+                 num_classes: int, steps_per_epoch: int,
+                 teacher_variables: Mapping[str, Any] | None
+                 ) -> dict[str, Any]:
+  """Every setting a phase's state or maths depends on, for its checkpoints.
+
+  A resume with any of these changed is refused (checkpoint.check_settings).
+  Left out on purpose, so they may change between starts: the number of
+  epochs (train longer), logging, checkpoint frequency and retention, the
+  dataset's location (root, build dir, TFDS or files), worker counts and
+  the compilation cache. The data itself is checked by the input
+  iterator's fingerprint.
+  """
+  settings = dict(config_settings(config, phase), num_classes=num_classes,
+                  steps_per_epoch=steps_per_epoch)
+  if teacher_variables is not None:
+    settings["teacher_fingerprint"] = variables_fingerprint(teacher_variables)
+  return settings
+
+
+def variables_fingerprint(variables: Mapping[str, Any]) -> str:
+  """sha256 over every array's path, dtype, shape and bytes."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(
+      jax.device_get(dict(variables))):
+    leaf = np.ascontiguousarray(leaf)
+    digest.update(f"{jax.tree_util.keystr(path)}|{leaf.dtype}|{leaf.shape}"
+                  .encode())
+    digest.update(leaf.tobytes())
+  return digest.hexdigest()[:32]
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: str,
+                    phase: str) -> None:
+  """Refuses, before any data is read, a workdir whose latest checkpoint of
+  `phase` was written with other settings (those the config decides)."""
+  directory = workdir_layout.checkpoint_dir(workdir, phase)
+  saved = checkpoint.latest_settings(directory)
+  if saved is not None:
+    expected = config_settings(config, phase)
+    checkpoint.check_settings({k: saved.get(k) for k in expected}, expected,
+                              directory)
+
+
+def _check_finite(phase: str, step: int, metrics: Mapping[str, float],
+                  ckpt: checkpoint.PhaseCheckpointer) -> None:
+  """Stops before a non-finite state is logged as fine or saved."""
+  bad = [k for k in ("loss", "grad_norm")
+         if not math.isfinite(metrics.get(k, 0.0))]
+  if metrics.get("params_finite", 1.0) != 1.0:
+    bad.append("updated parameters")
+  if not bad:
+    return
+  terms = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
+  raise NonFiniteLossError(
+      f"{phase}: the training state became non-finite by step {step} "
+      f"({', '.join(bad)}; {terms}). Nothing was saved from it: checkpoints "
+      f"in {ckpt.directory} were left as they were (last finite checkpoint: "
+      f"step {ckpt.latest_step()}). Lower the learning rates or check the "
+      "data.")
+
+
 def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
-                benchmark: Benchmark, sources: Mapping[str, Any],
-                mesh) -> dict[str, Any]:
+                benchmark: Benchmark, sources: Mapping[str, Any], mesh, *,
+                ready: Callable[[], None] | None = None) -> dict[str, Any]:
   """Trains one phase to completion (resuming if possible).
 
   Args:
@@ -127,6 +210,9 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
     benchmark: the data; `benchmark.train` is trained on.
     sources: random-access image sources per split (may be empty).
     mesh: the data-parallel mesh.
+    ready: called once the phase has its data, its state (restored or
+      initialised) and its compiled step, just before the first step: the
+      checks that can refuse a run are behind it.
 
   Returns:
     The final variables ({'params', 'batch_stats'}) of the trained model.
@@ -134,11 +220,18 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
   d = config.data
   global_batch = d.p * d.k
   sharding.check_global_batch(global_batch, mesh)
+  image_size = tuple(d.image_size)
   teacher_variables = None
   if phase == "phase2":
     # Before any work (image decoding, compiling) and before anything is
-    # written under WORKDIR/phase2: a missing teacher fails at once.
+    # written under WORKDIR/phase2: a missing or unfitting teacher fails now.
     teacher_variables = initialization.restore_teacher(config, workdir)
+    initialization.check_fits(
+        teacher_variables,
+        factory.build_teacher(config.model,
+                              len({r.pid for r in benchmark.train})),
+        image_size,
+        f"The phase-1 teacher {workdir_layout.teacher_dir(config, workdir)}")
   data_iter = pipeline.make_train_iterator(
       benchmark.train, image_size=tuple(d.image_size), p=d.p, k=d.k,
       seed=config.seed, with_lr=(phase == "phase2"),
@@ -152,26 +245,20 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
       config, phase, num_classes, data_iter.steps_per_epoch, mesh)
   epochs = phase_epochs(config, phase)
   total_steps = epochs * data_iter.steps_per_epoch
-  image_size = tuple(d.image_size)
   logging.info("%s parameter groups:\n%s", phase, optimizer.summary)
 
   replicated = sharding.replicated(mesh)
-  meta = {"phase": phase, "width": config.model.width,
-          "head_planes": list(config.model.head_planes),
-          "hrnet_modules": list(config.model.hrnet_modules),
-          "hrnet_blocks": config.model.hrnet_blocks,
-          "sr_module": config.model.sr_module, "num_classes": num_classes,
-          "image_size": list(image_size), "global_batch": global_batch,
-          "steps_per_epoch": data_iter.steps_per_epoch}
+  settings = run_settings(config, phase, num_classes,
+                          data_iter.steps_per_epoch, teacher_variables)
   ckpt = checkpoint.PhaseCheckpointer(
       workdir_layout.checkpoint_dir(workdir, phase),
       max_to_keep=config.train.max_checkpoints_to_keep)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    abstract_state = jax.eval_shape(
-        lambda v: steps.create_state(v, optimizer.tx), abstract_vars)
-    state, data_state = ckpt.restore(
-        latest, checkpoint.abstract_like(abstract_state, replicated), meta)
+  abstract_state = jax.eval_shape(
+      lambda v: steps.create_state(v, optimizer.tx), abstract_vars)
+  restored = ckpt.restore_latest(
+      checkpoint.abstract_like(abstract_state, replicated), settings)
+  if restored is not None:
+    latest, state, data_state = restored
     data_iter.set_state(data_state)
     logging.info("%s: resumed from step %d of %d.", phase, latest, total_steps)
   else:
@@ -181,50 +268,77 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
         steps.create_state(variables, optimizer.tx), mesh)
   extra = (() if teacher is None else
            (sharding.put_replicated(teacher_variables, mesh),))
+  if ready is not None:
+    ready()
 
   rng = sharding.put_replicated(jax.random.key(config.seed + 1), mesh)
-  writer = metric_writers.ProgressWriter(
-      workdir, phase, total_steps=total_steps,
-      steps_per_epoch=data_iter.steps_per_epoch, pairs_per_step=global_batch,
-      every_steps=config.train.log_every_steps)
   step = start_step = int(jax.device_get(state.step))
   logging.info("%s: %d epochs x %d steps of %d pairs (P=%d x K=%d) on %d "
                "device(s).", phase, epochs, data_iter.steps_per_epoch,
                global_batch, d.p, d.k, mesh.devices.size)
-  while step < total_steps:
-    batch = sharding.put_batch(next(data_iter), mesh)
-    state, metrics = step_fn(state, batch, rng, *extra)
-    step += 1
-    loss = float(metrics["loss"])
-    if not math.isfinite(loss):
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      ckpt.close()
-      raise NonFiniteLossError(
-          f"{phase}: the loss became {loss} at step {step} (terms: {metrics})."
-          f" Checkpoints in {ckpt.directory} were left as they were (last "
-          f"good step: {ckpt.latest_step()}). Lower the learning rates or "
-          "check the data.")
-    if writer.should_write(step):
-      writer.write(step, {k: float(v) for k, v in
-                          jax.device_get(metrics).items()},
-                   {k: float(v) for k, v in
-                    optimizer.learning_rates(step).items()})
-    if step % config.train.checkpoint_every_steps == 0 or step == total_steps:
-      ckpt.save(step, state, data_iter.get_state(), meta,
-                force=step == total_steps)
-  ckpt.close()
-  writer.close()
+  if jax.process_index() == 0:
+    num_params = sum(x.size for x in jax.tree.leaves(abstract_vars["params"]))
+    console.say(
+        f"{phase} ({'teacher, L_ID' if phase == 'phase1' else 'student, L_TOTAL'}"
+        f"): {type(model).__name__} width {config.model.width}, "
+        f"{num_params:,} parameters; {epochs} epochs x "
+        f"{data_iter.steps_per_epoch} steps of {global_batch} pairs on "
+        f"{mesh.devices.size} device(s)"
+        + (f"; resumed at step {start_step}" if start_step else "")
+        + (" (done)" if start_step >= total_steps else ""))
+  writer = metric_writers.ProgressWriter(
+      workdir, phase, total_steps=total_steps,
+      steps_per_epoch=data_iter.steps_per_epoch, pairs_per_step=global_batch,
+      every_steps=config.train.log_every_steps, start_step=start_step)
+  try:
+    with preemption.PreemptionWatch() as preempted:
+      while step < total_steps:
+        batch = sharding.put_batch(next(data_iter), mesh)
+        state, metrics = step_fn(state, batch, rng, *extra)
+        step += 1
+        stop = preempted.requested(step)
+        save = (step % config.train.checkpoint_every_steps == 0
+                or step == total_steps or stop)
+        # The host waits for the device only here: at log and save steps.
+        if save or writer.should_write(step):
+          host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          _check_finite(phase, step, host, ckpt)
+          del host["params_finite"]
+          if writer.should_write(step):
+            # The update of step `step` used the schedule at `step - 1`.
+            writer.write(step, host, {
+                k: float(v)
+                for k, v in optimizer.learning_rates(step - 1).items()})
+        if save:
+          ckpt.save(step, state, data_iter.get_state(), settings,
+                    force=step == total_steps or stop)
+        if stop:
+          ckpt.close()  # The checkpoint of this step is complete.
+          raise Preempted(phase, step, preempted.signal_name,
+                          ckpt.directory)
+    ckpt.close()
+  finally:
+    writer.close()
+    ckpt.abandon()  # After an error: stop Orbax's threads, raise nothing.
   variables = {"params": jax.device_get(state.params),
                "batch_stats": jax.device_get(state.batch_stats)}
+  # Every process logs it: with several, they must all say the same.
+  logging.info("%s: final variables fingerprint %s (process %d of %d).",
+               phase, variables_fingerprint(variables), jax.process_index(),
+               jax.process_count())
   if jax.process_index() == 0:
+    description = dict(
+        factory.describe(model), kind="teacher" if phase == "phase1"
+        else "student", image_size=list(image_size),
+        lr_interpolation=factory.lr_interpolation(config), benchmark=d.name)
     export(variables, workdir_layout.export_dir(workdir, phase), phase,
-           trained=step > start_step)
+           description, trained=step > start_step)
   return variables
 
 
-def export(variables: Mapping[str, Any], export_dir: str, phase: str, *,
-           trained: bool) -> None:
-  """Saves the phase's final variables.
+def export(variables: Mapping[str, Any], export_dir: str, phase: str,
+           description: Mapping[str, Any], *, trained: bool) -> None:
+  """Saves the phase's final variables and what model they belong to.
 
   An existing export is kept unless this run trained past it (e.g. resumed
   with more epochs); then it is replaced as a whole, so phase 2 and
@@ -233,7 +347,8 @@ def export(variables: Mapping[str, Any], export_dir: str, phase: str, *,
   exists = os.path.exists(export_dir)
   if exists and not trained:
     return
-  convert.save_variables(variables, export_dir, replace=exists)
+  convert.save_variables(variables, export_dir, description, replace=exists,
+                         info_file=workdir_layout.MODEL_FILE)
   if exists:
     logging.warning("%s: replaced the earlier export %s with this run's "
                     "final variables.", phase, export_dir)

@@ -1,8 +1,11 @@
-"""Progress a person can watch: periodic log lines and TensorBoard scalars.
+"""Progress a person can watch: a progress bar, log lines, TensorBoard.
 
-TensorBoard event files are written with tensorboardX (no TensorFlow needed)
-under WORKDIR/tensorboard/<phase>; `tensorboard --logdir WORKDIR/tensorboard`
-shows both phases side by side. Only process 0 writes.
+At every log step: the console's progress bar (step/total, pairs/s, ETA,
+the main loss terms; a plain line when stdout is not a terminal), a full
+log line (WORKDIR/log.txt), and TensorBoard scalars written with
+tensorboardX (no TensorFlow needed) under WORKDIR/tensorboard/<phase>;
+`tensorboard --logdir WORKDIR/tensorboard` shows both phases side by side.
+Only process 0 writes.
 """
 
 from __future__ import annotations
@@ -15,21 +18,30 @@ from typing import Mapping
 import jax
 from absl import logging
 
+from pshrnet_jax import console
+
+# The loss terms the progress bar shows (all of them go to the log).
+_SHOWN = ("loss", "ce", "triplet", "sr", "ps")
+
 
 class ProgressWriter:
   """Logs a line every `every_steps` steps and writes TensorBoard scalars."""
 
   def __init__(self, workdir: str, phase: str, *, total_steps: int,
-               steps_per_epoch: int, pairs_per_step: int, every_steps: int):
+               steps_per_epoch: int, pairs_per_step: int, every_steps: int,
+               start_step: int = 0):
     self.phase = phase
     self.total_steps = total_steps
     self.steps_per_epoch = steps_per_epoch
     self.pairs_per_step = pairs_per_step
     self.every_steps = max(1, every_steps)
-    self._writer = None
+    self._writer = self._bar = None
     if jax.process_index() == 0:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._writer = SummaryWriter(os.path.join(workdir, "tensorboard", phase))
+      self._bar = console.ProgressBar(
+          phase, total_steps, unit="pairs", items_per_step=pairs_per_step,
+          every=self.every_steps, start=start_step)
     self._last_time = time.perf_counter()
     self._last_step = None
 
@@ -51,6 +63,8 @@ class ProgressWriter:
     logging.info("%s step %d/%d epoch %.2f | %s | %s | %.1f pairs/s | ETA %s",
                  self.phase, step, self.total_steps,
                  step / self.steps_per_epoch, terms, lrs, rate, eta)
+    if self._bar is not None:
+      self._bar.update(step, {k: metrics[k] for k in _SHOWN if k in metrics})
     if self._writer is not None:
       for key, value in metrics.items():
         self._writer.add_scalar(f"train/{key}", value, step)
@@ -67,5 +81,7 @@ class ProgressWriter:
       self._writer.flush()
 
   def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
     if self._writer is not None:
       self._writer.close()

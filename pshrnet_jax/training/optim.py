@@ -144,7 +144,7 @@ def assign_groups(params: PyTree, patterns: Mapping[str, str]) -> PyTree:
     more = (f" (and {len(problems) - _PROBLEMS_SHOWN} more)"
             if len(problems) > _PROBLEMS_SHOWN else "")
     raise ParamGroupError(
-        f"every parameter must match exactly one of optim.groups ("
+        "every parameter must match exactly one of optim.groups ("
         + ", ".join(f"{n}: {p!r}" for n, p in patterns.items())
         + f"), but {len(problems)} do not: {shown}{more}")
   return labels

@@ -76,5 +76,21 @@ def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
 
 
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
-  """Places a pytree (parameters, optimiser state) on every device."""
-  return jax.device_put(tree, replicated(mesh))
+  """Places a pytree (parameters, optimiser state, keys) on every device.
+
+  Every process must pass the same values. With one process this is a
+  device_put; with several, each process builds its devices' copies
+  (device_put cannot target devices of other processes).
+  """
+  sharding = replicated(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def put(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      data = put(jax.random.key_data(x))
+      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+  return jax.tree.map(put, tree)

@@ -49,7 +49,12 @@ def _apply_gradients(state: TrainState, grads: Any, batch_stats: Any,
                      metrics: Metrics) -> tuple[TrainState, Metrics]:
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+  # 1.0 while every updated parameter is finite: the loop refuses to save
+  # (or to go on from) a state where it is not.
+  params_finite = jnp.all(jnp.stack(
+      [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+  metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+                 params_finite=params_finite.astype(jnp.float32))
   return TrainState(step=state.step + 1, params=params,
                     batch_stats=batch_stats, opt_state=opt_state), metrics
 

@@ -1,0 +1,152 @@
+"""What a person sees in the terminal, and the full log kept beside it.
+
+The console shows a short header per phase, one progress bar, and the final
+summary; library chatter (Orbax, absl INFO records) goes to WORKDIR/log.txt,
+which `WorkdirLog` starts writing once a run is sure to use the workdir (a
+run stopped by bad input leaves no log behind; its records stay in memory
+and are shown with `-v`). When stdout is not a terminal (CI, `| tee`), a
+progress bar becomes a plain line every N updates.
+
+Imports nothing from the project: training, evaluation and the tools use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from typing import Mapping, TextIO
+
+
+def _format_duration(seconds: float) -> str:
+  if not math.isfinite(seconds) or seconds < 0:
+    return "?"
+  minutes, seconds = divmod(int(round(seconds)), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else (
+      f"{minutes}:{seconds:02d}")
+
+
+class ProgressBar:
+  """step/total, items/s, ETA and a few named values, on one line.
+
+  On a terminal the line is redrawn in place; elsewhere a line is printed
+  every `every` updates and at the end, so logs stay readable.
+  """
+
+  def __init__(self, title: str, total: int, *, unit: str = "it",
+               items_per_step: int = 1, every: int = 1,
+               stream: TextIO | None = None, start: int = 0):
+    self.title, self.total, self.unit = title, total, unit
+    self.items_per_step = items_per_step
+    self.every = max(1, every)
+    self.stream = stream or sys.stdout
+    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self._start_step = start
+    self._start_time = time.perf_counter()
+    self._last = ""
+
+  def line(self, step: int, values: Mapping[str, float] | None = None) -> str:
+    """The progress line at `step` (number of steps done)."""
+    elapsed = time.perf_counter() - self._start_time
+    done = step - self._start_step
+    rate = done * self.items_per_step / elapsed if elapsed > 0 else 0.0
+    eta = ((self.total - step) * self.items_per_step / rate
+           if rate > 0 else float("nan"))
+    width = 20
+    filled = int(width * step / max(self.total, 1))
+    bar = "#" * filled + "." * (width - filled)
+    text = (f"{self.title} [{bar}] {step}/{self.total} "
+            f"{rate:.1f} {self.unit}/s ETA {_format_duration(eta)}")
+    if values:
+      text += " | " + " ".join(f"{k} {v:.4g}" for k, v in values.items())
+    return text
+
+  def update(self, step: int,
+             values: Mapping[str, float] | None = None) -> None:
+    """Shows progress after `step` steps (on a terminal, always)."""
+    if not self.tty and step % self.every and step != self.total:
+      return
+    text = self.line(step, values)
+    if self.tty:
+      pad = max(0, len(self._last) - len(text))
+      self.stream.write("\r" + text + " " * pad)
+    else:
+      self.stream.write(text + "\n")
+    self._last = text
+    self.stream.flush()
+
+  def close(self) -> None:
+    if self.tty and self._last:
+      self.stream.write("\n")
+      self.stream.flush()
+    self._last = ""
+
+
+def say(text: str, stream: TextIO | None = None) -> None:
+  """A line for the person at the terminal (headers, summaries)."""
+  stream = stream or sys.stdout
+  stream.write(text.rstrip("\n") + "\n")
+  stream.flush()
+
+
+class WorkdirLog(logging.Handler):
+  """Every log record, kept in memory until `start(workdir)`, then written
+  to WORKDIR/log.txt (appending, so a resumed run continues the file)."""
+
+  def __init__(self, capacity: int = 10000):
+    super().__init__(logging.DEBUG)
+    self.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname).1s %(module)s] %(message)s"))
+    self._pending: list[logging.LogRecord] = []
+    self._capacity = capacity
+    self._file: TextIO | None = None
+
+  def start(self, workdir: str, name: str = "log.txt") -> None:
+    if self._file is not None:
+      return
+    self._file = open(os.path.join(workdir, name), "a")
+    for record in self._pending:
+      self._write(record)
+    self._pending = []
+
+  def _write(self, record: logging.LogRecord) -> None:
+    self._file.write(self.format(record) + "\n")
+    self._file.flush()
+
+  def emit(self, record: logging.LogRecord) -> None:
+    try:
+      if self._file is not None:
+        self._write(record)
+      elif len(self._pending) < self._capacity:
+        self._pending.append(record)
+    except Exception:  # pylint: disable=broad-except
+      self.handleError(record)
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+    super().close()
+
+
+_WORKDIR_LOG: WorkdirLog | None = None
+
+
+def install_workdir_log() -> WorkdirLog:
+  """Sends every record of the 'absl' logger (absl, Orbax) to a WorkdirLog."""
+  global _WORKDIR_LOG
+  if _WORKDIR_LOG is None:
+    _WORKDIR_LOG = WorkdirLog()
+    logger = logging.getLogger("absl")
+    logger.addHandler(_WORKDIR_LOG)
+    logger.setLevel(min(logger.level or logging.INFO, logging.INFO))
+  return _WORKDIR_LOG
+
+
+def start_workdir_log(workdir: str) -> None:
+  """Starts writing WORKDIR/log.txt, if a WorkdirLog is installed."""
+  if _WORKDIR_LOG is not None:
+    _WORKDIR_LOG.start(workdir)

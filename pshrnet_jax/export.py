@@ -1,0 +1,47 @@
+r"""Export a trained feature extractor for serving (jax.export).
+
+    python -m pshrnet_jax.export --model=workdirs/demo --out=exported/demo \
+        [--which=student|teacher]
+
+writes OUT/feature_extractor.jax (uint8 images -> L2-normalised flip-summed
+features and the SR output; weights included, batch size free) and
+OUT/feature_extractor.json (input size, normalisation, outputs). Running it
+needs only jax; see pshrnet_jax/inference/serving.py.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from pshrnet_jax import console
+from pshrnet_jax import errors
+from pshrnet_jax.inference import loading
+from pshrnet_jax.inference import serving
+
+_MODEL = flags.DEFINE_string("model", None, "Workdir, export or converted "
+                             "checkpoint.", required=True)
+_OUT = flags.DEFINE_string("out", None, "Folder to create.", required=True)
+_WHICH = flags.DEFINE_enum("which", None, list(loading.WHICH),
+                           "student or teacher (default: the folder's, or "
+                           "a workdir's student).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    model, variables, info = loading.load_model(_MODEL.value, _WHICH.value)
+    description = serving.export_model(model, variables, info, _OUT.value)
+  except (*errors.INPUT_ERRORS, FileExistsError) as e:
+    sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
+    return 1
+  height, width, _ = description["input"]["shape"][1:]
+  console.say(f"Exported the {info.kind} of {info.path} to {_OUT.value}: "
+              f"uint8 (batch, {height}, {width}, 3) -> features (batch, "
+              f"{description['outputs']['features']['shape'][1]}) and SR.")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

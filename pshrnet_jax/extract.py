@@ -1,0 +1,57 @@
+r"""Features of a folder of photos, written once to be searched many times.
+
+    python -m pshrnet_jax.extract --model=workdirs/demo --images=DIR \
+        --out=gallery_features.npz [--which=student|teacher] [--batch_size=32]
+
+`--model` is a workdir (its student by default), an exported student or
+teacher, or a converted checkpoint. Every image under DIR (any size and
+mode; EXIF rotation applied) is decoded as in training; unreadable files
+are listed and skipped. The .npz holds `features` (N, D), `paths` (N,) and
+the model's identity, which `python -m pshrnet_jax.search --gallery=` checks.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from pshrnet_jax import console
+from pshrnet_jax import errors
+from pshrnet_jax.inference import gallery
+from pshrnet_jax.inference import loading
+
+_MODEL = flags.DEFINE_string("model", None, "Workdir, export or converted "
+                             "checkpoint.", required=True)
+_IMAGES = flags.DEFINE_string("images", None, "Folder of images.",
+                              required=True)
+_OUT = flags.DEFINE_string("out", None, "Features file to write (.npz).",
+                           required=True)
+_WHICH = flags.DEFINE_enum("which", None, list(loading.WHICH),
+                           "student or teacher (default: the folder's, or "
+                           "a workdir's student).")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per batch.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    model, variables, info = loading.load_model(_MODEL.value, _WHICH.value)
+    paths = gallery.list_images(_IMAGES.value)
+    embedded = gallery.embed(model, variables, info, paths,
+                             batch_size=_BATCH.value)
+    gallery.save_features(_OUT.value, embedded, info,
+                          gallery.model_fingerprint(variables))
+  except errors.INPUT_ERRORS as e:
+    sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
+    return 1
+  for path, reason in embedded.failed:
+    console.say(f"skipped {path}: {reason}")
+  console.say(f"{len(embedded.paths)} images -> {_OUT.value} "
+              f"({embedded.features.shape[1]}-d features, {info.kind} of "
+              f"{info.path}; {len(embedded.failed)} skipped)")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,257 @@
+"""Features of one's own photos, kept in a file, and searched.
+
+A gallery is embedded once (`embed` + `save_features`, or `python -m
+pshrnet_jax.extract`) and searched many times (`search`, or `python -m
+pshrnet_jax.search`). Photos of any size and mode are decoded as the
+training pipeline decodes them (RGB, EXIF orientation applied) and resized
+to the model's input; files that cannot be read are listed and skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from data_pipelines.readers import checks
+from pshrnet_jax import console
+from pshrnet_jax.errors import ConfigError
+from pshrnet_jax.errors import DatasetNotFoundError
+from pshrnet_jax.errors import UnreadableImageError
+from pshrnet_jax.evaluation import features as features_lib
+from pshrnet_jax.evaluation import plots
+from pshrnet_jax.evaluation import rerank as rerank_lib
+from pshrnet_jax.inference.loading import ModelInfo
+
+# Market-1501 / DukeMTMC-reID names: identity, then camera (1-based).
+_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+FEATURES_FORMAT = "pshrnet_jax.features.v1"
+
+
+@dataclasses.dataclass
+class Embedded:
+  """Features of images that could be read, and those that could not.
+
+  Attributes:
+    features: (N, D) float32, L2-normalised, flip-summed.
+    paths: the N images, in order.
+    failed: (path, reason) of every image that was skipped.
+    sr: for the student with `keep_sr`, (N, H, W, 3) RGB in [0, 1].
+  """
+  features: np.ndarray
+  paths: list[str]
+  failed: list[tuple[str, str]]
+  sr: np.ndarray | None = None
+
+
+def list_images(source: str | Sequence[str]) -> list[str]:
+  """Image files of a folder (recursively, sorted) or the given paths."""
+  if isinstance(source, str):
+    if os.path.isdir(source):
+      found = []
+      for root, dirs, names in os.walk(source):
+        dirs.sort()
+        found += [os.path.join(root, n) for n in sorted(names)
+                  if n.lower().endswith(checks.IMAGE_EXTENSIONS)]
+      if not found:
+        raise DatasetNotFoundError(
+            f"{source} holds no images ({', '.join(checks.IMAGE_EXTENSIONS)})")
+      return found
+    source = [source]
+  missing = [p for p in source if not os.path.isfile(p)]
+  if missing:
+    raise DatasetNotFoundError(
+        f"image file(s) not found: {checks.list_names(missing)}")
+  return list(source)
+
+
+def identity_of(path: str) -> tuple[int, int] | None:
+  """(identity, camera) from a Market/Duke-style file name, else None."""
+  match = _MARKET_NAME.match(os.path.basename(path))
+  return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _batches(paths: Sequence[str], info: ModelInfo, batch_size: int,
+             failed: list[tuple[str, str]], kept: list[str],
+             bar: console.ProgressBar) -> Iterator[dict[str, np.ndarray]]:
+  done = 0
+  for start in range(0, len(paths), batch_size):
+    images = []
+    for path in paths[start:start + batch_size]:
+      try:
+        images.append(features_lib.load_image(path, info.image_size,
+                                              info.lr_interpolation))
+        kept.append(path)
+      except (UnreadableImageError, OSError, ValueError) as e:
+        failed.append((path, str(e)))
+    done += len(paths[start:start + batch_size])
+    bar.update(done)
+    if images:
+      yield {"image": np.stack(images)}
+
+
+def embed(model, variables, info: ModelInfo, images: Iterable[str], *,
+          batch_size: int = 32, keep_sr: bool = False,
+          title: str = "extract") -> Embedded:
+  """Flip-summed, L2-normalised features of every readable image.
+
+  Args:
+    model: the Flax module (from `load_model`).
+    variables: its variables.
+    info: its ModelInfo (input size, interpolation).
+    images: image paths.
+    batch_size: images per compiled batch.
+    keep_sr: also return the SR output (for a few query images).
+    title: the progress bar's title.
+
+  Returns:
+    An Embedded.
+
+  Raises:
+    UnreadableImageError: no image at all could be read (each failure is
+      named in the message).
+  """
+  paths = list(images)
+  failed, kept, srs = [], [], []
+  bar = console.ProgressBar(title, len(paths), unit="images",
+                            every=max(1, len(paths) // 10), stream=None)
+  feats = None
+  try:
+    batches = _batches(paths, info, batch_size, failed, kept, bar)
+    if keep_sr:
+      feats, sr = features_lib.extract_features(
+          model.apply, variables, batches, batch_size=batch_size,
+          return_sr=True)
+      srs = sr
+    else:
+      feats = features_lib.extract_features(
+          model.apply, variables, batches, batch_size=batch_size)
+  except ValueError as e:
+    if not kept:  # extract_features saw no batch: nothing was readable.
+      raise UnreadableImageError(
+          "no image could be read: " + "; ".join(
+              f"{p}: {r}" for p, r in failed[:5])) from e
+    raise
+  finally:
+    bar.close()
+  return Embedded(feats, kept, failed, srs if keep_sr else None)
+
+
+def model_fingerprint(variables) -> str:
+  """sha256 of the parameters: a features file names the model it used."""
+  import jax  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(jax.device_get(variables)):
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()[:32]
+
+
+def save_features(path: str, embedded: Embedded, info: ModelInfo,
+                  fingerprint: str) -> None:
+  """Writes features, file names and the model's identity to an .npz."""
+  meta = {"format": FEATURES_FORMAT, "model_path": info.path,
+          "kind": info.kind, "fingerprint": fingerprint,
+          "image_size": list(info.image_size),
+          "failed": embedded.failed}
+  tmp = f"{path}.tmp-{os.getpid()}.npz"
+  np.savez(tmp, features=embedded.features,
+           paths=np.array(embedded.paths, dtype=str),
+           meta=np.array(json.dumps(meta)))
+  os.replace(tmp, path)
+
+
+def load_features(path: str, fingerprint: str | None = None
+                  ) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+  """Features, file names and metadata written by `save_features`.
+
+  Args:
+    path: the .npz file.
+    fingerprint: when given, the model the features must come from.
+
+  Raises:
+    ConfigError: not a features file of this format, or of another model.
+  """
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      meta = json.loads(str(data["meta"]))
+      feats, paths = data["features"], [str(p) for p in data["paths"]]
+  except (OSError, KeyError, ValueError) as e:
+    raise ConfigError(f"{path} is not a features file written by "
+                      f"pshrnet_jax.extract ({e}).") from e
+  if meta.get("format") != FEATURES_FORMAT:
+    raise ConfigError(f"{path}: unknown features format {meta.get('format')}")
+  if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+    raise ConfigError(
+        f"{path} holds features of another model ({meta.get('model_path')});"
+        " extract the gallery again with this model.")
+  return feats, paths, meta
+
+
+def search(query: np.ndarray, gallery: np.ndarray, top_k: int, *,
+           rerank: dict[str, Any] | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """The `top_k` nearest gallery entries per query.
+
+  Args:
+    query: (Q, D) L2-normalised features.
+    gallery: (G, D) L2-normalised features.
+    top_k: how many per query (clipped to G).
+    rerank: None for distance 1 - dot; else k-reciprocal re-ranking with
+      these keyword arguments (k1, k2, lambda_value) of
+      `evaluation.rerank.rerank_features`, and its distances.
+
+  Returns:
+    (indices (Q, k), distances (Q, k)), nearest first, ties by index.
+  """
+  if rerank is None:
+    return features_lib.rank_gallery(query, gallery, top_k=top_k)
+  rows = rerank_lib.rerank_features(query, gallery, metric="cosine",
+                                    **rerank)
+  k = min(top_k, gallery.shape[0])
+  indices = np.empty((query.shape[0], k), np.int64)
+  distances = np.empty((query.shape[0], k), np.float32)
+  for start in range(0, query.shape[0], 256):
+    block = rows.rows(start, min(query.shape[0], start + 256))
+    order = np.argsort(block, axis=1, kind="stable")[:, :k]
+    indices[start:start + len(block)] = order
+    distances[start:start + len(block)] = np.take_along_axis(block, order, 1)
+  return indices, distances
+
+
+def write_report(out_dir: str, queries: Embedded, indices: np.ndarray,
+                 distances: np.ndarray, gallery_paths: Sequence[str],
+                 skipped: Sequence[tuple[str, str]], *, model: str,
+                 gallery_source: str) -> None:
+  """ranked_list.png and search.json of a search into `out_dir`.
+
+  Frames are green/red when every file name carries an identity (Market
+  style), grey otherwise.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  ids = [identity_of(p) for p in gallery_paths]
+  q_ids = [identity_of(p) for p in queries.paths]
+  correct = None
+  if all(i is not None for i in ids + q_ids):
+    correct = np.array([[ids[j][0] == q_ids[r][0] for j in row]
+                        for r, row in enumerate(indices)])
+  plots.save_ranked_list(os.path.join(out_dir, "ranked_list.png"),
+                         queries.paths, gallery_paths, indices, correct,
+                         sr_images=queries.sr)
+  report = {"model": model, "gallery": gallery_source,
+            "distance": "1 - cosine similarity of flip-summed features",
+            "queries": [
+                {"path": q, "matches": [
+                    {"rank": k + 1, "path": gallery_paths[j],
+                     "distance": float(distances[r, k]),
+                     **({"pid": ids[j][0], "camid": ids[j][1]}
+                        if ids[j] is not None else {})}
+                    for k, j in enumerate(indices[r])]}
+                for r, q in enumerate(queries.paths)],
+            "skipped": [{"path": p, "reason": why} for p, why in skipped]}
+  with open(os.path.join(out_dir, "search.json"), "w") as f:
+    json.dump(report, f, indent=2)

@@ -1,0 +1,148 @@
+"""A trained model from a folder, rebuilt from what the folder records.
+
+    from pshrnet_jax import load_model
+    model, variables, info = load_model("workdirs/demo")            # student
+    model, variables, info = load_model("workdirs/demo", which="teacher")
+    model, variables, info = load_model("workdirs/demo/phase2/student")
+    model, variables, info = load_model("weights/ps_hrnet_student")  # converted
+
+Three kinds of folder are understood:
+- a workdir: its `config.json` and the export of the chosen model
+  (`phase2/student`, or `phase1/teacher` / `--config.teacher_dir`);
+- an export (`.../phase2/student`, `.../phase1/teacher`): variables and
+  `model.json` (written by training since this layout);
+- a converted checkpoint (scripts/convert_pytorch_hrnet.py): variables and
+  `conversion.json`.
+
+The model's arguments come from those files; the number of identities from
+the classifier's shape when a workdir's config is the only record. A folder
+that lacks what is needed is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+
+from pshrnet_jax import convert
+from pshrnet_jax import workdir_layout
+from pshrnet_jax.errors import ConfigError
+from pshrnet_jax.models import factory
+from pshrnet_jax.models import inputs
+
+WHICH = ("student", "teacher")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+  """What a loaded model is and how to feed it.
+
+  Attributes:
+    kind: 'student' (SR + ReID, for LR queries) or 'teacher' (ReID only).
+    path: the variables' folder.
+    image_size: (height, width) of the network input.
+    lr_interpolation: how images are resized to the network size.
+    description: the recorded model description ({'model', 'model_kwargs'}).
+  """
+  kind: str
+  path: str
+  image_size: tuple[int, int]
+  lr_interpolation: str
+  description: Mapping[str, Any]
+
+
+def _read_json(path: str) -> dict[str, Any]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"cannot read {path}: {e}") from e
+
+
+def _num_classes(variables: Mapping[str, Any], path: str) -> int:
+  params = variables.get("params", {})
+  head = params.get("reid", params).get("head", {})
+  if "fc2" not in head:
+    raise ConfigError(f"{path} holds no ReID classifier (params/.../head/fc2)"
+                      "; it is not a trained teacher or student.")
+  return int(head["fc2"]["kernel"].shape[-1])
+
+
+def _from_workdir(workdir: str, which: str):
+  config_path = os.path.join(workdir, workdir_layout.CONFIG_FILE)
+  config = ml_collections.ConfigDict(_read_json(config_path))
+  directory = (workdir_layout.export_dir(workdir, "phase2")
+               if which == "student" else
+               workdir_layout.teacher_dir(config, workdir))
+  if os.path.isfile(os.path.join(directory, workdir_layout.MODEL_FILE)):
+    return _from_export(directory, which)
+  if not os.path.isdir(directory):
+    raise ConfigError(f"{workdir} has no trained {which} ({directory} does "
+                      "not exist); train it first, or pick --which="
+                      f"{'teacher' if which == 'student' else 'student'}.")
+  variables = convert.restore_variables(directory)
+  build = (factory.build_student if which == "student"
+           else factory.build_teacher)
+  model = build(config.model, _num_classes(variables, directory))
+  info = ModelInfo(which, directory, tuple(config.data.image_size),
+                   factory.lr_interpolation(config), factory.describe(model))
+  return model, variables, info
+
+
+def _from_export(directory: str, which: str | None):
+  for name in (workdir_layout.MODEL_FILE, "conversion.json"):
+    path = os.path.join(directory, name)
+    if os.path.isfile(path):
+      break
+  else:
+    raise ConfigError(
+        f"{directory} has neither {workdir_layout.MODEL_FILE} nor "
+        "conversion.json, so the model cannot be rebuilt; point at the "
+        "workdir it was trained in instead.")
+  description = _read_json(path)
+  model = factory.from_description(description, path)
+  kind = description.get("kind") or (
+      "student" if description.get("model") in ("PSHRNet", "SRReID")
+      else "teacher")
+  if which is not None and kind != which:
+    raise ConfigError(f"{directory} holds a {kind}, not a {which}.")
+  variables = convert.restore_variables(directory)
+  info = ModelInfo(kind, directory,
+                   tuple(description.get("image_size", inputs.NETWORK_SIZE)),
+                   description.get("lr_interpolation", "bilinear"),
+                   description)
+  return model, variables, info
+
+
+def load_model(path: str | os.PathLike, which: str | None = None):
+  """A trained student or teacher, ready for `model.apply`.
+
+  Args:
+    path: a workdir, an exported student/teacher, or a converted checkpoint.
+    which: 'student' or 'teacher' for a workdir (default: student); for a
+      model folder, the kind it must hold (default: whatever it holds).
+
+  Returns:
+    (model, variables, info): the Flax module, its {'params',
+    'batch_stats'} on the default device, and a ModelInfo.
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+    ConfigError: the folder lacks what rebuilding the model needs (the
+      message names the file), or holds another kind of model.
+  """
+  path = os.path.abspath(os.fspath(path))
+  if which is not None and which not in WHICH:
+    raise ConfigError(f"which={which!r}; expected one of {WHICH}.")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"no model folder at {path}")
+  if os.path.isfile(os.path.join(path, workdir_layout.CONFIG_FILE)):
+    model, variables, info = _from_workdir(path, which or "student")
+  else:
+    model, variables, info = _from_export(path, which)
+  return model, jax.device_put(variables), info

@@ -1,0 +1,106 @@
+r"""Search a gallery for the people in query photos, with a trained model.
+
+    python -m pshrnet_jax.search --model=workdirs/demo \
+        --query=me_far.jpg [more.jpg ...] --gallery=DIR_OR_FEATURES \
+        [--top_k=10] [--out=DIR] [--which=student|teacher]
+
+`--gallery` is a folder of images (embedded now, with a progress bar) or a
+features file from `python -m pshrnet_jax.extract` (embedded once, searched
+many times; it must come from the same model). Prints, per query, the top-k
+gallery images with their distance (1 - cosine similarity) and, when file
+names follow Market-1501's `PPPP_cC...` pattern, identity and camera. With
+`--out`: `ranked_list.png` (each query, its SR restoration, the top-k;
+frames green/red when identities are known) and `search.json`. `--rerank`
+ranks by k-reciprocal re-ranked distances (the distance column then shows
+those).
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from pshrnet_jax import console
+from pshrnet_jax import errors
+from pshrnet_jax.inference import gallery
+from pshrnet_jax.inference import loading
+
+_MODEL = flags.DEFINE_string("model", None, "Workdir, export or converted "
+                             "checkpoint.", required=True)
+_QUERY = flags.DEFINE_multi_string(
+    "query", None, "Query image(s); more may follow as plain arguments.",
+    required=True)
+_GALLERY = flags.DEFINE_string("gallery", None, "Folder of images, or a "
+                               "features file (.npz).", required=True)
+_TOP_K = flags.DEFINE_integer("top_k", 10, "Matches shown per query.")
+_OUT = flags.DEFINE_string("out", None, "Folder for ranked_list.png and "
+                           "search.json.")
+_WHICH = flags.DEFINE_enum("which", None, list(loading.WHICH),
+                           "student or teacher (default: the folder's, or "
+                           "a workdir's student).")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per batch.")
+_RERANK = flags.DEFINE_boolean(
+    "rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017) of the "
+    "distances, with the queries and the gallery as its neighbourhood.")
+_K1 = flags.DEFINE_integer("rerank_k1", 20, "Re-ranking k1.")
+_K2 = flags.DEFINE_integer("rerank_k2", 6, "Re-ranking k2.")
+_LAMBDA = flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking lambda.")
+
+
+def _gallery_features(model, variables, info):
+  fingerprint = gallery.model_fingerprint(variables)
+  if os.path.isfile(_GALLERY.value):
+    feats, paths, _ = gallery.load_features(_GALLERY.value, fingerprint)
+    return feats, paths, []
+  embedded = gallery.embed(model, variables, info,
+                           gallery.list_images(_GALLERY.value),
+                           batch_size=_BATCH.value, title="gallery")
+  return embedded.features, embedded.paths, embedded.failed
+
+
+def _describe(path: str) -> str:
+  ident = gallery.identity_of(path)
+  return "" if ident is None else f"id {ident[0]} cam {ident[1]}"
+
+
+def main(argv):
+  queries_given = list(_QUERY.value) + list(argv[1:])
+  try:
+    model, variables, info = loading.load_model(_MODEL.value, _WHICH.value)
+    g_feats, g_paths, g_failed = _gallery_features(model, variables, info)
+    queries = gallery.embed(model, variables, info,
+                            gallery.list_images(queries_given),
+                            batch_size=_BATCH.value, keep_sr=True,
+                            title="queries")
+  except errors.INPUT_ERRORS as e:
+    sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
+    return 1
+  skipped = g_failed + queries.failed
+  rerank = (dict(k1=_K1.value, k2=_K2.value, lambda_value=_LAMBDA.value)
+            if _RERANK.value else None)
+  try:
+    indices, distances = gallery.search(queries.features, g_feats,
+                                        _TOP_K.value, rerank=rerank)
+  except errors.INPUT_ERRORS + (ValueError,) as e:
+    sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
+    return 1
+  for r, query in enumerate(queries.paths):
+    console.say(f"\nquery {query} {_describe(query)}")
+    console.say(f"{'rank':>4}  {'distance':>8}  path")
+    for k, j in enumerate(indices[r]):
+      console.say(f"{k + 1:>4}  {distances[r, k]:8.4f}  {g_paths[j]}  "
+                  f"{_describe(g_paths[j])}".rstrip())
+  for path, reason in skipped:
+    console.say(f"skipped {path}: {reason}")
+  if _OUT.value:
+    gallery.write_report(_OUT.value, queries, indices, distances, g_paths,
+                         skipped, model=_MODEL.value,
+                         gallery_source=_GALLERY.value)
+    console.say(f"\nWrote {os.path.join(_OUT.value, 'ranked_list.png')} and "
+                f"{os.path.join(_OUT.value, 'search.json')}.")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

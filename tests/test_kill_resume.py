@@ -1,0 +1,142 @@
+"""A run killed anywhere and started again ends bit-identical to one that
+was never interrupted.
+
+Two copies of the same command (`python -m pshrnet_jax.main`, the tiny
+set-up, both phases and evaluation) run side by side, each pinned to one
+core (multi-threaded XLA:CPU reductions are not bitwise repeatable):
+
+- the reference runs uninterrupted;
+- the other is stopped four times and started again each time with the same
+  command: SIGKILL in the middle of a phase-1 epoch, SIGKILL while the
+  phase-1 teacher is being exported, SIGTERM in the middle of a phase-2
+  epoch (a preemption: it must save a checkpoint at that step and exit with
+  status 143), and SIGKILL while a phase-2 checkpoint is being written.
+
+Both must end with the same exported teacher and student, bit for bit, and
+the same results.json. The stopped runs log everything to the terminal
+(`-v`), which is what the stops are triggered by; the reference run shows
+what a person sees by default, which is checked too.
+"""
+
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+import tiny_setup as tiny
+from pshrnet_jax import convert
+
+# Phase 1: 2 epochs x 4 steps; phase 2: 2 epochs x 4 steps; a checkpoint
+# every 3 steps, so every stop lands between checkpoints.
+_OVERRIDES = {"mode": "all", "train.phase2_epochs": 2,
+              "train.checkpoint_every_steps": 3}
+# (what the line that triggers the stop matches, the signal).
+_STOPS = (
+    (r"phase1 step 5/8 ", signal.SIGKILL),
+    (r"Continuing save @ .*/phase1/\.teacher\.tmp-", signal.SIGKILL),
+    (r"phase2 step 2/8 ", signal.SIGTERM),
+    (r"Continuing save @ .*/phase2/checkpoints/6", signal.SIGKILL),
+)
+
+
+def _command(source, workdir, *extra):
+  return tiny.main_args(workdir, *tiny.main_overrides(source, **_OVERRIDES),
+                        *extra)
+
+
+def _run(argv, cpu, stop=None):
+  """Runs a command on one core; sends `stop[1]` at the first stderr line
+  that matches `stop[0]`. Returns (returncode, stderr, whether it was sent,
+  stdout)."""
+  env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen(
+      argv, cwd=tiny.REPO, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True,
+      preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+  with concurrent.futures.ThreadPoolExecutor(1) as reader:
+    stdout = reader.submit(proc.stdout.read)
+    lines, sent = [], False
+    for line in proc.stderr:
+      lines.append(line)
+      if stop is not None and not sent and re.search(stop[0], line):
+        proc.send_signal(stop[1])
+        sent = True
+    return proc.wait(timeout=600), "".join(lines), sent, stdout.result()
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_source, tmp_path_factory):
+  reference = str(tmp_path_factory.mktemp("uninterrupted"))
+  stopped = str(tmp_path_factory.mktemp("stopped"))
+  cpus = sorted(os.sched_getaffinity(0))
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    uninterrupted = pool.submit(_run, _command(tiny_source, reference),
+                                cpus[-1])
+    chain = []
+    for stop in _STOPS + (None,):
+      chain.append(_run(_command(tiny_source, stopped, "-v"), cpus[0], stop))
+    return {"reference": reference, "stopped": stopped,
+            "uninterrupted": uninterrupted.result(), "chain": chain}
+
+
+def test_every_stop_happened_as_planned(runs):
+  assert runs["uninterrupted"][0] == 0, runs["uninterrupted"][1][-3000:]
+  for (pattern, sig), (code, log, sent, _) in zip(_STOPS, runs["chain"]):
+    assert sent, f"never saw {pattern!r}:\n{log[-3000:]}"
+    if sig == signal.SIGKILL:
+      assert code == -signal.SIGKILL, (pattern, code, log[-3000:])
+  code, log, _, _ = runs["chain"][-1]
+  assert code == 0, log[-3000:]
+
+
+def test_sigterm_saves_the_current_step_and_exits_143(runs):
+  code, log, _, _ = runs["chain"][2]
+  assert code == 143, log[-3000:]
+  lines = [l for l in log.splitlines() if l.startswith("PREEMPTED ")]
+  assert len(lines) == 1 and "Traceback" not in log, log[-3000:]
+  step = int(re.search(r"SIGTERM at step (\d+);", lines[0]).group(1))
+  assert 2 <= step < 8  # Mid-epoch in phase 2, not at its end.
+  # The next start resumed from exactly that step.
+  resumed = runs["chain"][3][1]
+  assert f"phase2: resumed from step {step} of 8." in resumed
+
+
+def test_stopped_run_ends_bit_identical_to_the_uninterrupted_one(runs):
+  for export in ("phase1/teacher", "phase2/student"):
+    a = convert.restore_variables(os.path.join(runs["reference"], export))
+    b = convert.restore_variables(os.path.join(runs["stopped"], export))
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(x, y, err_msg=export)
+  results = []
+  for workdir in (runs["reference"], runs["stopped"]):
+    with open(os.path.join(workdir, "results.json")) as f:
+      results.append(json.load(f))
+  assert results[0] == results[1]
+
+
+def test_the_console_shows_progress_and_results_not_library_chatter(runs):
+  _, stderr, _, stdout = runs["uninterrupted"]
+  lines = stdout.splitlines()
+  # A header per phase, progress lines (stdout is no terminal here), and
+  # the result table at the very end, then where the files are.
+  assert any(l.startswith("phase1 (teacher") for l in lines)
+  assert any(re.match(r"phase2 \[#+\.*\] \d+/8 ", l) for l in lines)
+  assert lines[-1].startswith("Results in ")
+  table = [l for l in lines if l.startswith("| all |")]
+  assert len(table) == 2  # The student's and the teacher's.
+  assert stdout.rstrip().endswith(lines[-1])
+  # Orbax and absl INFO records are in log.txt, not in the terminal.
+  chatter = ("checkpoint_manager", "async_checkpointer", "Continuing save")
+  for text in (stdout, stderr):
+    assert not any(word in text for word in chatter), text[-2000:]
+  with open(os.path.join(runs["reference"], "log.txt")) as f:
+    log = f.read()
+  assert all(word in log for word in chatter)
+  assert "phase2 step 8/8" in log

@@ -1,0 +1,183 @@
+"""What a run guarantees when things go wrong, in this process.
+
+On the tiny set-up (tests/tiny_setup.py), reusing the session runs of
+conftest.py: a corrupt latest checkpoint, a disk that fills up during a save,
+a resume with changed settings (refused, naming the key and both values) or
+harmless ones (allowed), a teacher replaced between phases, a non-finite
+state, and the learning rate the log reports across warm-up and a decay.
+Kills of real processes and multi-process runs are in test_kill_resume.py
+and test_multiprocess.py.
+"""
+
+import errno
+import os
+import struct
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from tensorboardX.proto import event_pb2
+
+import tiny_setup as tiny
+from pshrnet_jax import convert
+from pshrnet_jax import driver
+from pshrnet_jax import errors
+from pshrnet_jax.training import checkpoint
+from pshrnet_jax.training import loop
+
+
+def _teacher(workdir):
+  return convert.restore_variables(os.path.join(workdir, "phase1", "teacher"))
+
+
+def _assert_same(a, b, what):
+  assert jax.tree.structure(a) == jax.tree.structure(b), what
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y, err_msg=what)
+
+
+def _corrupt(step_dir: str) -> list[str]:
+  """Truncates every array data file of a checkpoint's state item."""
+  hit = []
+  for root, _, names in os.walk(os.path.join(step_dir, "state")):
+    for name in names:
+      path = os.path.join(root, name)
+      if "/d/" in path + "/" and os.path.getsize(path) > 16:
+        with open(path, "r+b") as f:
+          f.truncate(8)
+        hit.append(path)
+  return hit
+
+
+def test_corrupt_latest_checkpoint_resumes_from_the_previous(
+    tiny_killed, tiny_trained, tiny_source, tmp_path):
+  workdir = tiny.copy_workdir(tiny_killed, tmp_path)
+  checkpoints = os.path.join(workdir, "phase1", "checkpoints")
+  assert _corrupt(os.path.join(checkpoints, "4"))
+  with tiny.capture_logs() as logs:
+    driver.run(tiny.config_with(tiny_source, **tiny.PHASE1_ONLY), workdir)
+  assert "checkpoints/4 cannot be read" in logs.text
+  assert "phase1: resumed from step 2 of 8." in logs.text
+  # Nothing deleted: the unreadable checkpoint was moved aside, whole.
+  assert os.path.isdir(os.path.join(checkpoints, "4.unreadable-0", "state"))
+  # And the run ends where an uninterrupted one does.
+  _assert_same(_teacher(workdir), _teacher(tiny_trained["workdir"]),
+               "teacher resumed from step 2")
+
+
+def test_failing_save_stops_with_a_clear_error_and_keeps_earlier_ones(
+    tiny_killed, tiny_source, tmp_path, monkeypatch):
+  workdir = tiny.copy_workdir(tiny_killed, tmp_path)
+  checkpoints = os.path.join(workdir, "phase1", "checkpoints")
+  original_save = ocp.CheckpointManager.save
+
+  def disk_full(self, step, *args, **kwargs):
+    if step >= 6:
+      raise OSError(errno.ENOSPC, "No space left on device", checkpoints)
+    return original_save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full)
+  with pytest.raises(errors.CheckpointSaveError,
+                     match=r"checkpoint of step 6 .*No space left on device"
+                     r".*\(\[2, 4\]\) are intact"):
+    driver.run(tiny.config_with(tiny_source, **tiny.PHASE1_ONLY), workdir)
+  monkeypatch.undo()
+  assert not os.path.exists(os.path.join(workdir, "phase1", "teacher"))
+  # The earlier checkpoints restore (this is what a rerun resumes from).
+  manager = ocp.CheckpointManager(checkpoints)
+  assert manager.all_steps() == [2, 4]
+  state = manager.restore(4, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))["state"]
+  manager.close()
+  assert int(state["step"]) == 4
+
+
+def test_resume_refuses_changed_settings_and_allows_harmless_ones(
+    tiny_killed, tiny_trained, tiny_source, tmp_path):
+  workdir = tiny.copy_workdir(tiny_killed, tmp_path)
+  before = tiny.tree_hash(workdir)
+  for overrides, message in (
+      ({"loss.triplet_margin": 0.3},
+       "loss.triplet_margin: saved 0.1, now 0.3"),
+      ({"optim.groups.hrnet.lr": 0.01},
+       "optim.groups.hrnet.lr: saved 0.05, now 0.01"),
+      ({"seed": 1}, "seed: saved 0, now 1"),
+      ({"data.pad": 2}, "data.pad: saved 10, now 2"),
+  ):
+    with pytest.raises(errors.CheckpointMismatchError, match=message):
+      driver.run(tiny.config_with(tiny_source, **tiny.PHASE1_ONLY,
+                                  **overrides), workdir)
+    assert tiny.tree_hash(workdir) == before, overrides
+  # Logging, checkpoint frequency and retention may change.
+  with tiny.capture_logs() as logs:
+    driver.run(tiny.config_with(tiny_source, **{
+        **tiny.PHASE1_ONLY, "train.log_every_steps": 2,
+        "train.checkpoint_every_steps": 3,
+        "train.max_checkpoints_to_keep": 4}), workdir)
+  assert "phase1: resumed from step 4 of 8." in logs.text
+  _assert_same(_teacher(workdir), _teacher(tiny_trained["workdir"]),
+               "teacher after a harmless change")
+
+
+def test_phase2_resume_refuses_another_teacher(tiny_trained, tiny_source,
+                                               tmp_path):
+  workdir = tiny.copy_workdir(tiny_trained["workdir"], tmp_path)
+  teacher_dir = os.path.join(workdir, "phase1", "teacher")
+  teacher = _teacher(workdir)
+  teacher["params"]["head"]["fc2"]["bias"] = (
+      teacher["params"]["head"]["fc2"]["bias"] + 1.0)
+  convert.save_variables(teacher, teacher_dir, replace=True)
+  student = os.path.join(workdir, "phase2")
+  before = tiny.tree_hash(student)
+  with pytest.raises(errors.CheckpointMismatchError,
+                     match=r"teacher_fingerprint: saved '[0-9a-f]{32}', "
+                     r"now '[0-9a-f]{32}'"):
+    driver.run(tiny.config_with(tiny_source, mode="phase2"), workdir)
+  assert tiny.tree_hash(student) == before
+
+
+def test_a_non_finite_update_is_never_saved(tmp_path):
+  ckpt = checkpoint.PhaseCheckpointer(str(tmp_path / "checkpoints"))
+  finite = {"loss": 1.0, "grad_norm": 2.0, "params_finite": 1.0}
+  loop._check_finite("phase1", 3, finite, ckpt)  # pylint: disable=protected-access
+  for bad, named in (({"loss": float("nan")}, "loss"),
+                     ({"grad_norm": float("inf")}, "grad_norm"),
+                     ({"params_finite": 0.0}, "updated parameters")):
+    ckpt = checkpoint.PhaseCheckpointer(str(tmp_path / "checkpoints"))
+    with pytest.raises(errors.NonFiniteLossError,
+                       match=f"non-finite by step 3 \\({named}"):
+      loop._check_finite("phase1", 3, {**finite, **bad}, ckpt)  # pylint: disable=protected-access
+
+
+def _lr_scalars(event_dir):
+  scalars = {}
+  for name in os.listdir(event_dir):
+    with open(os.path.join(event_dir, name), "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for value in event.summary.value:
+        if value.tag == "lr/hrnet":
+          scalars[event.step] = value.simple_value
+  return scalars
+
+
+def test_logged_learning_rate_is_the_one_the_update_used(tiny_source,
+                                                         tmp_path):
+  # Epoch 0 warms up at 1e-3, then 0.05 decays x0.1 every epoch:
+  # the update of step s (1-based, as logged) uses the LR of epoch
+  # (s - 1) // 4.
+  workdir = str(tmp_path / "workdir")
+  driver.run(tiny.config_with(tiny_source, **{
+      "mode": "phase1", "train.phase1_epochs": 3, "optim.warmup_epochs": 1,
+      "optim.warmup_lr": 1e-3, "optim.decay_epochs": 1}), workdir)
+  logged = _lr_scalars(os.path.join(workdir, "tensorboard", "phase1"))
+  expected = {s: (1e-3 if s <= 4 else tiny.HRNET_LR * 0.1 ** ((s - 1) // 4))
+              for s in range(1, 13)}
+  assert sorted(logged) == sorted(expected)
+  for s, lr in expected.items():
+    assert logged[s] == pytest.approx(lr, rel=1e-6), s

@@ -1,0 +1,74 @@
+"""scripts/reproduce.py: the tables' rows are README's, splits average."""
+
+import os
+import shlex
+
+import pytest
+
+from scripts import reproduce
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _readme_ablations() -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+  """README's ablation table: paper table -> [(row, overrides)]."""
+  with open(os.path.join(REPO, "README.md")) as f:
+    text = f.read()
+  section = text.split("### The paper's ablations as overrides", 1)[1]
+  rows = {}
+  for line in section.split("\n\n", 2)[1].splitlines()[2:]:
+    paper, what, override = (c.strip() for c in line.strip("|").split("|"))
+    if not paper.startswith("Table "):
+      continue
+    flags = () if override == "(default)" else tuple(
+        shlex.split(override.strip("`")))
+    rows.setdefault(paper.split()[1], []).append((what, flags))
+  return rows
+
+
+@pytest.mark.parametrize("table", sorted(reproduce.TABLES))
+def test_row_plan_is_readmes_ablation_table(table):
+  common = reproduce.COMMON.get(table, ())
+  plan = [(r.name, (*common, *r.overrides)) for r in reproduce.TABLES[table]]
+  assert plan == _readme_ablations()[table]
+
+
+def test_rows_share_a_teacher_only_when_phase1_is_the_same():
+  # Pooling is part of the teacher; SR and PS settings only of phase 2.
+  assert not any(r.shares_teacher for r in reproduce.TABLES["V"])
+  for table in ("II", "IV", "VII"):
+    for row in reproduce.TABLES[table]:
+      assert row.shares_teacher
+      assert not any(f.startswith("--config.model.pooling")
+                     for f in row.overrides)
+
+
+def test_split_driver_averages_the_splits():
+  stub = [{"rank1": 40.0, "rank5": 70.0, "rank10": 80.0, "mAP": 30.0},
+          {"rank1": 50.0, "rank5": 74.0, "rank10": 90.0, "mAP": 36.0},
+          {"rank1": 60.0, "rank5": 78.0, "rank10": 85.0, "mAP": 33.0}]
+  out = reproduce.aggregate_splits(stub)
+  assert out == {"splits": 3, "rank1": 50.0, "rank1_std": 8.16,
+                 "rank5": 74.0, "rank5_std": 3.27, "rank10": 85.0,
+                 "rank10_std": 4.08, "mAP": 33.0, "mAP_std": 2.45}
+
+
+def test_finished_rows_are_skipped_and_the_table_written(tmp_path,
+                                                         monkeypatch):
+  calls = []
+  monkeypatch.setattr(reproduce, "_main",
+                      lambda config, workdir, *flags: calls.append(workdir))
+  rows = reproduce.TABLES["II"]
+  for i, row in enumerate(rows):
+    os.makedirs(tmp_path / row.key)
+    (tmp_path / row.key / "results.json").write_text(
+        '{"dataset": "mlr_cuhk03", "rank1": %d, "rank5": 1, "rank10": 2, '
+        '"mAP": 3}' % (10 * i))
+  entries = [reproduce.run_row(r, "configs/demo.py", str(tmp_path), [], None)
+             for r in rows]
+  assert calls == []  # Every row was finished: nothing ran again.
+  text = reproduce.write_table(str(tmp_path), "II", rows, entries,
+                               "mlr_cuhk03")
+  assert "| ID only | 0.00 | 1.00 | 2.00 | 3.00 | - |" in text
+  assert "| SR + ID + PS | 20.00 | 1.00 | 2.00 | 3.00 | 92.6/98.3/99.4 |" in text
+  assert os.path.exists(tmp_path / "table_II.json")
