@@ -172,7 +172,7 @@ def test_readme_search_commands_on_a_trained_workdir(tiny_trained, photos,
   workdir = tiny_trained["workdir"]
   subs = {"workdirs/demo/data/demo-source-seed0/bounding_box_test":
               photos["gallery"],
-          "workdirs/demo/data/demo-seed0/lr/query/0002_c1s1_000021_01.png":
+          "workdirs/demo/data/demo-seed0/lr/query/0003_c1s1_000041_01.png":
               os.path.join(photos["query"], "d_rotated.png"),
           "workdirs/gallery.npz": str(tmp_path / "gallery.npz"),
           "workdirs/search": str(tmp_path / "search"),

@@ -27,7 +27,9 @@ from pshrnet_jax.errors import DemoSetMismatchError
 JPEG_QUALITY = 90
 # Bump when the drawing changes: an old set on disk is then reported, not
 # silently reused with different pixels.
-GENERATOR_VERSION = 1
+# 2: harder poses and light (shift, scale, poles, light ramps), drawn at the
+# network's 64x32 so that LR versions lose detail.
+GENERATOR_VERSION = 2
 MANIFEST_NAME = "synthetic_demo.json"
 SPLIT_DIRS = ("bounding_box_train", "query", "bounding_box_test")
 def _validate(seed: int, num_train_ids: int, num_test_ids: int,
@@ -119,10 +121,10 @@ def _write_images(root: str, seed: int, num_train_ids: int, num_test_ids: int,
   return counts
 
 
-def generate_demo(out_dir: str, seed: int = 0, *, num_train_ids: int = 60,
+def generate_demo(out_dir: str, seed: int = 0, *, num_train_ids: int = 120,
                   num_test_ids: int = 40, num_cameras: int = 3,
                   images_per_camera: int = 4,
-                  image_size: tuple[int, int] = (128, 64)) -> str:
+                  image_size: tuple[int, int] = (64, 32)) -> str:
   """Writes (or reuses) the synthetic demo set in Market-1501 HR layout.
 
   Identities 1..num_train_ids+num_test_ids are split at random (seeded) into

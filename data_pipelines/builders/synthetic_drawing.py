@@ -7,7 +7,10 @@ combination is unique. Cameras change what a colour histogram sees: their own
 background texture, lighting gain, contrast and colour cast, blur, person
 scale and the direction people walk past them (front or back view: a logo is
 only visible from the front, a backpack mostly from the back). Every image
-also gets its own shift, scale, mirror, stride, clutter and noise.
+also gets its own shift, scale, mirror, stride, clutter, noise and a light
+ramp across the frame, which a global colour correction cannot undo: a
+matcher that compares whole-image pixels or colour histograms (evaluation/
+baselines.py) stays far below one that learns where the person is.
 
 `render_image(person, camera, rng, size)` is a pure function of its
 arguments; `synthetic.py` decides which images exist and writes them.
@@ -26,10 +29,10 @@ from PIL import Image, ImageDraw, ImageFilter
 _SUPERSAMPLE = 2
 # Per-image pose: horizontal and vertical shift (fractions of the image),
 # scale, and how often a pole stands in front of the person.
-SHIFT_X, SHIFT_Y, SCALE_JITTER, P_POLE = 0.08, 0.04, 0.06, 0.2
+SHIFT_X, SHIFT_Y, SCALE_JITTER, P_POLE = 0.14, 0.06, 0.1, 0.35
 # Light falling off across the image (a linear ramp in a random direction,
 # up to this fraction): no global correction removes it.
-LIGHT_RAMP = 0.0
+LIGHT_RAMP = 0.4
 # Stripe and check period, as a fraction of the person's height.
 PATTERN_PERIOD = 0.045
 
