@@ -54,10 +54,11 @@ def save_variables(variables: Variables, directory: str | os.PathLike,
     FileExistsError: `directory` holds something and `replace` is False.
   """
   with atomic.atomic_directory(directory, replace=replace) as tmp:
-    checkpointer = _local_checkpointer()
-    checkpointer.save(os.path.join(tmp, "variables"),
-                      jax.tree.map(np.asarray, dict(variables)))
-    checkpointer.wait_until_finished()
+    # Closed on leaving the block (it waits for the write): an async
+    # checkpointer collected while its thread runs logs a warning.
+    with _local_checkpointer() as checkpointer:
+      checkpointer.save(os.path.join(tmp, "variables"),
+                        jax.tree.map(np.asarray, dict(variables)))
     if info is not None:
       with open(os.path.join(tmp, info_file), "w") as f:
         json.dump(info, f, indent=2)
@@ -76,5 +77,6 @@ def restore_variables(directory: str | os.PathLike) -> Variables:
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{directory}: no Orbax variables (expected {path}, "
                             "written by convert.save_variables)")
-  restored = _local_checkpointer().restore(path)
+  with _local_checkpointer() as checkpointer:
+    restored = checkpointer.restore(path)
   return jax.tree.map(np.asarray, restored)
