@@ -92,6 +92,16 @@ def say(text: str, stream: TextIO | None = None) -> None:
   stream.flush()
 
 
+def fatal(error: BaseException | str) -> int:
+  """The one FATAL line on stderr every command line ends with on bad
+  input (an exception is named by its type); returns the exit status 1."""
+  if isinstance(error, BaseException):
+    error = f"{type(error).__name__}: {error}"
+  sys.stderr.write(f"FATAL {error}\n")
+  sys.stderr.flush()
+  return 1
+
+
 class WorkdirLog(logging.Handler):
   """Every log record, kept in memory until `start(workdir)`, then written
   to WORKDIR/log.txt (appending, so a resumed run continues the file)."""

@@ -9,7 +9,6 @@ OUT/feature_extractor.json (input size, normalisation, outputs). Running it
 needs only jax; see pshrnet_jax/inference/serving.py.
 """
 
-import sys
 
 from absl import app
 from absl import flags
@@ -34,8 +33,7 @@ def main(argv):
     model, variables, info = loading.load_model(_MODEL.value, _WHICH.value)
     description = serving.export_model(model, variables, info, _OUT.value)
   except (*errors.INPUT_ERRORS, FileExistsError) as e:
-    sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
-    return 1
+    return console.fatal(e)
   height, width, _ = description["input"]["shape"][1:]
   console.say(f"Exported the {info.kind} of {info.path} to {_OUT.value}: "
               f"uint8 (batch, {height}, {width}, 3) -> features (batch, "

@@ -10,7 +10,6 @@ are listed and skipped. The .npz holds `features` (N, D), `paths` (N,) and
 the model's identity, which `python -m pshrnet_jax.search --gallery=` checks.
 """
 
-import sys
 
 from absl import app
 from absl import flags
@@ -43,8 +42,7 @@ def main(argv):
     gallery.save_features(_OUT.value, embedded, info,
                           gallery.model_fingerprint(variables))
   except errors.INPUT_ERRORS as e:
-    sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
-    return 1
+    return console.fatal(e)
   for path, reason in embedded.failed:
     console.say(f"skipped {path}: {reason}")
   console.say(f"{len(embedded.paths)} images -> {_OUT.value} "

@@ -31,9 +31,8 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", "workdirs/default", "Where checkpoints, logs and results go.")
 
 
-def _exit_with(message: str) -> None:
-  sys.stderr.write(f"FATAL {message}\n")
-  sys.exit(1)
+def _exit_with(message: BaseException | str) -> None:
+  sys.exit(console.fatal(message))
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -121,7 +120,7 @@ def main(argv):
   try:
     driver.run(config, _WORKDIR.value)
   except errors.INPUT_ERRORS as e:
-    _exit_with(f"{type(e).__name__}: {e}")
+    _exit_with(e)
   except errors.Preempted as e:
     sys.stderr.write(f"PREEMPTED {e}\n")
     sys.exit(e.exit_code)

@@ -16,7 +16,6 @@ those).
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -74,8 +73,7 @@ def main(argv):
                             batch_size=_BATCH.value, keep_sr=True,
                             title="queries")
   except errors.INPUT_ERRORS as e:
-    sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
-    return 1
+    return console.fatal(e)
   skipped = g_failed + queries.failed
   rerank = (dict(k1=_K1.value, k2=_K2.value, lambda_value=_LAMBDA.value)
             if _RERANK.value else None)
@@ -83,8 +81,7 @@ def main(argv):
     indices, distances = gallery.search(queries.features, g_feats,
                                         _TOP_K.value, rerank=rerank)
   except errors.INPUT_ERRORS + (ValueError,) as e:
-    sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
-    return 1
+    return console.fatal(e)
   for r, query in enumerate(queries.paths):
     console.say(f"\nquery {query} {_describe(query)}")
     console.say(f"{'rank':>4}  {'distance':>8}  path")

@@ -51,11 +51,6 @@ class Row:
   shares_teacher: bool = True
 
   @property
-  def is_full_model(self) -> bool:
-    """Whether the row is PS-HRNet as the paper reports it in SPEC 6."""
-    return not self.overrides
-
-  @property
   def key(self) -> str:
     """A folder name for the row."""
     keep = "".join(c if c.isalnum() else "_" for c in self.name.lower())
@@ -170,7 +165,8 @@ def write_table(workdir: str, name: str, rows: Sequence[Row],
   for row, entry in zip(rows, entries):
     ours = " | ".join(_cell(entry, m) for m in METRICS)
     theirs = ("/".join(f"{v:.1f}" for v in paper)
-              if paper and row.is_full_model and name != "IV" else "-")
+              if paper and not row.overrides and not COMMON.get(name)
+              else "-")
     lines.append(f"| {row.name} | {ours} | {theirs} |")
   lines += ["", "Paper figures: docs/SPEC.md section 6 (the full model "
             "only; it lists no per-row ablation figures)."]

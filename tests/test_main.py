@@ -12,7 +12,6 @@ fixtures of conftest.py; bad input is in test_bad_input.py.
 
 import json
 import os
-import struct
 import subprocess
 
 import jax
@@ -20,7 +19,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
-from tensorboardX.proto import event_pb2
 
 import tiny_setup as tiny
 from data_pipelines import pipeline
@@ -35,25 +33,6 @@ def _assert_same_variables(a, b, what):
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a),
                           jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y, err_msg=f"{what} {path}")
-
-
-def _read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
-  """Scalars of the TFRecord event files in `event_dir`, by tag."""
-  scalars = {}
-  files = [f for f in os.listdir(event_dir) if "tfevents" in f]
-  assert files, f"no event file in {event_dir}"
-  for name in files:
-    with open(os.path.join(event_dir, name), "rb") as f:
-      data = f.read()
-    pos = 0
-    while pos < len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-      pos += 12 + length + 4
-      for value in event.summary.value:
-        scalars.setdefault(value.tag, []).append((event.step,
-                                                  value.simple_value))
-  return scalars
 
 
 def _reference_rank_metrics(query_f, gallery_f, query, gallery):
@@ -130,7 +109,7 @@ def test_run_writes_config_tensorboard_and_pictures(tiny_trained, tiny_source):
   for phase, groups in (("phase1", {"hrnet": tiny.HRNET_LR}),
                         ("phase2", {"hrnet": tiny.HRNET_LR,
                                     "sr": tiny.SR_LR})):
-    scalars = _read_scalars(os.path.join(workdir, "tensorboard", phase))
+    scalars = tiny.read_scalars(os.path.join(workdir, "tensorboard", phase))
     losses = scalars["train/loss"]
     assert [s for s, _ in losses] == list(range(1, tiny.TOTAL_STEPS[phase] + 1))
     assert all(np.isfinite(v) and v > 0 for _, v in losses)

@@ -11,13 +11,11 @@ and test_multiprocess.py.
 
 import errno
 import os
-import struct
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from tensorboardX.proto import event_pb2
 
 import tiny_setup as tiny
 from pshrnet_jax import convert
@@ -150,22 +148,6 @@ def test_a_non_finite_update_is_never_saved(tmp_path):
       loop._check_finite("phase1", 3, {**finite, **bad}, ckpt)  # pylint: disable=protected-access
 
 
-def _lr_scalars(event_dir):
-  scalars = {}
-  for name in os.listdir(event_dir):
-    with open(os.path.join(event_dir, name), "rb") as f:
-      data = f.read()
-    pos = 0
-    while pos < len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-      pos += 12 + length + 4
-      for value in event.summary.value:
-        if value.tag == "lr/hrnet":
-          scalars[event.step] = value.simple_value
-  return scalars
-
-
 def test_logged_learning_rate_is_the_one_the_update_used(tiny_source,
                                                          tmp_path):
   # Epoch 0 warms up at 1e-3, then 0.05 decays x0.1 every epoch:
@@ -175,7 +157,8 @@ def test_logged_learning_rate_is_the_one_the_update_used(tiny_source,
   driver.run(tiny.config_with(tiny_source, **{
       "mode": "phase1", "train.phase1_epochs": 3, "optim.warmup_epochs": 1,
       "optim.warmup_lr": 1e-3, "optim.decay_epochs": 1}), workdir)
-  logged = _lr_scalars(os.path.join(workdir, "tensorboard", "phase1"))
+  logged = dict(tiny.read_scalars(
+      os.path.join(workdir, "tensorboard", "phase1"))["lr/hrnet"])
   expected = {s: (1e-3 if s <= 4 else tiny.HRNET_LR * 0.1 ** ((s - 1) // 4))
               for s in range(1, 13)}
   assert sorted(logged) == sorted(expected)

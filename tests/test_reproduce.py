@@ -72,3 +72,9 @@ def test_finished_rows_are_skipped_and_the_table_written(tmp_path,
   assert "| ID only | 0.00 | 1.00 | 2.00 | 3.00 | - |" in text
   assert "| SR + ID + PS | 20.00 | 1.00 | 2.00 | 3.00 | 92.6/98.3/99.4 |" in text
   assert os.path.exists(tmp_path / "table_II.json")
+  # Table IV's default row is VDSR-CA in front of ResNet-50, not the
+  # PS-HRNet SPEC 6 reports: no paper figure beside it.
+  rows = reproduce.TABLES["IV"]
+  text = reproduce.write_table(str(tmp_path), "IV", rows,
+                               [entries[0]] * len(rows), "mlr_cuhk03")
+  assert "| ResNet-50 + VDSR-CA | 0.00 | 1.00 | 2.00 | 3.00 | - |" in text

@@ -15,11 +15,13 @@ import hashlib
 import logging
 import os
 import shutil
+import struct
 import sys
 
 import jax
 import ml_collections
 import numpy as np
+from tensorboardX.proto import event_pb2
 
 from configs import base
 from pshrnet_jax import driver
@@ -283,3 +285,22 @@ def _flat(tree, prefix=""):
     else:
       out[f"{prefix}{key}"] = value
   return out
+
+
+def read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
+  """Scalars of the TFRecord event files in `event_dir`, by tag."""
+  scalars = {}
+  files = [f for f in os.listdir(event_dir) if "tfevents" in f]
+  assert files, f"no event file in {event_dir}"
+  for name in files:
+    with open(os.path.join(event_dir, name), "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step,
+                                                  value.simple_value))
+  return scalars

@@ -33,6 +33,7 @@ rows stand in for columns.
 
 from __future__ import annotations
 
+import abc
 import functools
 
 import jax
@@ -115,8 +116,9 @@ def _by_key(maxima, squared, columns, width, num_images):
   return columns[:, :width], settled
 
 
-class _Source:
-  """The neighbour search shared by both sources."""
+class _Source(abc.ABC):
+  """The neighbour search shared by both sources; each says how it finds
+  a block's candidates."""
 
   num_query: int
   num_gallery: int
@@ -127,10 +129,10 @@ class _Source:
   def num_images(self) -> int:
     return self.num_query + self.num_gallery
 
+  @abc.abstractmethod
   def _candidates(self, rows: np.ndarray, width: int):
     """Device arrays (maxima, squared, columns) of the `width` smallest
     squared distances of images `rows` (ascending, at most rows_per_block)."""
-    raise NotImplementedError
 
   def _collect(self, rows, outputs, lists, width) -> np.ndarray:
     """Stores a block's neighbours; returns its rows still unsettled."""
