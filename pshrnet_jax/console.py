@@ -142,6 +142,22 @@ class WorkdirLog(logging.Handler):
     super().close()
 
 
+# Library warnings that are advice about speed, not trouble: Orbax warns
+# when a save waited over a second for the previous one, which a loaded
+# machine or a tiny run does all the time. They stay in log.txt.
+ADVICE_NOT_TROUBLE = (
+    "Waiting for previous save to complete took",
+)
+
+
+class HideAdvice(logging.Filter):
+  """Keeps the records of ADVICE_NOT_TROUBLE off the handler it filters."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(message.startswith(a) for a in ADVICE_NOT_TROUBLE)
+
+
 _WORKDIR_LOG: WorkdirLog | None = None
 
 

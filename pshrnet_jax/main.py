@@ -80,12 +80,14 @@ def _initialize_distributed(config) -> None:
 
 
 def _route_logs() -> None:
-  """Everything to WORKDIR/log.txt; to the terminal only warnings and worse,
-  unless --verbosity (-v) was given."""
+  """Everything to WORKDIR/log.txt; to the terminal only warnings and worse
+  (less the libraries' speed advice, console.ADVICE_NOT_TROUBLE), unless
+  --verbosity (-v) was given."""
   console.install_workdir_log()
   if not flags.FLAGS["verbosity"].present:
     # Python's level (30), not absl's logging.WARNING (-1).
     logging.get_absl_handler().setLevel(std_logging.WARNING)
+    logging.get_absl_handler().addFilter(console.HideAdvice())
 
 
 def main(argv):

@@ -19,7 +19,9 @@ what a person sees by default, which is checked too.
 """
 
 import concurrent.futures
+import io
 import json
+import logging
 import os
 import re
 import signal
@@ -30,6 +32,7 @@ import numpy as np
 import pytest
 
 import tiny_setup as tiny
+from pshrnet_jax import console
 from pshrnet_jax import convert
 
 # Phase 1: 2 epochs x 4 steps; phase 2: 2 epochs x 4 steps; a checkpoint
@@ -140,3 +143,31 @@ def test_the_console_shows_progress_and_results_not_library_chatter(runs):
     log = f.read()
   assert all(word in log for word in chatter)
   assert "phase2 step 8/8" in log
+
+
+def test_library_speed_advice_stays_in_log_txt(tmp_path):
+  """Orbax's 'waiting for the previous save' warning (a loaded machine
+  gives it at any save) is kept off the terminal but not out of log.txt;
+  a real warning still reaches both."""
+  logger = logging.getLogger("test_library_speed_advice")
+  terminal = io.StringIO()
+  handler = logging.StreamHandler(terminal)
+  handler.addFilter(console.HideAdvice())
+  log_txt = console.WorkdirLog()
+  log_txt.start(str(tmp_path))
+  logger.addHandler(handler)
+  logger.addHandler(log_txt)
+  try:
+    logger.warning("Waiting for previous save to complete took %f seconds. "
+                   "If this number is high, consider checkpointing less "
+                   "frequently.", 1.37)
+    logger.warning("Checkpoint %d could not be read.", 6)
+  finally:
+    logger.removeHandler(handler)
+    logger.removeHandler(log_txt)
+    log_txt.close()
+  assert terminal.getvalue() == "Checkpoint 6 could not be read.\n"
+  with open(tmp_path / "log.txt") as f:
+    written = f.read()
+  assert "Waiting for previous save to complete took 1.370000" in written
+  assert "Checkpoint 6 could not be read." in written
