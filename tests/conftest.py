@@ -8,6 +8,8 @@
   training steps are shared through `loop.phase_step`'s in-process cache.
 """
 
+import fcntl
+import json
 import os
 
 import jax
@@ -45,28 +47,58 @@ if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
 
 
-# The tiny end-to-end runs, shared by the test files that read them.
+# The tiny end-to-end runs, shared by the test files that read them: made
+# once per test session, however many pytest-xdist workers ask for them.
+
+def _once_per_session(tmp_path_factory, name: str, make):
+  """`make(directory)` run once in a folder every worker sees; its JSON
+  value, returned to each worker (the others wait for the first)."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # pytest-N/, above each worker's popen-gwK/.
+  directory = root / name
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      done = root / f"{name}.json"
+      if not done.exists():
+        value = make(str(directory))
+        done.write_text(json.dumps(value))
+      return json.loads(done.read_text())
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
 
 @pytest.fixture(scope="session")
 def tiny_source(tmp_path_factory):
   """The tiny synthetic set in Market layout."""
-  return tiny_setup.make_tiny_source(
-      str(tmp_path_factory.mktemp("data") / "src"))
+  return _once_per_session(
+      tmp_path_factory, "data",
+      lambda d: tiny_setup.make_tiny_source(os.path.join(d, "src")))
+
+
+def _train(source: str, workdir: str) -> dict:
+  os.makedirs(workdir)
+  with tiny_setup.capture_logs() as logs:
+    results = driver.run(tiny_setup.config_with(source), workdir)
+  return {"workdir": workdir, "results": results, "log": logs.text}
 
 
 @pytest.fixture(scope="session")
 def tiny_trained(tiny_source, tmp_path_factory):
   """A full run (phase 1, phase 2, evaluation) in one workdir."""
-  workdir = str(tmp_path_factory.mktemp("trained"))
-  with tiny_setup.capture_logs() as logs:
-    results = driver.run(tiny_setup.config_with(tiny_source),
-                                    workdir)
-  return {"workdir": workdir, "results": results, "log": logs.text}
+  return _once_per_session(tmp_path_factory, "trained",
+                           lambda d: _train(tiny_source, d))
+
+
+def _kill(source: str, workdir: str) -> str:
+  os.makedirs(workdir)
+  tiny_setup.run_killed(source, workdir)
+  return workdir
 
 
 @pytest.fixture(scope="session")
 def tiny_killed(tiny_source, tmp_path_factory):
   """A phase-1 workdir stopped right after its checkpoint at step 4."""
-  workdir = str(tmp_path_factory.mktemp("killed"))
-  tiny_setup.run_killed(tiny_source, workdir)
-  return workdir
+  return _once_per_session(tmp_path_factory, "killed",
+                           lambda d: _kill(tiny_source, d))
