@@ -15,7 +15,10 @@ core (multi-threaded XLA:CPU reductions are not bitwise repeatable):
 Both must end with the same exported teacher and student, bit for bit, and
 the same results.json. The stopped runs log everything to the terminal
 (`-v`), which is what the stops are triggered by; the reference run shows
-what a person sees by default, which is checked too.
+what a person sees by default, which is checked too. The stopped run's five
+starts are forked by tests/main_forks.py --serve: the same `absl.app.run`
+of pshrnet_jax.main as the command line, without paying its imports five
+times.
 """
 
 import concurrent.futures
@@ -26,6 +29,8 @@ import os
 import re
 import signal
 import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -53,24 +58,68 @@ def _command(source, workdir, *extra):
                         *extra)
 
 
-def _run(argv, cpu, stop=None):
-  """Runs a command on one core; sends `stop[1]` at the first stderr line
-  that matches `stop[0]`. Returns (returncode, stderr, whether it was sent,
-  stdout)."""
-  env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
-  proc = subprocess.Popen(
-      argv, cwd=tiny.REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True,
-      preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
-  with concurrent.futures.ThreadPoolExecutor(1) as reader:
-    stdout = reader.submit(proc.stdout.read)
-    lines, sent = [], False
-    for line in proc.stderr:
-      lines.append(line)
-      if stop is not None and not sent and re.search(stop[0], line):
-        proc.send_signal(stop[1])
-        sent = True
-    return proc.wait(timeout=600), "".join(lines), sent, stdout.result()
+_ENV = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
+
+
+def _run(argv, cpu):
+  """Runs a command on one core. Returns (returncode, stderr, stdout)."""
+  proc = subprocess.run(
+      argv, cwd=tiny.REPO, env=_ENV, capture_output=True, text=True,
+      timeout=600, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+  return proc.returncode, proc.stderr, proc.stdout
+
+
+class _Launcher:
+  """Starts the main command again and again without paying its imports
+  each time: tests/main_forks.py --serve forks each start from a process
+  that has imported pshrnet_jax.main (nothing of JAX has run in it)."""
+
+  def __init__(self, directory: str):
+    self._directory = directory
+    self._count = 0
+    self._server = subprocess.Popen(
+        [sys.executable, os.path.join(tiny.REPO, "tests", "main_forks.py"),
+         "--serve"], cwd=tiny.REPO, env=_ENV, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
+
+  def _answer(self) -> dict:
+    return json.loads(self._server.stdout.readline())
+
+  def run(self, argv, cpu, stop):
+    """Like _run, but sends `stop[1]` at the first stderr line that matches
+    `stop[0]`. Returns (returncode, stderr, whether it was sent, stdout)."""
+    self._count += 1
+    out_dir = os.path.join(self._directory, f"start{self._count}")
+    os.makedirs(out_dir)
+    open(os.path.join(out_dir, "stderr"), "w").close()  # Readable at once.
+    request = {"args": argv[3:], "out_dir": out_dir, "cpu": cpu}
+    self._server.stdin.write(json.dumps(request) + "\n")
+    self._server.stdin.flush()
+    pid = self._answer()["pid"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      code = pool.submit(self._answer)
+      sent, seen, deadline = False, 0, time.monotonic() + 600
+      while not code.done() and time.monotonic() < deadline:
+        if stop is not None and not sent:
+          with open(os.path.join(out_dir, "stderr"), "rb") as f:
+            f.seek(seen)
+            text = f.read()
+          complete = text[:text.rfind(b"\n") + 1]  # Whole lines only.
+          if re.search(stop[0], complete.decode(errors="replace")):
+            os.kill(pid, stop[1])
+            sent = True
+          seen += len(complete)
+        time.sleep(0.02)
+      code = code.result(timeout=max(1.0, deadline - time.monotonic()))
+    with open(os.path.join(out_dir, "stderr")) as f:
+      stderr = f.read()
+    with open(os.path.join(out_dir, "stdout")) as f:
+      stdout = f.read()
+    return code["code"], stderr, sent, stdout
+
+  def close(self):
+    self._server.stdin.close()
+    self._server.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +127,19 @@ def runs(tiny_source, tmp_path_factory):
   reference = str(tmp_path_factory.mktemp("uninterrupted"))
   stopped = str(tmp_path_factory.mktemp("stopped"))
   cpus = sorted(os.sched_getaffinity(0))
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    uninterrupted = pool.submit(_run, _command(tiny_source, reference),
-                                cpus[-1])
-    chain = []
-    for stop in _STOPS + (None,):
-      chain.append(_run(_command(tiny_source, stopped, "-v"), cpus[0], stop))
-    return {"reference": reference, "stopped": stopped,
-            "uninterrupted": uninterrupted.result(), "chain": chain}
+  launcher = _Launcher(str(tmp_path_factory.mktemp("starts")))
+  try:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      uninterrupted = pool.submit(_run, _command(tiny_source, reference),
+                                  cpus[-1])
+      chain = []
+      for stop in _STOPS + (None,):
+        chain.append(launcher.run(_command(tiny_source, stopped, "-v"),
+                                  cpus[0], stop))
+      return {"reference": reference, "stopped": stopped,
+              "uninterrupted": uninterrupted.result(), "chain": chain}
+  finally:
+    launcher.close()
 
 
 def test_every_stop_happened_as_planned(runs):
@@ -125,7 +179,7 @@ def test_stopped_run_ends_bit_identical_to_the_uninterrupted_one(runs):
 
 
 def test_the_console_shows_progress_and_results_not_library_chatter(runs):
-  _, stderr, _, stdout = runs["uninterrupted"]
+  _, stderr, stdout = runs["uninterrupted"]
   lines = stdout.splitlines()
   # A header per phase, progress lines (stdout is no terminal here), and
   # the result table at the very end, then where the files are.

@@ -192,8 +192,10 @@ def test_resume_after_kill_ends_like_an_uninterrupted_run(
 
 
 def test_second_run_on_a_finished_workdir_does_not_retrain(tiny_trained,
-                                                           tiny_source):
-  workdir = tiny_trained["workdir"]
+                                                           tiny_source,
+                                                           tmp_path):
+  # A copy: the session's trained workdir is read by other workers' tests.
+  workdir = tiny.copy_workdir(tiny_trained["workdir"], tmp_path)
   exports = {p: tiny.tree_hash(os.path.join(workdir, p))
              for p in ("phase1", "phase2")}
   with tiny.capture_logs() as logs:
