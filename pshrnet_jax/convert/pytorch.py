@@ -41,10 +41,10 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from pshrnet_jax import models
+from pshrnet_jax.models import factory
 from pshrnet_jax.convert.key_tables import BACKBONE
 from pshrnet_jax.convert.key_tables import IMAGENET_HEAD
 from pshrnet_jax.convert.key_tables import INCRE
@@ -148,8 +148,7 @@ def _torch_shape(flax_shape, kind: str, leaf: str) -> tuple[int, ...]:
 
 def _build(state, source, parts, module, sample_shape=(1, 64, 64, 3)):
   """Renames every key through `parts`; checks it against `module`."""
-  expected = jax.eval_shape(lambda: module.init(
-      jax.random.key(0), jnp.zeros(sample_shape), train=False))
+  expected = factory.abstract_variables(module, tuple(sample_shape))
   expected = {"/".join(str(getattr(p, "key", p)) for p in path): leaf.shape
               for path, leaf in jax.tree_util.tree_leaves_with_path(expected)}
   model = type(module).__name__

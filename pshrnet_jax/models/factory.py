@@ -19,9 +19,11 @@ whatever `data.lr_interpolation` says; 'none' uses `data.lr_interpolation`
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from pshrnet_jax.errors import ConfigError
@@ -145,6 +147,20 @@ def build(model_config: Any, num_classes: int, which: str):
   if which == "student":
     return build_student(model_config, num_classes)
   raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+
+
+@functools.lru_cache(maxsize=32)
+def abstract_variables(module: nn.Module,
+                       input_shape: tuple[int, ...]) -> dict[str, Any]:
+  """`module`'s variables as shapes and dtypes (`jax.ShapeDtypeStruct`s)
+  for inputs of `input_shape` (NHWC): `jax.eval_shape` of its init.
+
+  Cached per (module, shape): tracing HRNet's init takes about a second, and
+  a run asks several times (the step, the checkpoint's abstract state, the
+  fit of a teacher or of ImageNet weights). Treat the result as read-only.
+  """
+  return dict(jax.eval_shape(lambda: module.init(
+      jax.random.key(0), jnp.zeros(input_shape), train=False)))
 
 
 # --- Rebuilding a model from what a folder records ---------------------------

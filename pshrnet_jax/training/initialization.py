@@ -130,8 +130,7 @@ def check_fits(variables: Mapping[str, Any], model, image_size: tuple[int, int],
     image_size: (H, W) of the network input.
     what: names the variables' origin in the message (flag and path).
   """
-  expected = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, *image_size, 3)), train=False))
+  expected = factory.abstract_variables(model, (1, *image_size, 3))
   have = {jax.tree_util.keystr(p): np.shape(x) for p, x in
           jax.tree_util.tree_leaves_with_path(dict(variables))}
   want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in
@@ -169,9 +168,8 @@ def initial_variables(config: ml_collections.ConfigDict, phase: str, model,
     # Shapes first: a checkpoint of another width fails before the (slow)
     # random initialisation.
     imagenet = load_init_weights(config.init_from, config.model.backbone)
-    abstract = jax.eval_shape(lambda: model.init(
-        jax.random.key(0), jnp.zeros((1, *image_size, 3)), train=False))
-    _transplant_imagenet(imagenet, dict(abstract), phase)
+    abstract = factory.abstract_variables(model, (1, *image_size, 3))
+    _transplant_imagenet(imagenet, abstract, phase)
   variables = random_variables(model, config.seed, image_size)
   if phase == "phase2" and config.student_init == "teacher":
     teacher_vars = restore_teacher(config, workdir)

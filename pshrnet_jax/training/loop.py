@@ -20,7 +20,6 @@ import os
 from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -74,9 +73,7 @@ def compiled_step(phase: str, model, teacher, image_size: tuple[int, int],
   Returns:
     (optim.Optimizer, abstract variables, jitted step).
   """
-  abstract_vars = jax.eval_shape(
-      lambda: model.init(jax.random.key(0),
-                         jnp.zeros((1, *image_size, 3)), train=False))
+  abstract_vars = factory.abstract_variables(model, (1, *image_size, 3))
   optimizer = optim.make_optimizer(optim_config, abstract_vars["params"],
                                    steps_per_epoch)
   replicated = sharding.replicated(mesh)
