@@ -66,11 +66,12 @@ def make_layer(inplanes, planes, blocks, stride=1):
 
 class HighResolutionModule(nn.Module):
 
-  def __init__(self, channels):
+  def __init__(self, channels, blocks=4):
     super().__init__()
     n = len(channels)
     self.branches = nn.ModuleList(
-        nn.Sequential(*[BasicBlock(c, c) for _ in range(4)]) for c in channels)
+        nn.Sequential(*[BasicBlock(c, c) for _ in range(blocks)])
+        for c in channels)
     fuse_layers = []
     for i in range(n):
       fuse_layer = []
@@ -135,7 +136,8 @@ class HighResolutionNet(nn.Module):
   (ClassBlock as `classifier`) and `sr` prepends a VDSR as `vdsr`."""
 
   def __init__(self, width=32, num_classes=1000, head_planes=(32, 64, 128, 256),
-               final_features=2048, reid=False, sr=None):
+               final_features=2048, reid=False, sr=None,
+               modules=tuple(m for m, _ in STAGES), blocks=4):
     super().__init__()
     if sr is not None:
       self.vdsr = sr
@@ -146,11 +148,14 @@ class HighResolutionNet(nn.Module):
     self.layer1 = make_layer(64, 64, 4)
     channels = [width * 2**i for i in range(4)]
     pre = [256]
-    for s, (modules, branches) in enumerate(STAGES, start=2):
+    # `modules` and `blocks` shrink the stages as config.model.hrnet_modules
+    # and hrnet_blocks do (the demo's network); the official layout is the
+    # default.
+    for s, ((_, branches), count) in enumerate(zip(STAGES, modules), start=2):
       cur = channels[:branches]
       setattr(self, f"transition{s - 1}", make_transition(pre, cur))
       setattr(self, f"stage{s}", nn.Sequential(
-          *[HighResolutionModule(cur) for _ in range(modules)]))
+          *[HighResolutionModule(cur, blocks) for _ in range(count)]))
       pre = cur
     self.incre_modules = nn.ModuleList(
         make_layer(c, p, 1) for c, p in zip(channels, head_planes))

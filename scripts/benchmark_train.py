@@ -37,7 +37,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 from flax import linen as nn
@@ -45,44 +44,19 @@ from flax import linen as nn
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-from configs import base  # pylint: disable=g-import-not-at-top
-from pshrnet_jax.training import losses  # pylint: disable=g-import-not-at-top
-from pshrnet_jax.training import optim  # pylint: disable=g-import-not-at-top
-from pshrnet_jax.training import sharding  # pylint: disable=g-import-not-at-top
-from pshrnet_jax.training import steps  # pylint: disable=g-import-not-at-top
-from pshrnet_jax.models import fast_conv  # pylint: disable=g-import-not-at-top
-from reference import torch_models as tr  # pylint: disable=g-import-not-at-top
-from reference import torch_train  # pylint: disable=g-import-not-at-top
-from scripts import step_breakdown  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from pshrnet_jax.models import fast_conv
 from pshrnet_jax.models import inputs
-from pshrnet_jax.models import factory
+from pshrnet_jax.training import losses
+from reference import torch_models as tr
+from reference import torch_train
+from scripts import jax_steps
+from scripts import step_breakdown
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
 
 def _load():
   return "load %.2f/%.2f/%.2f" % os.getloadavg()
-
-
-def make_config(args):
-  """The paper's base config with the benchmark's model sizes."""
-  config = base.get_base_config("paper")
-  config.model.width = args.width
-  config.model.head_planes = tuple(args.head_planes or
-                                   [args.width * 2**i for i in range(4)])
-  config.model.sr_blocks = args.sr_blocks
-  config.model.sr_features = args.sr_features
-  config.data.p, config.data.k = args.p, args.k
-  config.data.image_size = tuple(args.image_size)
-  return config
-
-
-def make_batch(args, seed=0):
-  """Random uint8 HR/LR images and P identities x K pairs of labels."""
-  rng = np.random.default_rng(seed)
-  b = args.p * args.k
-  shape = (b, *args.image_size, 3)
-  ids = rng.choice(args.num_classes, args.p, replace=False)
-  return {"hr": rng.integers(0, 256, shape, dtype=np.uint8),
-          "lr": rng.integers(0, 256, shape, dtype=np.uint8),
-          "label": np.repeat(ids, args.k).astype(np.int32)}
 
 
 def _fast_1x1_interceptor(next_fun, args, kwargs, context):
@@ -98,53 +72,13 @@ def _fast_1x1_interceptor(next_fun, args, kwargs, context):
 
 
 # ----------------------------------------------------------------- JAX side
-def random_variables(model, image_size, seed):
-  """Random variables of the model's shapes, without compiling its init.
-
-  A jitted init of HRNet costs as much compile time as a step (minutes on
-  this CPU). Kernels ~ N(0, 0.5 / fan_in) (as reference/torch_models.py's
-  randomize: keeps HRNet's residual sums well-scaled), BN scale 1, biases
-  and running means 0, running variances 1.
-  """
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, *image_size, 3)), train=False))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = getattr(path[-1], "key", "")
-    if name == "kernel":
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      return (rng.standard_normal(leaf.shape) * np.sqrt(0.5 / fan_in)
-              ).astype(np.float32)
-    value = 1.0 if name in ("scale", "var") else 0.0
-    return np.full(leaf.shape, value, np.float32)
-  return dict(jax.tree_util.tree_map_with_path(fill, dict(shapes)))
-
-
 def jax_phase(phase, config, args, batch_np):
   """Compiles and times the project's jitted step; returns a result dict."""
-  num_classes, size = args.num_classes, tuple(args.image_size)
-  mesh = sharding.make_data_mesh(1)
-  rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  teacher = factory.build_teacher(config.model, num_classes)
-  model = teacher if phase == 1 else factory.build_student(config.model, num_classes)
-  variables = random_variables(model, size, seed=0)
-  opt = optim.make_optimizer(config.optim, variables["params"], 1000)
-  state = sharding.put_replicated(steps.create_state(variables, opt.tx), mesh)
-  loss_config = config.loss.to_dict()
-  keys = ("hr", "label") if phase == 1 else ("hr", "lr", "label")
-  batch = sharding.put_batch({k: batch_np[k] for k in keys}, mesh)
-  rng = sharding.put_replicated(jax.random.key(1), mesh)
-  if phase == 1:
-    step = steps.jit_step(steps.phase1_step, rep, data, model=model,
-                          tx=opt.tx, loss_config=loss_config)
-    extra = ()
-  else:
-    step = steps.jit_step(steps.phase2_step, rep, data, num_extra_args=1,
-                          student=model, teacher=teacher, tx=opt.tx,
-                          loss_config=loss_config)
-    extra = (sharding.put_replicated(random_variables(teacher, size, 2),
-                                     mesh),)
+  built = jax_steps.build_step(phase, config, args, batch_np)
+  step, state, batch, rng, extra = (built.step, built.state, built.batch,
+                                    built.rng, built.extra)
+  model, teacher, variables = built.model, built.teacher, built.variables
+  loss_config = built.loss_config
   t0 = time.perf_counter()
   if args.conv_impl == "fast":
     with nn.intercept_methods(_fast_1x1_interceptor):
@@ -199,8 +133,10 @@ def torch_phase(phase, config, args, batch_np):
   m, lc = config.model, config.loss.to_dict()
   net_args = (args.width, args.num_classes, tuple(m.head_planes))
   sr = tr.VDSR(args.sr_blocks, args.sr_features) if phase == 2 else None
-  net = tr.HighResolutionNet(*net_args, reid=True, sr=sr).train()
-  teacher = tr.randomize(tr.HighResolutionNet(*net_args, reid=True), 2)
+  depth = dict(modules=tuple(args.hrnet_modules), blocks=args.hrnet_blocks)
+  net = tr.HighResolutionNet(*net_args, reid=True, sr=sr, **depth).train()
+  teacher = tr.randomize(tr.HighResolutionNet(*net_args, reid=True, **depth),
+                         2)
   unused = ("downsamp_modules.", "final_layer.")  # not in the ReID model
   groups = {"hrnet": [], "sr": []}
   for name, p in net.named_parameters():
@@ -290,16 +226,10 @@ def report_phase(phase, jres, tres, args):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ints = lambda text: [int(v) for v in text.split(",")]
-  for name, default in (("width", 8), ("sr_blocks", 6), ("sr_features", 16),
-                        ("num_classes", 751), ("p", 4), ("k", 6),
-                        ("steps", 5), ("warmup", 1), ("micro_repeats", 5),
+  jax_steps.add_size_flags(parser)
+  for name, default in (("steps", 5), ("warmup", 1), ("micro_repeats", 5),
                         ("top_shapes", 8), ("torch_threads", os.cpu_count())):
     parser.add_argument(f"--{name}", type=int, default=default)
-  parser.add_argument("--image_size", type=ints, default=[128, 64],
-                      help="H,W (multiples of 32)")
-  parser.add_argument("--head_planes", type=ints, default=None,
-                      help="default: width * (1, 2, 4, 8)")
   parser.add_argument("--phases", default="1,2")
   parser.add_argument("--conv_impl", choices=("xla", "fast"), default="xla")
   parser.add_argument("--no_breakdown", action="store_true")
@@ -310,13 +240,11 @@ def main():
   if args.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  if len(args.image_size) != 2 or any(v % 32 for v in args.image_size):
-    parser.error(f"--image_size must be H,W with multiples of 32, got "
-                 f"{args.image_size}")
-  if args.steps < 1 or args.num_classes < args.p:
-    parser.error("--steps must be >= 1 and --num_classes >= --p")
+  jax_steps.check_size_flags(parser, args)
+  if args.steps < 1:
+    parser.error("--steps must be >= 1")
   torch.set_num_threads(args.torch_threads)
-  config = make_config(args)
+  config = jax_steps.make_config(args)
   print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"{_load()}; Python {platform.python_version()}, jax {jax.__version__}"
         f" ({jax.devices()[0].platform}, {jax.device_count()} device), torch "
@@ -324,12 +252,13 @@ def main():
   print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  conv_impl="
         f"{args.conv_impl}  compilation cache: "
         f"{args.compilation_cache or 'off'}")
-  print(f"Config: HRNet-W{args.width}, head_planes "
+  print(f"Config: HRNet-W{args.width} (modules {tuple(args.hrnet_modules)}, "
+        f"{args.hrnet_blocks} blocks), head_planes "
         f"{tuple(config.model.head_planes)}, VDSR-CA {args.sr_blocks} blocks "
         f"x {args.sr_features} ch, {args.image_size[0]}x{args.image_size[1]},"
         f" P x K = {args.p} x {args.k}, M = {args.num_classes}, float32, "
         f"{args.warmup} warm-up + {args.steps} timed steps")
-  batch = make_batch(args)
+  batch = jax_steps.make_batch(args)
   for phase in (int(p) for p in args.phases.split(",")):
     jres = jax_phase(phase, config, args, batch)
     tres = torch_phase(phase, config, args, batch)
