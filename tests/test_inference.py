@@ -34,6 +34,7 @@ from pshrnet_jax.evaluation import features
 from pshrnet_jax.evaluation import rerank
 from pshrnet_jax.inference import gallery
 from pshrnet_jax.models import factory
+from pshrnet_jax.models import SRReID
 from reference import torch_models as tr
 
 _EXIF_ORIENTATION = 0x0112
@@ -140,7 +141,7 @@ def test_load_model_from_a_converted_checkpoint(tmp_path):
   convert.save_variables(variables, tmp_path / "converted", info)
   model, loaded, loaded_info = load_model(tmp_path / "converted")
   assert loaded_info.kind == "student" and model == module
-  assert type(model).__name__ == "PSHRNet" and model.width == 4
+  assert isinstance(model, SRReID) and model.reid.width == 4
   assert jax.tree.structure(loaded) == jax.tree.structure(variables)
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(variables)):
     np.testing.assert_array_equal(a, b)

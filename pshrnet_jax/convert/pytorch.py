@@ -196,7 +196,10 @@ def _build(state, source, parts, module, sample_shape=(1, 64, 64, 3)):
 
 
 def _info(source, kind, module, config, parts, state, ignored, variables):
-  return {"source": source, "kind": kind, "model": type(module).__name__,
+  # A student is recorded by the paper's constructor and its flat arguments
+  # (`config`), which `factory.from_description` rebuilds it from.
+  model = "PSHRNet" if kind == "student" else type(module).__name__
+  return {"source": source, "kind": kind, "model": model,
           "model_kwargs": {k: list(v) if isinstance(v, tuple) else v
                            for k, v in config.items()},
           "prefixes": {p.name: p.prefix for p in parts},

@@ -4,9 +4,9 @@ Parameter paths: `HRNetReID` holds `backbone` and `incre_modules` with the
 same paths as `HRNetClassifier` (so ImageNet weights copy across), and
 `head` (`fc1`, `bn`, `fc2`); with the ImageNet representation head (paper
 Table VI's HRNet-W32-C row) also `downsamp_modules_0..2` and `final_layer`.
-`PSHRNet` holds `sr` (the SR network) and `reid` (an `HRNetReID`).
-`SRReID` is the same composition for any SR network and extractor (what
-`factory.build_student` builds), with the same `sr` / `reid` paths.
+`SRReID` holds `sr` (the SR network) and `reid` (the extractor) for any SR
+network and extractor (what `factory.build_student` builds); `PSHRNet`
+builds the paper's one (VDSR-CA and an `HRNetReID`) from flat arguments.
 """
 
 from typing import Any, Optional, Sequence
@@ -97,10 +97,21 @@ class HRNetReID(nn.Module):
         name="head")(xs, train)
 
 
-class PSHRNet(nn.Module):
-  """The PS-HRNet student: an SR network followed by HRNet-ReID.
+def PSHRNet(  # pylint: disable=invalid-name
+    width: int = 32, num_classes: int = 751, pooling: str = "avgmax",
+    sr_module: str = "vdsr_ca", sr_blocks: int = 18, sr_features: int = 64,
+    sr_squeeze_channels: int = 4,
+    head_planes: Sequence[int] = hrnet.HEAD_PLANES, dropout_rate: float = 0.5,
+    num_modules: Sequence[int] = hrnet.NUM_MODULES,
+    num_blocks: int = hrnet.NUM_BLOCKS, conv_impl: str = "xla",
+    dtype: Dtype = jnp.float32) -> "SRReID":
+  """The PS-HRNet student: VDSR-CA followed by HRNet-ReID, as an `SRReID`.
 
-  Attributes:
+  The paper's model by its name and flat arguments (converted released
+  students, and model.json files written before SRReID, describe it so);
+  `factory.build_student` builds the same `SRReID` from a config.
+
+  Args:
     width: backbone width.
     num_classes: training identities M.
     pooling: ReID pooling mode.
@@ -116,59 +127,23 @@ class PSHRNet(nn.Module):
     conv_impl: 'xla' or 'fast' (how convolutions are computed).
     dtype: computation dtype.
   """
-  width: int = 32
-  num_classes: int = 751
-  pooling: str = "avgmax"
-  sr_module: str = "vdsr_ca"
-  sr_blocks: int = 18
-  sr_features: int = 64
-  sr_squeeze_channels: int = 4
-  head_planes: Sequence[int] = hrnet.HEAD_PLANES
-  dropout_rate: float = 0.5
-  num_modules: Sequence[int] = hrnet.NUM_MODULES
-  num_blocks: int = hrnet.NUM_BLOCKS
-  conv_impl: str = "xla"
-  dtype: Dtype = jnp.float32
-
-  @property
-  def has_sr_network(self) -> bool:
-    """Whether there is an SR network to train (L_SR applies)."""
-    return self.sr_module != "none"
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False
-               ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Super-resolves, then runs the ReID model.
-
-    Args:
-      x: (B, H, W, 3) LR images resized to network size, normalised.
-      train: training mode (BatchNorm statistics, dropout).
-
-    Returns:
-      (logits, aux): HRNetReID's aux plus 'sr', the SR output.
-    """
-    if self.sr_module not in SR_MODULES:
-      raise ValueError(f"sr_module must be one of {SR_MODULES}, "
-                       f"got {self.sr_module!r}")
-    if self.sr_module == "none":
-      sr = x.astype(jnp.float32)
-    else:
-      sr = vdsr_ca.VDSRCA(
-          self.sr_blocks, self.sr_features, self.sr_squeeze_channels,
-          channel_attention=self.sr_module == "vdsr_ca",
-          conv_impl=self.conv_impl, dtype=self.dtype, name="sr")(x)
-    logits, aux = HRNetReID(
-        self.width, self.num_classes, self.pooling, self.head_planes,
-        self.dropout_rate, self.num_modules, self.num_blocks,
-        conv_impl=self.conv_impl, dtype=self.dtype, name="reid")(sr, train)
-    return logits, {**aux, "sr": sr}
+  if sr_module not in SR_MODULES:
+    raise ValueError(f"sr_module must be one of {SR_MODULES}, "
+                     f"got {sr_module!r}")
+  sr = None if sr_module == "none" else vdsr_ca.VDSRCA(
+      sr_blocks, sr_features, sr_squeeze_channels,
+      channel_attention=sr_module == "vdsr_ca", conv_impl=conv_impl,
+      dtype=dtype)
+  reid = HRNetReID(width, num_classes, pooling, head_planes, dropout_rate,
+                   num_modules, num_blocks, conv_impl=conv_impl, dtype=dtype)
+  return SRReID(reid=reid, sr=sr)
 
 
 class SRReID(nn.Module):
   """Any student: an SR network (or none) followed by a ReID extractor.
 
   `factory.build_student` builds every configured student this way; with
-  VDSR-CA and HRNetReID it is PSHRNet (same parameter paths: `sr`, `reid`).
+  VDSR-CA and HRNetReID it is the paper's PS-HRNet (`PSHRNet` above).
 
   Attributes:
     reid: the ReID extractor, e.g. HRNetReID or ResNet50ReID; its
