@@ -76,8 +76,8 @@ def cpu_description() -> str:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  jax_steps.add_size_flags(parser, width=32, image_size=(256, 128), p=1, k=4,
-                           sr_blocks=18, sr_features=64)
+  jax_steps.add_size_flags(parser, width=32, image_size=(256, 128),
+                           sr_blocks=18, sr_features=64, pairs=False)
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()

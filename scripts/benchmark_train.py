@@ -75,16 +75,14 @@ def _fast_1x1_interceptor(next_fun, args, kwargs, context):
 def jax_phase(phase, config, args, batch_np):
   """Compiles and times the project's jitted step; returns a result dict."""
   built = jax_steps.build_step(phase, config, args, batch_np)
-  step, state, batch, rng, extra = (built.step, built.state, built.batch,
-                                    built.rng, built.extra)
-  model, teacher, variables = built.model, built.teacher, built.variables
-  loss_config = built.loss_config
+  state, batch, rng, extra = built.state, built.batch, built.rng, built.extra
+  model, teacher, loss_config = built.model, built.teacher, built.loss_config
   t0 = time.perf_counter()
   if args.conv_impl == "fast":
     with nn.intercept_methods(_fast_1x1_interceptor):
-      compiled = step.lower(state, batch, rng, *extra).compile()
+      compiled = built.step.lower(*built.args).compile()
   else:
-    compiled = step.lower(state, batch, rng, *extra).compile()
+    compiled = built.step.lower(*built.args).compile()
   compile_s = time.perf_counter() - t0
   times, first_loss = [], None
   for i in range(args.warmup + args.steps):
@@ -122,7 +120,7 @@ def jax_phase(phase, config, args, batch_np):
                           max(args.steps, 2))
   return dict(compile_s=compile_s, step_ms=times,
               forward_ms=forward_ms, loss=first_loss, model=model,
-              teacher=teacher, variables=variables,
+              teacher=teacher, variables=built.variables,
               teacher_variables=extra[0] if extra else None)
 
 

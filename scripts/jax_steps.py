@@ -24,12 +24,13 @@ from pshrnet_jax.training import steps
 
 
 def add_size_flags(parser, *, width=8, image_size=(128, 64), p=4, k=6,
-                   sr_blocks=6, sr_features=16):
-  """The model, image and batch sizes both scripts take (argparse)."""
+                   sr_blocks=6, sr_features=16, pairs=True):
+  """The model and image sizes the benchmark scripts take (argparse), and
+  with `pairs` the training batch's P x K."""
   ints = lambda text: [int(v) for v in text.split(",")]
-  for name, default in (("width", width), ("sr_blocks", sr_blocks),
-                        ("sr_features", sr_features), ("num_classes", 751),
-                        ("p", p), ("k", k)):
+  sizes = [("width", width), ("sr_blocks", sr_blocks),
+           ("sr_features", sr_features), ("num_classes", 751)]
+  for name, default in sizes + ([("p", p), ("k", k)] if pairs else []):
     parser.add_argument(f"--{name}", type=int, default=default)
   parser.add_argument("--image_size", type=ints, default=list(image_size),
                       help="H,W (multiples of 32)")
@@ -45,7 +46,7 @@ def check_size_flags(parser, args) -> None:
   if len(args.image_size) != 2 or any(v % 32 for v in args.image_size):
     parser.error(f"--image_size must be H,W with multiples of 32, got "
                  f"{args.image_size}")
-  if args.num_classes < args.p:
+  if args.num_classes < getattr(args, "p", 1):
     parser.error("--num_classes must be >= --p")
 
 
@@ -59,7 +60,8 @@ def make_config(args):
   config.model.hrnet_blocks = args.hrnet_blocks
   config.model.sr_blocks = args.sr_blocks
   config.model.sr_features = args.sr_features
-  config.data.p, config.data.k = args.p, args.k
+  if hasattr(args, "p"):  # add_size_flags(pairs=True)
+    config.data.p, config.data.k = args.p, args.k
   config.data.image_size = tuple(args.image_size)
   return config
 

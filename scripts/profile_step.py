@@ -51,8 +51,7 @@ from scripts import jax_steps  # pylint: disable=g-import-not-at-top,wrong-impor
 #   %name = f32[8,64,32,4]{3,2,1,0} opcode(operands), attr=..., metadata={...}
 _INSTRUCTION = re.compile(
     r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+?)(?:\{[\d,]*\})? ([\w\-]+)\((.*)$")
-
-
+# The header of a computation: `%fused_computation.2 (...) -> ... {`.
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
 
 

@@ -51,22 +51,21 @@ if not flags.FLAGS.is_parsed():
 # once per test session, however many pytest-xdist workers ask for them.
 
 def _once_per_session(tmp_path_factory, name: str, make):
-  """`make(directory)` run once in a folder every worker sees; its JSON
-  value, returned to each worker (the others wait for the first)."""
+  """`make(directory)` run once in a new folder every worker sees; its
+  JSON value, returned to each worker (the others wait for the first)."""
   root = tmp_path_factory.getbasetemp()
   if os.environ.get("PYTEST_XDIST_WORKER"):
     root = root.parent  # pytest-N/, above each worker's popen-gwK/.
-  directory = root / name
+  directory, done = root / name, root / f"{name}.json"
   with open(root / f"{name}.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-      done = root / f"{name}.json"
-      if not done.exists():
-        value = make(str(directory))
-        done.write_text(json.dumps(value))
-      return json.loads(done.read_text())
-    finally:
-      fcntl.flock(lock, fcntl.LOCK_UN)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+    if not done.exists():
+      if directory.exists():
+        raise RuntimeError(f"the session's {name!r} run failed in another "
+                           f"worker (its error is in that test's report)")
+      directory.mkdir()
+      done.write_text(json.dumps(make(str(directory))))
+    return json.loads(done.read_text())
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +77,6 @@ def tiny_source(tmp_path_factory):
 
 
 def _train(source: str, workdir: str) -> dict:
-  os.makedirs(workdir)
   with tiny_setup.capture_logs() as logs:
     results = driver.run(tiny_setup.config_with(source), workdir)
   return {"workdir": workdir, "results": results, "log": logs.text}
@@ -91,14 +89,9 @@ def tiny_trained(tiny_source, tmp_path_factory):
                            lambda d: _train(tiny_source, d))
 
 
-def _kill(source: str, workdir: str) -> str:
-  os.makedirs(workdir)
-  tiny_setup.run_killed(source, workdir)
-  return workdir
-
-
 @pytest.fixture(scope="session")
 def tiny_killed(tiny_source, tmp_path_factory):
   """A phase-1 workdir stopped right after its checkpoint at step 4."""
-  return _once_per_session(tmp_path_factory, "killed",
-                           lambda d: _kill(tiny_source, d))
+  return _once_per_session(
+      tmp_path_factory, "killed",
+      lambda d: tiny_setup.run_killed(tiny_source, d))

@@ -10,8 +10,7 @@ fresh process from that point on and runs exactly what `python -m
 pshrnet_jax.main ARGS` runs (`absl.app.run` with the module's `main` and
 flag parser), with its stdout/stderr in files. The import is what takes a
 command line most of its time to fail (about 2 s); forking skips it.
-RESULTS.json gets {name: {"code": exit status, "stderr": text, "seconds":
-wall time}}.
+RESULTS.json gets {name: {"code": exit status, "stderr": text}}.
 
 `--serve` runs command lines one at a time, as they come: each line on
 stdin is {"args": [...], "out_dir": DIR, "cpu": N or null}; the answer on
@@ -27,7 +26,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
@@ -65,7 +63,7 @@ def run_all(cases: dict[str, list[str]]) -> dict[str, dict]:
   """Runs every case in a forked child; returns exit codes and stderr."""
   base = tempfile.mkdtemp(prefix="main_forks_")
   pending = list(cases.items())
-  running: dict[int, tuple[str, str, float]] = {}
+  running: dict[int, tuple[str, str]] = {}
   results = {}
   while pending or running:
     while pending and len(running) < PARALLEL:
@@ -75,14 +73,13 @@ def run_all(cases: dict[str, list[str]]) -> dict[str, dict]:
       pid = os.fork()
       if pid == 0:
         _child(args, out_dir)
-      running[pid] = (name, out_dir, time.monotonic())
+      running[pid] = (name, out_dir)
     pid, status = os.wait()
-    name, out_dir, started = running.pop(pid)
+    name, out_dir = running.pop(pid)
     with open(os.path.join(out_dir, "stderr")) as f:
       stderr = f.read()
     results[name] = {"code": os.waitstatus_to_exitcode(status),
-                     "stderr": stderr,
-                     "seconds": round(time.monotonic() - started, 2)}
+                     "stderr": stderr}
   return results
 
 

@@ -9,11 +9,12 @@ global batch, one checkpoint writer) is the same for every extractor, and
 the ResNet's step is the cheapest to compile. That matters here: process 1
 compiles every program afresh on every run (JAX writes the persistent cache
 from process 0 only, and process 1's cache keys differ), which with the
-tiny HRNet took 40 s of this test's 64. The test checks that both hold the same final parameters
-(their logged fingerprints), that these equal a one-process run on a
-2-device mesh up to the order of float sums (gloo's ring all-reduce adds in
-another order), and that the checkpoint they wrote once is restored by one
-process.
+tiny HRNet took 40 s of this test's 64.
+
+The test checks that both hold the same final parameters (their logged
+fingerprints), that these equal a one-process run on a 2-device mesh up to
+the order of float sums (gloo's ring all-reduce adds in another order), and
+that the checkpoint they wrote once is restored by one process.
 """
 
 import concurrent.futures

@@ -245,8 +245,9 @@ def copy_workdir(src: str, tmp_path) -> str:
   return dst
 
 
-def run_killed(source: str, workdir: str) -> None:
-  """Phase 1 stopped right after its checkpoint at step KILL_AFTER_STEP."""
+def run_killed(source: str, workdir: str) -> str:
+  """Phase 1 stopped right after its checkpoint at step KILL_AFTER_STEP;
+  returns `workdir`."""
   original_save = checkpoint.PhaseCheckpointer.save
 
   def save_then_die(self, step, *args, **kwargs):
@@ -260,7 +261,7 @@ def run_killed(source: str, workdir: str) -> None:
   try:
     driver.run(config_with(source, **PHASE1_ONLY), workdir)
   except Killed:
-    return
+    return workdir
   finally:
     checkpoint.PhaseCheckpointer.save = original_save
   raise AssertionError("the run was not stopped at its checkpoint")
