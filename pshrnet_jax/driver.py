@@ -26,6 +26,7 @@ from absl import logging
 
 from data_pipelines import benchmarks as benchmark_registry
 from data_pipelines.records import Benchmark
+from pshrnet_jax import compile_stats
 from pshrnet_jax import config_checks
 from pshrnet_jax import console
 from pshrnet_jax import workdir_layout
@@ -166,9 +167,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         saved.append(True)
 
     for phase in phases:
-      loop.train_phase(config, workdir, phase, benchmark, sources, mesh,
-                       ready=ready)
+      with _compile_report(phase, show=True):
+        loop.train_phase(config, workdir, phase, benchmark, sources, mesh,
+                         ready=ready)
     if config.mode in ("eval", "all"):
-      return workdir_eval.evaluate_workdir(config, workdir, benchmark,
-                                           sources, ready=ready)
+      # In log.txt only: the console ends with the results.
+      with _compile_report("evaluation", show=False):
+        return workdir_eval.evaluate_workdir(config, workdir, benchmark,
+                                             sources, ready=ready)
     return {}
+
+
+@contextlib.contextmanager
+def _compile_report(part: str, show: bool) -> Iterator[None]:
+  """Logs what `part` spent tracing and compiling (and how much of it the
+  persistent cache served) in log.txt, and with `show` on the console."""
+  compile_stats.install()
+  before = compile_stats.snapshot()
+  yield
+  stats = compile_stats.since(before)
+  logging.info("%s: %s.", part, stats.describe())
+  if show and jax.process_index() == 0 and stats.programs:
+    console.say(f"{part}: compiling took {stats.total_s:.0f} s "
+                f"({stats.programs} programs, {stats.cache_hits} from the "
+                f"cache)")

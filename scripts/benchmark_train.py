@@ -24,9 +24,10 @@ conv2d / conv2d_input / conv2d_weight / batch_norm). Micro-programs run
 without the fusion and scheduling of the whole step, so "other" (= step -
 micro sums) is an estimate and can even be negative.
 
-`--conv_impl=fast` traces the JAX steps with every 1x1 convolution routed
-through pshrnet_jax.models.fast_conv (a GEMM weight gradient), by a
-flax intercept in this script only; the models themselves are unchanged.
+`--conv_impl=xla|fast` sets the models' `config.model.conv_impl` (the
+switch `python -m pshrnet_jax.main` takes): 'fast' computes 1x1 weight
+gradients as one GEMM (pshrnet_jax/models/fast_conv.py). Default: the
+config's default.
 """
 
 import argparse
@@ -39,13 +40,11 @@ import time
 import jax
 import numpy as np
 import torch
-from flax import linen as nn
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from pshrnet_jax.models import fast_conv
 from pshrnet_jax.models import inputs
 from pshrnet_jax.training import losses
 from reference import torch_models as tr
@@ -59,18 +58,6 @@ def _load():
   return "load %.2f/%.2f/%.2f" % os.getloadavg()
 
 
-def _fast_1x1_interceptor(next_fun, args, kwargs, context):
-  """Routes nn.Conv 1x1 calls through fast_conv.conv2d (same parameters)."""
-  m = context.module
-  if (type(m) is not nn.Conv or context.method_name != "__call__"
-      or tuple(m.kernel_size) != (1, 1) or m.is_initializing()):
-    return next_fun(*args, **kwargs)
-  y = fast_conv.conv2d(args[0].astype(m.dtype),
-                       m.get_variable("params", "kernel").astype(m.dtype),
-                       m.strides, m.padding)
-  return y + m.get_variable("params", "bias") if m.use_bias else y
-
-
 # ----------------------------------------------------------------- JAX side
 def jax_phase(phase, config, args, batch_np):
   """Compiles and times the project's jitted step; returns a result dict."""
@@ -78,11 +65,7 @@ def jax_phase(phase, config, args, batch_np):
   state, batch, rng, extra = built.state, built.batch, built.rng, built.extra
   model, teacher, loss_config = built.model, built.teacher, built.loss_config
   t0 = time.perf_counter()
-  if args.conv_impl == "fast":
-    with nn.intercept_methods(_fast_1x1_interceptor):
-      compiled = built.step.lower(*built.args).compile()
-  else:
-    compiled = built.step.lower(*built.args).compile()
+  compiled = built.step.lower(*built.args).compile()
   compile_s = time.perf_counter() - t0
   times, first_loss = [], None
   for i in range(args.warmup + args.steps):
@@ -229,7 +212,6 @@ def main():
                         ("top_shapes", 8), ("torch_threads", os.cpu_count())):
     parser.add_argument(f"--{name}", type=int, default=default)
   parser.add_argument("--phases", default="1,2")
-  parser.add_argument("--conv_impl", choices=("xla", "fast"), default="xla")
   parser.add_argument("--no_breakdown", action="store_true")
   parser.add_argument("--compilation_cache", default="",
                       help="persistent XLA cache dir; JAX compile times are "
@@ -248,7 +230,7 @@ def main():
         f" ({jax.devices()[0].platform}, {jax.device_count()} device), torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads)")
   print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  conv_impl="
-        f"{args.conv_impl}  compilation cache: "
+        f"{config.model.conv_impl}  compilation cache: "
         f"{args.compilation_cache or 'off'}")
   print(f"Config: HRNet-W{args.width} (modules {tuple(args.hrnet_modules)}, "
         f"{args.hrnet_blocks} blocks), head_planes "

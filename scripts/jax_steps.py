@@ -18,6 +18,7 @@ import numpy as np
 
 from configs import base
 from pshrnet_jax.models import factory
+from pshrnet_jax.models import layers
 from pshrnet_jax.training import optim
 from pshrnet_jax.training import sharding
 from pshrnet_jax.training import steps
@@ -40,6 +41,8 @@ def add_size_flags(parser, *, width=8, image_size=(128, 64), p=4, k=6,
                       help="modules in stages 2-4 (the demo: 1,1,1)")
   parser.add_argument("--hrnet_blocks", type=int, default=4,
                       help="blocks per branch (the demo: 1)")
+  parser.add_argument("--conv_impl", choices=layers.CONV_IMPLS, default=None,
+                      help="config.model.conv_impl (default: the config's)")
 
 
 def check_size_flags(parser, args) -> None:
@@ -63,6 +66,8 @@ def make_config(args):
   if hasattr(args, "p"):  # add_size_flags(pairs=True)
     config.data.p, config.data.k = args.p, args.k
   config.data.image_size = tuple(args.image_size)
+  if args.conv_impl:
+    config.model.conv_impl = args.conv_impl
   return config
 
 

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 from jax import lax
 
 from pshrnet_jax.models import fast_conv
+from pshrnet_jax.models import layers
 
 # (batch, height, width, in, out, kernel, stride, padding): HRNet's kinds of
 # convolution at tiny sizes, plus odd sizes and asymmetric padding.
@@ -45,7 +45,7 @@ def _relative(a, b):
 
 
 # 'auto' is 'shifted' on the 1x1 shapes and 'xla' on the others.
-@pytest.mark.parametrize("method", ["auto", "shifted"])
+@pytest.mark.parametrize("method", ["auto", "shifted", "taps"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[5]}x{s[5]}s{s[6]}"
                          f"_{s[3]}to{s[4]}_{s[1]}x{s[2]}")
 def test_values_and_gradients_match_lax_conv(shape, method):
@@ -65,15 +65,14 @@ def test_values_and_gradients_match_lax_conv(shape, method):
   assert _relative(dw, ref_dw) < 1e-4
 
 
-@pytest.mark.parametrize("kernel_size,strides", [(1, 2), (3, 2)])
-def test_flax_conv_with_the_drop_in_matches_default(kernel_size, strides):
-  # The wiring the models would use: same parameters, same gradients.
-  pad = kernel_size // 2
-  make = lambda **kw: nn.Conv(5, (kernel_size, kernel_size), (strides,) * 2,
-                              padding=((pad, pad), (pad, pad)), use_bias=True,
-                              **kw)
-  default, fast = make(), make(
-      conv_general_dilated=fast_conv.conv_general_dilated)
+@pytest.mark.parametrize("kernel_size,strides,conv_impl", [
+    (1, 2, "fast"), (3, 2, "fast"), (3, 2, "gemm"), (3, 1, "gemm")])
+def test_the_models_conv_matches_default(kernel_size, strides, conv_impl):
+  # layers.conv, as every model builds its convolutions: same parameters,
+  # same gradients as with XLA's convolution.
+  default = layers.conv(5, kernel_size, strides, use_bias=True)
+  fast = layers.conv(5, kernel_size, strides, use_bias=True,
+                     conv_impl=conv_impl)
   x = jax.random.normal(jax.random.key(0), (2, 7, 6, 4))
   params = default.init(jax.random.key(1), x)
   loss = lambda module: lambda p, x_: jnp.sum(
@@ -82,9 +81,23 @@ def test_flax_conv_with_the_drop_in_matches_default(kernel_size, strides):
   got = jax.jit(jax.grad(loss(fast), argnums=(0, 1)))(params, x)
   for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
     assert _relative(g, e) < 1e-4
-  # Only 1x1 kernels take the custom weight gradient; 3x3 falls back to lax.
+  # 'fast' takes the custom weight gradient for 1x1 kernels only (3x3 falls
+  # back to lax); 'gemm' for every kernel.
   jaxpr = str(jax.make_jaxpr(fast.apply)(params, x))
-  assert ("custom_vjp_call" in jaxpr) == (kernel_size == 1)
+  assert ("custom_vjp_call" in jaxpr) == (kernel_size == 1
+                                          or conv_impl == "gemm")
+
+
+def test_taps_weight_grad_by_hand():
+  # 1 image, 3x2 input, one channel, 2x2 kernel, stride 1, no padding: two
+  # output pixels (rows 0 and 1), so dL/dk[i, j] = g0 x[i, j] + g1 x[i+1, j].
+  x = jnp.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).reshape(1, 3, 2, 1)
+  g = jnp.array([0.5, -1.0]).reshape(1, 2, 1, 1)
+  dw = fast_conv.taps_weight_grad(x, g, (2, 2, 1, 1), (1, 1),
+                                  ((0, 0), (0, 0)))
+  np.testing.assert_array_equal(np.asarray(dw)[..., 0, 0],
+                                [[0.5 - 3.0, 1.0 - 4.0], [1.5 - 5.0,
+                                                          2.0 - 6.0]])
 
 
 def test_shifted_weight_grad_by_hand():
@@ -104,5 +117,7 @@ def test_bad_input_names_the_problem():
     fast_conv.conv2d(x, jnp.zeros((1, 1, 5, 2)))
   with pytest.raises(ValueError, match="weight_grad"):
     fast_conv.conv2d(x, jnp.zeros((1, 1, 3, 2)), weight_grad="im2col")
+  with pytest.raises(ValueError, match="conv_impl"):
+    layers.conv(4, 3, conv_impl="cudnn")
   with pytest.raises(ValueError, match="NHWC"):
     fast_conv.conv2d(x[0], jnp.zeros((1, 1, 3, 2)))

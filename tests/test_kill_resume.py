@@ -186,6 +186,11 @@ def test_the_console_shows_progress_and_results_not_library_chatter(runs):
   assert any(l.startswith("phase1 (teacher") for l in lines)
   assert any(re.match(r"phase2 \[#+\.*\] \d+/8 ", l) for l in lines)
   assert lines[-1].startswith("Results in ")
+  # What each phase paid for compiling (driver._compile_report; the
+  # evaluation's is in log.txt, below).
+  for part in ("phase1", "phase2"):
+    assert any(re.fullmatch(rf"{part}: compiling took \d+ s \(\d+ programs, "
+                            r"\d+ from the cache\)", l) for l in lines), part
   table = [l for l in lines if l.startswith("| all |")]
   assert len(table) == 2  # The student's and the teacher's.
   assert stdout.rstrip().endswith(lines[-1])
@@ -197,6 +202,8 @@ def test_the_console_shows_progress_and_results_not_library_chatter(runs):
     log = f.read()
   assert all(word in log for word in chatter)
   assert "phase2 step 8/8" in log
+  assert re.search(r"evaluation: [\d.]+ s compiling: \d+ programs \(\d+ "
+                   r"from the cache\)", log)
 
 
 def test_library_speed_advice_stays_in_log_txt(tmp_path):

@@ -9,6 +9,7 @@ L2-normalised; ranking uses distance = 1 - dot product (cosine).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from data_pipelines.pipeline import transforms
+from pshrnet_jax.models import layers
 from pshrnet_jax.models.inputs import NETWORK_SIZE
 from pshrnet_jax.models.inputs import denormalize_images
 from pshrnet_jax.models.inputs import normalize_images
@@ -50,7 +52,7 @@ def make_feature_fn(apply_fn: ApplyFn) -> Callable[..., tuple[jax.Array,
     no SR module).
   """
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=layers.compiler_options())
   def feature_fn(variables, images):
     x = normalize_images(images)
     both = jnp.concatenate([x, x[:, :, ::-1, :]], axis=0)

@@ -1,18 +1,24 @@
-"""A 2-D convolution whose weight gradient XLA:CPU computes faster.
+"""A 2-D convolution whose weight gradient is computed as matrix products.
 
 XLA:CPU lowers the weight gradient of a convolution to a convolution with
-batch and feature dimensions swapped; for 1x1 kernels that program runs
-5-8x slower than the same arithmetic written as one matrix product
-(measured on HRNet's shapes by scripts/benchmark_train.py; e.g. 1x1 64->256
-on 24x32x16: 38 ms vs 6 ms). `conv2d` keeps XLA's forward pass and input
-gradient and replaces the weight gradient:
+batch and feature dimensions swapped, wrapped in transposes of the
+activations. `conv2d` keeps XLA's forward pass and input gradient and
+replaces the weight gradient with GEMMs over NHWC data:
 
   dW[i, j, c, o] = sum_{b, h, w} x_pad[b, s*h + i, s*w + j, c] * g[b, h, w, o]
 
-For a 1x1 kernel that is a single GEMM over the (B*H*W) rows of x and g.
-For k x k kernels the same identity gives k*k shifted GEMMs ('shifted'); on
-this CPU they measured slower than XLA's own program for every HRNet 3x3
-shape, so 'auto' uses them only for 1x1 kernels.
+Methods (`weight_grad`):
+  'shifted': one GEMM per kernel tap over a shifted, strided view of x (for
+    a 1x1 kernel: a single GEMM over the B*H*W rows of x and g);
+  'taps': one GEMM per row phase: the horizontal taps of x side by side on
+    its channel axis and the vertical taps as shifted copies of g
+    (`taps_weight_grad`); one GEMM for a stride-1 3x3 kernel, two for
+    stride 2;
+  'xla': XLA's own program;
+  'auto': 'shifted' for 1x1 kernels, 'xla' otherwise.
+
+What each gives on this project's CPU is measured in README ("Training
+step"); the models choose through `config.model.conv_impl` (layers.py).
 
 Layouts follow flax.linen.Conv: x NHWC, kernel HWIO, explicit padding.
 `conv_general_dilated` has lax's signature, so a Flax layer takes it as is:
@@ -34,7 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
-WEIGHT_GRAD_METHODS = ("auto", "xla", "shifted")
+WEIGHT_GRAD_METHODS = ("auto", "xla", "shifted", "taps")
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
@@ -93,10 +99,61 @@ def shifted_weight_grad(x: jax.Array, g: jax.Array,
   return jnp.stack(rows).astype(x.dtype)
 
 
-def _uses_shifted(kernel_shape: Sequence[int], method: str) -> bool:
+def taps_weight_grad(x: jax.Array, g: jax.Array,
+                     kernel_shape: Sequence[int], strides: Sequence[int],
+                     padding: Sequence[Sequence[int]]) -> jax.Array:
+  """d(loss)/d(kernel) as one GEMM per row phase, NHWC throughout.
+
+  The kw horizontal taps of x go side by side on the channel axis
+  (x_w: (B, Hp, Wo, kw*C)); the vertical taps become shifted copies of g
+  on its channel axis (g_h: (B, Hp', Wo, n*O), zero rows where a shift
+  runs off the map). Then
+
+    x_w^T g_h = [dW[i, j]]_{j, i}       ((kw*C) x (n*O) blocks)
+
+  With stride sh the rows of x_w split into sh phases (rows r, r + sh,
+  ...); tap i belongs to phase i % sh at shift i // sh, so a stride-2 3x3
+  kernel is two GEMMs (taps {0, 2} and {1}). No transposes of the
+  activations, kh / sh times fewer copies than im2col.
+
+  Args:
+    x: (B, H, W, C) convolution input.
+    g: (B, Ho, Wo, O) gradient of the loss w.r.t. the convolution output.
+    kernel_shape: (kh, kw, C, O).
+    strides: (sh, sw).
+    padding: ((top, bottom), (left, right)).
+
+  Returns:
+    (kh, kw, C, O) weight gradient, in the dtype of x.
+  """
+  kh, kw, channels, out = kernel_shape
+  (sh, sw), ((pt, pb), (pl, pr)) = strides, padding
+  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  batch, ho, wo = g.shape[:3]
+  hp = xp.shape[1]
+  cols = [lax.slice(xp, (0, 0, j, 0), (batch, hp, j + sw * (wo - 1) + 1,
+                                       channels), (1, 1, sw, 1))
+          for j in range(kw)]
+  x_w = jnp.concatenate(cols, axis=-1) if kw > 1 else cols[0]
+  rows: list[Any] = [None] * kh
+  for phase in range(min(sh, kh)):
+    taps = list(range(phase, kh, sh))
+    x_r = x_w[:, phase::sh] if sh > 1 else x_w
+    height = x_r.shape[1]
+    shifted = [jnp.pad(g, ((0, 0), (i // sh, height - ho - i // sh),
+                           (0, 0), (0, 0))) for i in taps]
+    g_h = jnp.concatenate(shifted, axis=-1) if len(taps) > 1 else shifted[0]
+    block = jnp.einsum("bhwk,bhwn->kn", x_r, g_h)
+    block = block.reshape(kw, channels, len(taps), out)
+    for t, i in enumerate(taps):
+      rows[i] = block[:, :, t]
+  return jnp.stack(rows).astype(x.dtype)
+
+
+def _weight_grad_method(kernel_shape: Sequence[int], method: str) -> str:
   if method == "auto":
-    return tuple(kernel_shape[:2]) == (1, 1)
-  return method == "shifted"
+    return "shifted" if tuple(kernel_shape[:2]) == (1, 1) else "xla"
+  return method
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -112,8 +169,11 @@ def _conv_bwd(strides, padding, method, residuals, g):
   x, kernel = residuals
   _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, kernel, strides, padding), x)
   (dx,) = input_vjp(g)
-  if _uses_shifted(kernel.shape, method):
+  resolved = _weight_grad_method(kernel.shape, method)
+  if resolved == "shifted":
     dw = shifted_weight_grad(x, g, kernel.shape, strides, padding)
+  elif resolved == "taps":
+    dw = taps_weight_grad(x, g, kernel.shape, strides, padding)
   else:
     _, kernel_vjp = jax.vjp(lambda k: _xla_conv(x, k, strides, padding),
                             kernel)
@@ -137,9 +197,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
     kernel: (kh, kw, C, O) kernel.
     strides: (sh, sw).
     padding: explicit ((top, bottom), (left, right)) padding.
-    weight_grad: 'auto' (shifted GEMMs for 1x1 kernels, XLA otherwise),
-      'xla' (XLA's own weight gradient) or 'shifted' (GEMMs for every
-      kernel size).
+    weight_grad: one of WEIGHT_GRAD_METHODS (module docstring).
 
   Returns:
     (B, Ho, Wo, O), equal to lax.conv_general_dilated's output.
@@ -164,8 +222,12 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
                          feature_group_count: int = 1,
                          batch_group_count: int = 1,
                          precision: Any = None,
-                         preferred_element_type: Any = None) -> jax.Array:
-  """Drop-in for lax.conv_general_dilated: 1x1 NHWC/HWIO convs use conv2d.
+                         preferred_element_type: Any = None, *,
+                         weight_grad: str = "auto") -> jax.Array:
+  """Drop-in for lax.conv_general_dilated through conv2d where it applies.
+
+  With weight_grad='auto' only 1x1 kernels take conv2d (the others would
+  use XLA's program anyway); bind another method with functools.partial.
 
   Args:
     lhs: input, as for lax.conv_general_dilated.
@@ -180,6 +242,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
     batch_group_count: batch groups.
     precision: matmul precision.
     preferred_element_type: accumulation/output type.
+    weight_grad: conv2d's method (WEIGHT_GRAD_METHODS).
 
   Returns:
     The convolution, equal to lax.conv_general_dilated's.
@@ -195,7 +258,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
   numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape,
                                        dimension_numbers)
   ones = (None, (1, 1), [1, 1])
-  if (numbers != _NHWC_HWIO or tuple(rhs.shape[:2]) != (1, 1)
+  if (numbers != _NHWC_HWIO
+      or _weight_grad_method(rhs.shape, weight_grad) == "xla"
       or lhs_dilation not in ones or rhs_dilation not in ones
       or feature_group_count != 1 or batch_group_count != 1
       or precision is not None or preferred_element_type is not None):
@@ -203,4 +267,4 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2],
                                   window_strides, padding)
-  return conv2d(lhs, rhs, window_strides, padding, weight_grad="auto")
+  return conv2d(lhs, rhs, window_strides, padding, weight_grad=weight_grad)

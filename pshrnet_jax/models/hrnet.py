@@ -49,7 +49,7 @@ class HRModule(nn.Module):
   Attributes:
     channels: channels of each branch.
     num_blocks: BasicBlocks per branch.
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
   """
   channels: Sequence[int]
@@ -84,7 +84,7 @@ class HRModule(nn.Module):
                               dtype=self.dtype,
                               name=f"fuse_{i}_{j}_{k}")(x, train)
         y = x if y is None else y + x
-      fused.append(nn.relu(y))
+      fused.append(layers.materialize(nn.relu(y)))
     return fused
 
 
@@ -96,7 +96,7 @@ class HRNet(nn.Module):
       values such as 4 for tests).
     num_modules: HighResolutionModules of stages 2, 3 and 4.
     num_blocks: Bottlenecks of layer1 and BasicBlocks of every branch.
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype (parameters stay float32).
   """
   width: int = 32
@@ -173,7 +173,7 @@ class IncreModules(nn.Module):
 
   Attributes:
     head_planes: Bottleneck planes per branch.
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
   """
   head_planes: Sequence[int] = HEAD_PLANES
@@ -211,7 +211,7 @@ def imagenet_representation(xs: Sequence[jax.Array], train: bool, *,
     train: batch statistics (True) or running averages (False).
     head_planes: incre_modules planes (the outputs have 4x these channels).
     final_features: channels of final_layer (2048).
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
 
   Returns:
@@ -238,7 +238,7 @@ class HRNetClassifier(nn.Module):
     final_features: channels of `final_layer` (official: 2048).
     num_modules: HighResolutionModules of stages 2-4 (HRNet).
     num_blocks: blocks of layer1 and of every branch (HRNet).
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype (parameters stay float32).
   """
   width: int = 32

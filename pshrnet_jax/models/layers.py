@@ -9,6 +9,7 @@ asymmetrically, which shifts every later map by half a pixel relative to
 PyTorch).
 """
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -19,10 +20,13 @@ from pshrnet_jax.models import fast_conv
 
 Dtype = Any
 
-# How convolutions are computed: 'xla' is lax.conv_general_dilated
-# throughout; 'fast' keeps XLA's forward and input gradient but computes
-# weight gradients as GEMMs (fast_conv.py). Same parameters, same maths.
-CONV_IMPLS = ("xla", "fast")
+# How convolutions are computed. Every choice keeps XLA's forward pass and
+# input gradient; they differ in the weight gradient (fast_conv.py): 'xla'
+# is XLA's own program throughout, 'fast' one GEMM for 1x1 kernels, 'gemm'
+# GEMMs for every kernel ('taps'). Same parameters, same maths; what each
+# gives on a CPU is measured in README ("Training step").
+CONV_IMPLS = ("xla", "fast", "gemm")
+_WEIGHT_GRAD = {"fast": "auto", "gemm": "taps"}
 
 # Kaiming-normal, fan-out, ReLU gain: the official HRNet initialisation, and
 # for 3x3 convolutions the same law as VDSR's N(0, sqrt(2 / (k * k * out))).
@@ -46,7 +50,7 @@ def conv(features: int, kernel_size: int, stride: int = 1, *,
     kernel_size: square kernel size.
     stride: square stride.
     use_bias: whether the convolution has a bias (HRNet's are bias-free).
-    conv_impl: 'xla' or 'fast' (see CONV_IMPLS).
+    conv_impl: one of CONV_IMPLS.
     dtype: computation dtype; parameters stay float32.
     name: module name.
     kernel_init: the kernel's initialiser (HRNet/VDSR's law by default).
@@ -62,8 +66,9 @@ def conv(features: int, kernel_size: int, stride: int = 1, *,
       features, (kernel_size, kernel_size), strides=(stride, stride),
       padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
       param_dtype=jnp.float32, kernel_init=kernel_init,
-      conv_general_dilated=(fast_conv.conv_general_dilated
-                            if conv_impl == "fast" else None), name=name)
+      conv_general_dilated=(None if conv_impl == "xla" else functools.partial(
+          fast_conv.conv_general_dilated,
+          weight_grad=_WEIGHT_GRAD[conv_impl])), name=name)
 
 
 class BatchNorm(nn.Module):
@@ -142,7 +147,7 @@ class ConvBN(nn.Module):
     stride: square stride.
     relu: apply a ReLU after the BatchNorm.
     use_bias: convolution bias (the ImageNet head's convolutions have one).
-    conv_impl: 'xla' or 'fast' (see CONV_IMPLS).
+    conv_impl: one of CONV_IMPLS.
     dtype: computation dtype.
   """
   features: int
@@ -170,7 +175,7 @@ class BasicBlock(nn.Module):
 
   Attributes:
     features: channels in and out.
-    conv_impl: 'xla' or 'fast' (see CONV_IMPLS).
+    conv_impl: one of CONV_IMPLS.
     dtype: computation dtype.
   """
   features: int
@@ -190,7 +195,7 @@ class BasicBlock(nn.Module):
     y = conv(self.features, 3, conv_impl=impl, dtype=self.dtype,
              name="conv2")(y)
     y = batch_norm(train, dtype=self.dtype, name="bn2")(y)
-    return nn.relu(y + x)
+    return materialize(nn.relu(y + x))
 
 
 class Bottleneck(nn.Module):
@@ -202,7 +207,7 @@ class Bottleneck(nn.Module):
   Attributes:
     planes: bottleneck width; the output has `4 * planes` channels.
     stride: stride of the 3x3 convolution (and of the projection).
-    conv_impl: 'xla' or 'fast' (see CONV_IMPLS).
+    conv_impl: one of CONV_IMPLS.
     dtype: computation dtype.
   """
   planes: int
@@ -227,7 +232,35 @@ class Bottleneck(nn.Module):
       x = conv(out_features, 1, self.stride, conv_impl=impl, dtype=dtype,
                name="downsample_conv")(x)
       x = batch_norm(train, dtype=self.dtype, name="downsample_bn")(x)
-    return nn.relu(y + x)
+    return materialize(nn.relu(y + x))
+
+
+def materialize(x: jax.Array) -> jax.Array:
+  """x, computed once and kept: XLA may not fuse its computation into
+  later operations.
+
+  A residual block's output is the input of the next block's convolution
+  and of its skip connection. Without a fence XLA:CPU recomputes such
+  elementwise chains (BatchNorm, skip add, ReLU of every earlier block of a
+  branch) inside each consumer fusion, in the backward pass inside the
+  transposes around each weight gradient: at HRNet-W32's depth that
+  recomputation made the phase-1 step 3x slower (README, "Where a step's
+  time goes"). The value is unchanged; only where it is computed.
+  """
+  return jax.lax.optimization_barrier(x)
+
+
+def compiler_options() -> dict[str, str] | None:
+  """XLA options for every jitted program that runs these models.
+
+  XLA:CPU removes optimisation barriers (`cse_barrier_expander`) before it
+  fuses, so `materialize` holds only when that pass is off. Pass the result
+  as `jax.jit(..., compiler_options=layers.compiler_options())`; it is part
+  of the persistent cache key. Other backends keep their defaults.
+  """
+  if jax.default_backend() == "cpu":
+    return {"xla_disable_hlo_passes": "cse_barrier_expander"}
+  return None
 
 
 def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:

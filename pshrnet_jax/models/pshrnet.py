@@ -39,7 +39,7 @@ class HRNetReID(nn.Module):
     dropout_rate: dropout before the identity classifier.
     num_modules: HighResolutionModules of stages 2-4 (HRNet-W*-C: 1, 4, 3).
     num_blocks: blocks of layer1 and of every branch (HRNet-W*-C: 4).
-    conv_impl: 'xla' or 'fast' (how convolutions are computed).
+    conv_impl: one of layers.CONV_IMPLS (how weight gradients are computed).
     dtype: computation dtype (parameters stay float32; outputs float32).
     head_kind: 'reid' (SPEC 1.3) or 'imagenet' (HRNet-W*-C's representation
       head, pooled to `final_features`, then the same FC block; its aux has
@@ -124,7 +124,7 @@ def PSHRNet(  # pylint: disable=invalid-name
     dropout_rate: dropout before the identity classifier.
     num_modules: HighResolutionModules of stages 2-4.
     num_blocks: blocks of layer1 and of every branch.
-    conv_impl: 'xla' or 'fast' (how convolutions are computed).
+    conv_impl: one of layers.CONV_IMPLS (how weight gradients are computed).
     dtype: computation dtype.
   """
   if sr_module not in SR_MODULES:

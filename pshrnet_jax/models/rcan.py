@@ -60,7 +60,7 @@ class RCAB(nn.Module):
 
   Attributes:
     reduction: channel-attention reduction r (squeeze to C // r).
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
   """
   reduction: int = REDUCTION
@@ -85,7 +85,7 @@ class ResidualGroup(nn.Module):
   Attributes:
     num_blocks: RCABs B.
     reduction: channel-attention reduction r.
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
   """
   num_blocks: int = NUM_BLOCKS
@@ -110,7 +110,7 @@ class RCAN(nn.Module):
     num_blocks: RCABs per group B (paper: 20).
     features: channels C (paper: 64).
     reduction: channel-attention reduction r (paper: 16).
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype; the output is float32.
   """
   num_groups: int = NUM_GROUPS

@@ -54,7 +54,7 @@ class ResNet(nn.Module):
     width: stem channels and layer1's planes (64); layer L has
       width * 2**(L-1) planes.
     blocks: Bottlenecks of layer1..layer4 (ResNet-50: 3, 4, 6, 3).
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype (parameters stay float32).
   """
   width: int = WIDTH
@@ -98,7 +98,7 @@ class ResNet50Classifier(nn.Module):
     num_classes: fc outputs (ImageNet: 1000).
     width: see ResNet (64).
     blocks: see ResNet ((3, 4, 6, 3)).
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype (parameters stay float32).
   """
   num_classes: int = 1000
@@ -134,7 +134,7 @@ class ResNet50ReID(nn.Module):
     width: see ResNet (64).
     blocks: see ResNet ((3, 4, 6, 3)).
     dropout_rate: dropout before the identity classifier.
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype (parameters stay float32; outputs float32).
   """
   num_classes: int = 751

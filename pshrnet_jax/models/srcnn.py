@@ -33,7 +33,7 @@ class SRCNN(nn.Module):
   Attributes:
     features: channels of the first two convolutions (paper: 64, 32; tests
       use fewer).
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype; the output is float32.
   """
   features: Sequence[int] = FEATURES

@@ -22,7 +22,7 @@ class ChannelAttention(nn.Module):
 
   Attributes:
     squeeze_channels: channels of the bottleneck (released code: 4).
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
     kernel_init: initialiser of both 1x1 kernels (RCAN uses PyTorch's).
   """
@@ -51,7 +51,7 @@ class VDSRCA(nn.Module):
     features: channels of the middle blocks (64).
     squeeze_channels: channel-attention bottleneck (4).
     channel_attention: False gives plain VDSR (paper Table IV).
-    conv_impl: 'xla' or 'fast' (layers.conv).
+    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype; the output is float32.
   """
   num_blocks: int = 18

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
+from pshrnet_jax.models import layers
 from pshrnet_jax.training import losses
 from pshrnet_jax.models.inputs import normalize_images
 
@@ -155,4 +156,4 @@ def jit_step(step_fn: Callable[..., tuple[TrainState, Metrics]],
       in_shardings=(replicated, batch_sharding, replicated)
       + (replicated,) * num_extra_args,
       out_shardings=(replicated, replicated),
-      donate_argnums=(0,))
+      donate_argnums=(0,), compiler_options=layers.compiler_options())
