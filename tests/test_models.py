@@ -20,6 +20,7 @@ from pshrnet_jax.models import PSHRNet
 from pshrnet_jax.models import VDSRCA
 from pshrnet_jax.models import reid_head
 from pshrnet_jax import errors
+from pshrnet_jax.training import initialization
 
 TINY = dict(width=4, head_planes=(4, 8, 8, 16))
 
@@ -127,6 +128,19 @@ def test_initialisation_laws():
   assert np.mean(params["bn"]["scale"]) == pytest.approx(1.0, abs=0.01)
   assert np.std(params["bn"]["scale"]) == pytest.approx(0.02, rel=0.2)
   assert not np.any(params["fc1"]["bias"]) and not np.any(params["bn"]["bias"])
+
+
+def test_the_loops_initial_variables_are_model_init_values():
+  # initialization.random_variables runs only the initialisers (lazy_init);
+  # the values must be those of model.init on a dummy batch.
+  model = PSHRNet(num_classes=5, sr_blocks=2, sr_features=8,
+                  num_modules=(1, 1, 1), num_blocks=1, **TINY)
+  expected = model.init(jax.random.key(3), jnp.zeros((1, 64, 32, 3)),
+                        train=False)
+  got = initialization.random_variables(model, 3, (64, 32))
+  assert jax.tree.structure(got) == jax.tree.structure(dict(expected))
+  for e, g in zip(jax.tree.leaves(dict(expected)), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(g, e)
 
 
 @pytest.mark.parametrize("size,out", [((7, 5), 4), ((3, 3), 2), ((9, 6), 4),

@@ -75,11 +75,15 @@ def check_init_from(config: ml_collections.ConfigDict) -> None:
 
 def random_variables(model, seed: int,
                      image_size: tuple[int, int]) -> dict[str, Any]:
-  """`model.init` on a dummy batch, as host numpy arrays."""
-  dummy = jnp.zeros((1, *image_size, 3), jnp.float32)
+  """The model's initial variables (as `model.init` gives them), as host
+  numpy arrays."""
+  dummy = jax.ShapeDtypeStruct((1, *image_size, 3), jnp.float32)
   # Eagerly, not jitted: XLA:CPU spends minutes compiling one program with
-  # every initialiser's RNG, while op-by-op init reuses small cached kernels.
-  variables = model.init(jax.random.key(seed), dummy, train=False)
+  # every initialiser's RNG, while op-by-op init reuses small cached
+  # kernels. `lazy_init` runs only the initialisers, not the forward pass
+  # on the dummy batch: the same values, a third fewer programs to compile
+  # (the demo's teacher: 191 instead of 269, 13 s instead of 16 s cold).
+  variables = model.lazy_init(jax.random.key(seed), dummy, train=False)
   return jax.tree.map(np.asarray, dict(variables))
 
 
