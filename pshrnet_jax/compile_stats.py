@@ -65,12 +65,6 @@ class CompileStats:
                                         for s, name in self.slowest[:3])
     return text
 
-  def as_dict(self) -> dict[str, float | int]:
-    return {"programs": self.programs, "cache_hits": self.cache_hits,
-            "compile_s": round(self.compile_s, 3),
-            "trace_s": round(self.trace_s, 3),
-            "lower_s": round(self.lower_s, 3)}
-
 
 _SLOWEST = 8
 

@@ -24,10 +24,10 @@ conv2d / conv2d_input / conv2d_weight / batch_norm). Micro-programs run
 without the fusion and scheduling of the whole step, so "other" (= step -
 micro sums) is an estimate and can even be negative.
 
-`--conv_impl=xla|fast` sets the models' `config.model.conv_impl` (the
-switch `python -m pshrnet_jax.main` takes): 'fast' computes 1x1 weight
-gradients as one GEMM (pshrnet_jax/models/fast_conv.py). Default: the
-config's default.
+`--conv_impl=xla|fast|gemm` sets the models' `config.model.conv_impl` (the
+switch `python -m pshrnet_jax.main` takes; pshrnet_jax/models/fast_conv.py:
+'fast' computes 1x1 weight gradients as one GEMM, 'gemm' every weight
+gradient). Default: the config's default.
 """
 
 import argparse
@@ -46,6 +46,7 @@ sys.path.insert(0, _ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from pshrnet_jax.models import inputs
+from pshrnet_jax.models import layers
 from pshrnet_jax.training import losses
 from reference import torch_models as tr
 from reference import torch_train
@@ -96,7 +97,7 @@ def jax_phase(phase, config, args, batch_np):
                              ps_weight=loss_config["ps_weight"],
                              ps_features=tuple(loss_config["ps_features"]),
                              **kw)[0]
-  fwd = jax.jit(forward)
+  fwd = jax.jit(forward, compiler_options=layers.compiler_options())
   fwd_args = (state.params, state.batch_stats, extra[0] if extra else {},
               batch)
   forward_ms = step_breakdown.min_ms(lambda: fwd(*fwd_args).block_until_ready(),

@@ -138,7 +138,7 @@ def taps_weight_grad(x: jax.Array, g: jax.Array,
   rows: list[Any] = [None] * kh
   for phase in range(min(sh, kh)):
     taps = list(range(phase, kh, sh))
-    x_r = x_w[:, phase::sh] if sh > 1 else x_w
+    x_r = x_w[:, phase::sh]
     height = x_r.shape[1]
     shifted = [jnp.pad(g, ((0, 0), (i // sh, height - ho - i // sh),
                            (0, 0), (0, 0))) for i in taps]
