@@ -18,13 +18,12 @@ from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.evaluation import metrics
 from pshrnet_jax.models import factory
 from pshrnet_jax.models import hrnet
-from pshrnet_jax.models import layers
-from pshrnet_jax.models import pshrnet
 from pshrnet_jax.models import reid_head
 from pshrnet_jax.training import initialization
 from pshrnet_jax.training import losses
+from pshrnet_jax.training import phases
 
-MODES = ("phase1", "phase2", "eval", "all")
+MODES = tuple(p.name for p in phases.PHASES) + ("eval", "all")
 DATA_SOURCES = ("tfds", "files")
 LR_INTERPOLATIONS = ("bilinear", "bicubic")
 STUDENT_INITS = ("imagenet", "teacher")
@@ -98,9 +97,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _ints(config, "model.hrnet_modules", 3, 1)
   _int(config, "model.hrnet_blocks", 1)
   _one_of(config, "model.pooling", reid_head.POOLING_MODES)
-  _one_of(config, "model.backbone", factory.BACKBONES)
-  _one_of(config, "model.head", pshrnet.HEAD_KINDS)
-  _one_of(config, "model.sr_module", factory.SR_MODULES)
+  factory.check_model_config(config.model)
   _int(config, "model.resnet_width", 1)
   _ints(config, "model.resnet_blocks", 4, 1)
   _ints(config, "model.srcnn_features", 2, 1)
@@ -109,8 +106,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _int(config, "model.sr_features", 1)
   _int(config, "model.sr_blocks", 0)
   _number(config, "model.dropout_rate", 0.0, 1.0, high_open=True)
-  _one_of(config, "model.compute_dtype", factory.COMPUTE_DTYPES)
-  _one_of(config, "model.conv_impl", layers.CONV_IMPLS)
 
   # Data.
   if not config.data.name:
@@ -151,9 +146,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _number(config, "optim.weight_decay", 0.0)
   _number(config, "optim.decay_factor", 0.0)
   _number(config, "optim.warmup_lr", 0.0)
-  for phase in ("phase1_epochs", "phase2_epochs"):
-    if config.train[phase] is not None:
-      _int(config, f"train.{phase}", 1)
+  for phase in phases.PHASES:
+    if config.train[f"{phase.name}_epochs"] is not None:
+      _int(config, f"train.{phase.name}_epochs", 1)
 
   # Training and evaluation.
   _int(config, "train.log_every_steps", 1)

@@ -35,6 +35,7 @@ from pshrnet_jax.errors import WorkdirBusyError
 from pshrnet_jax.evaluation import workdir_eval
 from pshrnet_jax.training import initialization
 from pshrnet_jax.training import loop
+from pshrnet_jax.training import phases
 from pshrnet_jax.training import sharding
 
 
@@ -142,13 +143,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       _check_writable(workdir)
     mesh = sharding.make_data_mesh(config.num_devices or None)
     sharding.check_global_batch(config.data.p * config.data.k, mesh)
-    phases = [p for p in ("phase1", "phase2")
-              if config.mode in (p, "all")
-              and not (p == "phase2" and config.hr_only)]
+    to_train = phases.to_train(config)
     # Before reading (or building) any data.
-    if phases == ["phase2"]:
+    if phases.STUDENT in to_train and phases.TEACHER not in to_train:
       initialization.require_teacher(config, workdir)
-    for phase in phases:
+    for phase in to_train:
       loop.check_resumable(config, workdir, phase)
     benchmark = load_benchmark(config, workdir)
     logging.info("Benchmark %s: %d train, %d query, %d gallery images.",
@@ -166,8 +165,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           console.start_workdir_log(workdir)
         saved.append(True)
 
-    for phase in phases:
-      with _compile_report(phase, show=True):
+    for phase in to_train:
+      with _compile_report(phase.name, show=True):
         loop.train_phase(config, workdir, phase, benchmark, sources, mesh,
                          ready=ready)
     if config.mode in ("eval", "all"):

@@ -111,8 +111,8 @@ def main(argv):
     # reuses the executables from here.
     jax.config.update("jax_compilation_cache_dir",
                       os.path.expanduser(config.compilation_cache_dir))
-    # Every program, even the small ones of eager initialisation (hundreds,
-    # ~0.1 s each to compile, 45 s for the demo's student; 5 s when cached).
+    # Every program, even the hundreds of small ones eager initialisation
+    # compiles: together they cost more than the training step.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).",

@@ -8,7 +8,7 @@
       phase1/teacher/            the final teacher variables
       phase2/checkpoints/<step>
       phase2/student/            the final student variables
-      tensorboard/{phase1,phase2}
+      tensorboard/{phase1,phase2,eval}
       phase*/{teacher,student}/model.json   the model, to rebuild it
       results.json, results.md, cmc.png, ranked_list.png
       log.txt                    everything logged (the console shows less)
@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-PHASES = ("phase1", "phase2")
 CONFIG_FILE = "config.json"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -31,11 +30,9 @@ RANKED_LIST_PNG = "ranked_list.png"
 LOG_FILE = "log.txt"
 # Beside exported variables: what model they belong to (models.factory).
 MODEL_FILE = "model.json"
-
-
-def _check_phase(phase: str) -> None:
-  if phase not in PHASES:
-    raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+# The two phases' folders and what each exports (training.phases names them).
+TEACHER_PHASE, TEACHER = "phase1", "teacher"
+STUDENT_PHASE, STUDENT = "phase2", "student"
 
 
 def data_build_dir(config: Any, workdir: str) -> str:
@@ -44,23 +41,26 @@ def data_build_dir(config: Any, workdir: str) -> str:
 
 
 def checkpoint_dir(workdir: str, phase: str) -> str:
-  """The phase's Orbax CheckpointManager folder."""
-  _check_phase(phase)
+  """The Orbax CheckpointManager folder of the phase folder `phase`."""
   return os.path.join(workdir, phase, "checkpoints")
 
 
-def export_dir(workdir: str, phase: str) -> str:
-  """The phase's final variables: the teacher (phase 1), the student (2)."""
-  _check_phase(phase)
-  return os.path.join(workdir, phase,
-                      "teacher" if phase == "phase1" else "student")
+def export_dir(workdir: str, phase: str, role: str) -> str:
+  """A phase's final variables: WORKDIR/<phase>/<role> (teacher, student)."""
+  return os.path.join(workdir, phase, role)
+
+
+def student_dir(workdir: str) -> str:
+  """The student phase 2 exports."""
+  return export_dir(workdir, STUDENT_PHASE, STUDENT)
 
 
 def teacher_dir(config: Any, workdir: str) -> str:
   """The phase-1 teacher phase 2 and evaluation use (--config.teacher_dir
   points at another run's)."""
-  return config.teacher_dir or export_dir(workdir, "phase1")
+  return config.teacher_dir or export_dir(workdir, TEACHER_PHASE, TEACHER)
 
 
-def tensorboard_dir(workdir: str, phase: str) -> str:
-  return os.path.join(workdir, "tensorboard", phase)
+def tensorboard_dir(workdir: str, run: str = "") -> str:
+  """TensorBoard logs: one run per phase, and 'eval'; '' is their parent."""
+  return os.path.join(workdir, "tensorboard", run)

@@ -5,7 +5,7 @@
   its arrays on one device (`tiny_setup.tiny_config` sets num_devices=1).
 - Compile time dominates this suite on a CPU, so every test process reuses
   compiled executables across runs through JAX's persistent cache, and the
-  training steps are shared through `loop.phase_step`'s in-process cache.
+  tests that run a training step share it through the `phase_step` fixture.
 """
 
 import fcntl
@@ -21,11 +21,9 @@ from pshrnet_jax import driver
 
 # Before JAX starts its backend (the first computation), not before imports.
 jax.config.update("jax_num_cpu_devices", 8)
-# LLVM at -O1: XLA:CPU compiles the suite's tiny programs faster (measured
-# on one core: a tiny student's eager random initialisation 37 s -> 18 s
-# cold, its phase-1 / phase-2 steps 23 / 27 s -> 20 / 24 s), and those
-# programs run in milliseconds either way. (-O0 is faster still but gave a
-# NaN gradient norm in the phase-1 step: not used.) Through the
+# LLVM at -O1: XLA:CPU compiles the suite's tiny programs about twice as
+# fast, and they run in milliseconds either way. (-O0 gave a NaN gradient
+# norm in the phase-1 step: not used.) Through the
 # environment, so the `python -m pshrnet_jax.main` subprocesses compile, and
 # find their cache entries, the same way.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
@@ -95,3 +93,18 @@ def tiny_killed(tiny_source, tmp_path_factory):
   return _once_per_session(
       tmp_path_factory, "killed",
       lambda d: tiny_setup.run_killed(tiny_source, d))
+
+
+@pytest.fixture(scope="session")
+def phase_step():
+  """`tiny_setup.build_step`, built once per (config, phase, mesh) in this
+  worker: tests that run the same step share its tracing and compile."""
+  built = {}
+
+  def get(config, phase, mesh):
+    key = (json.dumps(config.to_dict(), sort_keys=True, default=str),
+           phase.name, tuple(d.id for d in mesh.devices.flat))
+    if key not in built:
+      built[key] = tiny_setup.build_step(config, phase, mesh)
+    return built[key]
+  return get

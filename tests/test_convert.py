@@ -131,8 +131,9 @@ def test_released_models_are_routed_to_the_right_loader(tiny):
                                sr=tr.VDSR(2, 8, attention=False))
   _, module, info = convert.convert_checkpoint(tr.state_dict_numpy(plain),
                                                "student", pooling="max")
-  assert (info["model"], info["model_kwargs"]["sr_module"],
-          info["model_kwargs"]["sr_blocks"]) == ("PSHRNet", "vdsr", 2)
+  sr = info["model_kwargs"]["sr"]["model_kwargs"]
+  assert (info["model"], sr["channel_attention"], sr["num_blocks"]) == (
+      "SRReID", False, 2)
   assert not module.sr.channel_attention and module.sr.num_blocks == 2
   assert module.reid.pooling == "max"
 

@@ -29,6 +29,7 @@ from data_pipelines.readers import caviar
 from pshrnet_jax import driver
 from pshrnet_jax.evaluation import workdir_eval
 from pshrnet_jax.models.inputs import normalize_images
+from pshrnet_jax.training import phases
 from pshrnet_jax.training import sharding
 from pshrnet_jax.training import steps
 
@@ -126,12 +127,13 @@ def test_phase2_pairs_flag_a_real_hr_original(caviar_train):
 
 
 @pytest.fixture(scope="module")
-def masked_steps():
+def masked_steps(phase_step):
   """The tiny phase-2 step on one batch with a genuine-LR pair, three ways."""
   config = tiny.tiny_config()
   mesh = sharding.make_data_mesh(1)
-  student, teacher, optimizer, _, step_fn = tiny.phase_step(config, "phase2",
-                                                            mesh)
+  built = phase_step(config, phases.STUDENT, mesh)
+  student, teacher = built.model, built.teacher
+  optimizer, step_fn = built.optimizer, built.step
   batch = tiny.tiny_batch()
   # The pipeline's batch layout, so this is the program the runs compile.
   batch["pid"] = batch["label"] + 100

@@ -15,11 +15,13 @@ import pytest
 import torch
 
 import tiny_setup as tiny
+from pshrnet_jax import config_checks
 from pshrnet_jax import driver
 from pshrnet_jax import errors
 from pshrnet_jax.convert import load_torch_resnet
 from pshrnet_jax.models import factory
 from pshrnet_jax.training import initialization
+from pshrnet_jax.training import phases
 
 from reference import torch_ablations as ta
 from reference import torch_models as tr
@@ -29,6 +31,10 @@ BENCHMARK_CONFIGS = sorted(
     os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs",
                                                              "*.py"))
     if os.path.basename(p) not in ("__init__.py", "base.py", "demo.py"))
+
+
+def _shapes(model):
+  return factory.abstract_variables(model, (1, *tiny.IMAGE_SIZE, 3))
 
 
 def _config(name, **overrides):
@@ -64,8 +70,7 @@ def test_what_needs_the_weights_is_named():
   # The demo (and the tests) train from random weights without asking.
   initialization.check_init_from(_config("demo"))
   with pytest.raises(errors.ConfigError, match=r"model\.sr_module='edsr'"):
-    initialization.check_init_from(_config(
-        "demo", **{"model.sr_module": "edsr"}))
+    config_checks.check_config(_config("demo", **{"model.sr_module": "edsr"}))
 
 
 def test_driver_refuses_before_reading_or_writing(tmp_path):
@@ -88,8 +93,8 @@ def test_resnet50_starts_from_torchvision_weights(tmp_path):
                                    "init_from": path})
   teacher = factory.build_teacher(config.model, tiny.NUM_TRAIN_IDS)
   random = tiny.init_variables(teacher, config.seed)
-  got = initialization.initial_variables(config, "phase1", teacher,
-                                         tiny.IMAGE_SIZE, str(tmp_path))
+  got = initialization.initial_variables(
+      config, phases.TEACHER, teacher, _shapes(teacher), str(tmp_path))
   same = lambda a, b: jax.tree.all(jax.tree.map(np.array_equal, a, b))
   for collection in ("params", "batch_stats"):
     assert same(got[collection]["backbone"], imagenet[collection]["backbone"])
@@ -99,14 +104,14 @@ def test_resnet50_starts_from_torchvision_weights(tmp_path):
                                    "model.sr_module": "srcnn",
                                    "init_from": path})
   student = factory.build_student(config.model, tiny.NUM_TRAIN_IDS)
-  got = initialization.initial_variables(config, "phase2", student,
-                                         tiny.IMAGE_SIZE, str(tmp_path))
+  got = initialization.initial_variables(
+      config, phases.STUDENT, student, _shapes(student), str(tmp_path))
   assert same(got["params"]["reid"]["backbone"], imagenet["params"]["backbone"])
   random = tiny.init_variables(student, config.seed)
   assert same(got["params"]["sr"], random["params"]["sr"])
   # --config.init_from=none: the random initialisation itself.
   config = tiny.config_with("", **{"model.backbone": "resnet50",
                                    "init_from": "none"})
-  got = initialization.initial_variables(config, "phase1", teacher,
-                                         tiny.IMAGE_SIZE, str(tmp_path))
+  got = initialization.initial_variables(
+      config, phases.TEACHER, teacher, _shapes(teacher), str(tmp_path))
   assert same(got, tiny.init_variables(teacher, config.seed))

@@ -16,13 +16,21 @@ torch.set_num_threads(1)  # See test_parity.py: two threads thrash here.
 from pshrnet_jax import convert
 from pshrnet_jax.models import HRNetClassifier
 from pshrnet_jax.models import HRNetReID
-from pshrnet_jax.models import PSHRNet
+from pshrnet_jax.models import SRReID
 from pshrnet_jax.models import VDSRCA
 from pshrnet_jax.models import reid_head
 from pshrnet_jax import errors
 from pshrnet_jax.training import initialization
 
 TINY = dict(width=4, head_planes=(4, 8, 8, 16))
+
+
+def _student(num_classes, sr_module="vdsr_ca", sr_blocks=18, sr_features=64,
+             **hrnet):
+  """The paper's student (VDSR-CA, then HRNet-ReID) at any size."""
+  sr = None if sr_module == "none" else VDSRCA(
+      sr_blocks, sr_features, channel_attention=sr_module == "vdsr_ca")
+  return SRReID(reid=HRNetReID(num_classes=num_classes, **hrnet), sr=sr)
 
 
 def _shapes(module, shape, **kwargs):
@@ -87,7 +95,7 @@ def test_student_layout_and_sr_options():
   x = jax.ShapeDtypeStruct((1, 64, 32, 3), jnp.float32)
   for sr_module, sr_params in (("vdsr_ca", 677_448), ("vdsr", 667_008),
                                ("none", 0)):
-    model = PSHRNet(num_classes=5, sr_module=sr_module, **TINY)
+    model = _student(5, sr_module, **TINY)
     variables = jax.eval_shape(
         lambda x: model.init(jax.random.key(0), x, train=False), x)
     assert set(variables["params"]) == ({"reid"} | ({"sr"} if sr_params else set()))
@@ -133,8 +141,8 @@ def test_initialisation_laws():
 def test_the_loops_initial_variables_are_model_init_values():
   # initialization.random_variables runs only the initialisers (lazy_init);
   # the values must be those of model.init on a dummy batch.
-  model = PSHRNet(num_classes=5, sr_blocks=2, sr_features=8,
-                  num_modules=(1, 1, 1), num_blocks=1, **TINY)
+  model = _student(5, sr_blocks=2, sr_features=8, num_modules=(1, 1, 1),
+                   num_blocks=1, **TINY)
   expected = model.init(jax.random.key(3), jnp.zeros((1, 64, 32, 3)),
                         train=False)
   got = initialization.random_variables(model, 3, (64, 32))
@@ -166,12 +174,10 @@ def test_pool_branch_flattens_channel_major(pooling):
                              atol=1e-6)
 
 
-def test_bad_pooling_and_sr_module_names():
+def test_bad_pooling_name():
   x = jnp.zeros((1, 64, 32, 3))
   with pytest.raises(ValueError, match="'mean'"):
     HRNetReID(pooling="mean", **TINY).init(jax.random.key(0), x)
-  with pytest.raises(ValueError, match="'srcnn'"):
-    PSHRNet(sr_module="srcnn", **TINY).init(jax.random.key(0), x)
 
 
 def _numbered(shapes, offset):
@@ -196,7 +202,7 @@ def test_reid_from_imagenet_and_student_from_teacher():
                                    reid["params"]["head"]))
   assert reid["params"]["backbone"]["conv1"]["kernel"].flat[0] >= 5000  # Untouched.
 
-  student = _numbered(_shapes(PSHRNet(num_classes=5, sr_blocks=2, **TINY), x), 9000)
+  student = _numbered(_shapes(_student(5, sr_blocks=2, **TINY), x), 9000)
   new = convert.student_from_teacher(out, student)
   assert jax.tree.all(jax.tree.map(np.array_equal, new["params"]["reid"]["backbone"],
                                    cls["params"]["backbone"]))
@@ -271,11 +277,13 @@ def test_factory_rejects_unknown_choices():
     config = tiny_setup.config_with("", **{f"model.{field}": value})
     with pytest.raises(errors.ConfigError,
                        match=rf"--config\.model\.{field}='{value}'"):
-      factory.build_student(config.model, 5)
+      factory.check_model_config(config.model)
   config = tiny_setup.config_with("", **{"model.backbone": "resnet50",
                                          "model.head": "imagenet"})
-  with pytest.raises(errors.ConfigError, match="HRNet option"):
-    factory.build_teacher(config.model, 5)
+  with pytest.raises(errors.ConfigError,
+                     match=r"the resnet50 extractor has the heads \('reid',\)"):
+    factory.check_model_config(config.model)
+  factory.check_model_config(tiny_setup.tiny_config().model)  # Accepted.
 
 
 def test_imagenet_weights_into_the_ablation_extractors():

@@ -50,9 +50,12 @@ def tiny_classifier():
   torch_model = tr.randomize(tr.HighResolutionNet(**TINY_CLS), seed=3)
   variables, module, info = convert.convert_checkpoint(
       tr.state_dict_numpy(torch_model))
-  assert info["model_kwargs"] == {"width": 4, "num_classes": 10,
-                                  "head_planes": [4, 8, 8, 16],
-                                  "final_features": 32}
+  kwargs = info["model_kwargs"]
+  assert info["model"] == "HRNetClassifier"
+  assert {k: kwargs[k] for k in ("width", "num_classes", "head_planes",
+                                 "final_features")} == {
+      "width": 4, "num_classes": 10, "head_planes": [4, 8, 8, 16],
+      "final_features": 32}
   return torch_model, variables, _forward(module)
 
 
@@ -90,9 +93,11 @@ def tiny_student():
       reid=True, sr=sr), seed=6)
   state = tr.state_dict_numpy(torch_model)
   variables, module, info = convert.convert_checkpoint(state, "student")
-  assert info["model_kwargs"]["sr_module"] == "vdsr_ca"
-  assert (info["model_kwargs"]["sr_blocks"], info["model_kwargs"]["sr_features"],
-          info["model_kwargs"]["sr_squeeze_channels"]) == (3, 16, 4)
+  sr = info["model_kwargs"]["sr"]
+  assert (info["model"], sr["model"]) == ("SRReID", "VDSRCA")
+  assert (sr["model_kwargs"]["channel_attention"], sr["model_kwargs"]["num_blocks"],
+          sr["model_kwargs"]["features"],
+          sr["model_kwargs"]["squeeze_channels"]) == (True, 3, 16, 4)
   # The released models keep the unused ImageNet head: skipped, and listed.
   assert {k.split(".")[0] for k in info["ignored_keys"]} == {
       "downsamp_modules", "final_layer"}

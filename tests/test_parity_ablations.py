@@ -74,8 +74,9 @@ def test_tiny_resnet_parity(height, width):
   torch_model = tr.randomize(ta.ResNet(num_classes=10, **TINY_RESNET), seed=1)
   variables, module, info = convert.convert_checkpoint(
       tr.state_dict_numpy(torch_model), "resnet50")
-  assert info["model_kwargs"] == {"num_classes": 10, "width": 4,
-                                  "blocks": [1, 2, 1, 1]}
+  assert {k: info["model_kwargs"][k] for k in ("num_classes", "width",
+                                              "blocks")} == {
+      "num_classes": 10, "width": 4, "blocks": [1, 2, 1, 1]}
   x = _nchw((2, 3, height, width), seed=2)
   got = jax.jit(lambda v, x: module.apply(v, x, train=False),
                 compiler_options=FAST_COMPILE)(variables,
@@ -182,8 +183,9 @@ def test_convert_script_kind_resnet50(tmp_path):
   assert result.returncode == 0, result.stderr
   info = json.loads((out / "conversion.json").read_text())
   assert info["model"] == "ResNet50Classifier"
-  assert info["model_kwargs"] == {"num_classes": 10, "width": 4,
-                                  "blocks": [1, 2, 1, 1]}
+  assert {k: info["model_kwargs"][k] for k in ("num_classes", "width",
+                                              "blocks")} == {
+      "num_classes": 10, "width": 4, "blocks": [1, 2, 1, 1]}
   assert info["num_params"] == sum(p.numel()
                                    for p in torch_model.parameters())
   restored = convert.restore_variables(str(out))

@@ -33,10 +33,11 @@ def _result():
 
 def test_results_json_and_markdown(tmp_path):
   sr = sr_quality.SRQuality(psnr=26.1234, ssim=0.91234, num_images=3)
-  json_path, md_path = reports.write_results(str(tmp_path), _result(),
+  returned, markdown = reports.write_results(str(tmp_path), _result(),
                                              dataset="mlr_viper", sr=sr)
-  with open(json_path) as f:
+  with open(tmp_path / "results.json") as f:
     data = json.load(f)
+  assert returned == data
   assert (data["rank1"], data["rank5"], data["rank10"]) == (50.0, 100.0, 100.0)
   assert (data["mAP"], data["mINP"]) == (60.0, 40.0)
   assert data["protocol"] == "single_shot"
@@ -45,8 +46,9 @@ def test_results_json_and_markdown(tmp_path):
   assert data["single_shot"]["mAP_std"] == 10.0
   assert data["per_factor"]["2"]["rank1"] == 100.0
   assert data["sr"] == {"psnr": 26.123, "ssim": 0.9123, "num_images": 3}
-  with open(md_path) as f:
+  with open(tmp_path / "results.md") as f:
     text = f.read()
+  assert markdown == text
   assert "| all | 50.00 ± 25.00 | 100.00 ± 0.00 | 100.00 ± 0.00 | " \
          "60.00 ± 10.00 | 40.00 | 4/4 |" in text
   assert "| LR x2 | 100.00 |" in text

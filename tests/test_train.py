@@ -1,6 +1,6 @@
 """One real phase-1 and phase-2 training step, checked against references.
 
-Each step is the one the training loop runs (`loop.phase_step`: jit over a
+Each step is the one the training loop runs (`loop.build_step`: jit over a
 1-device mesh, state donated) on a tiny model, compared with an independent
 recomputation:
 - the loss, from the model's outputs and the pshrnet_jax.losses functions
@@ -24,6 +24,7 @@ import pytest
 
 import tiny_setup as tiny
 from pshrnet_jax.training import losses
+from pshrnet_jax.training import phases
 from pshrnet_jax.training import sharding
 from pshrnet_jax.training import steps
 
@@ -138,9 +139,10 @@ def batch():
 
 
 @pytest.fixture(scope="module")
-def phase1(config, mesh, batch):
+def phase1(config, mesh, batch, phase_step):
   """The teacher's variables, one phase-1 step, and the reference."""
-  model, _, optimizer, _, step_fn = tiny.phase_step(config, "phase1", mesh)
+  built = phase_step(config, phases.TEACHER, mesh)
+  model, optimizer, step_fn = built.model, built.optimizer, built.step
   variables = _with_decay_probe(tiny.init_variables(model, config.seed),
                                 ("head", "fc1", "bias"))
   state = sharding.put_replicated(
@@ -172,10 +174,11 @@ def phase1(config, mesh, batch):
 
 
 @pytest.fixture(scope="module")
-def phase2(config, mesh, batch, phase1):
+def phase2(config, mesh, batch, phase1, phase_step):
   """One phase-2 step against the phase-1 teacher, and the reference."""
-  student, teacher, optimizer, _, step_fn = tiny.phase_step(
-      config, "phase2", mesh)
+  built = phase_step(config, phases.STUDENT, mesh)
+  student, teacher = built.model, built.teacher
+  optimizer, step_fn = built.optimizer, built.step
   variables = _with_decay_probe(tiny.init_variables(student, config.seed),
                                 ("reid", "head", "fc1", "bias"))
   # The phase-1 teacher with running statistics that keep its eval-mode
@@ -184,7 +187,7 @@ def phase2(config, mesh, batch, phase1):
       teacher, {"params": phase1["state"].params,
                 "batch_stats": phase1["state"].batch_stats}, batch["hr"])
   teacher_before = jax.tree.map(np.array, teacher_vars)
-  bound = dict(student=student, teacher=teacher, tx=optimizer.tx,
+  bound = dict(model=student, teacher=teacher, tx=optimizer.tx,
                loss_config=config.loss.to_dict())
   teacher_on_device = sharding.put_replicated(teacher_vars, mesh)
   state = sharding.put_replicated(
@@ -339,11 +342,13 @@ def _max_abs_diff(a, b) -> float:
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def test_data_parallel_step_matches_single_device(config, batch, phase2):
+def test_data_parallel_step_matches_single_device(config, batch, phase2,
+                                                  phase_step):
   """The phase-2 step on 8 devices (batch split over "data") vs 1 device."""
   assert jax.device_count() == 8  # conftest.py forces 8 CPU devices.
   mesh8 = sharding.make_data_mesh(8)
-  _, _, optimizer, _, step8 = tiny.phase_step(config, "phase2", mesh8)
+  built = phase_step(config, phases.STUDENT, mesh8)
+  optimizer, step8 = built.optimizer, built.step
   start = phase2["start"]
   global_batch = sharding.put_batch(batch, mesh8)
   rows = {s.data.shape[0] for s in global_batch["hr"].addressable_shards}

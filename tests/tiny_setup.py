@@ -121,10 +121,10 @@ def init_variables(model, seed: int) -> dict:
   return initialization.random_variables(model, seed, IMAGE_SIZE)
 
 
-def phase_step(config: ml_collections.ConfigDict, phase: str, mesh):
-  """The loop's (model, teacher, optimizer, abstract vars, jitted step) for
-  the tiny set: the same cached objects `driver.run` trains with."""
-  return loop.phase_step(config, phase, NUM_TRAIN_IDS, STEPS_PER_EPOCH, mesh)
+def build_step(config: ml_collections.ConfigDict, phase, mesh):
+  """`loop.build_step` for the tiny set: what `driver.run` trains with.
+  Tests get it through conftest's `phase_step` fixture, which shares it."""
+  return loop.build_step(config, phase, NUM_TRAIN_IDS, STEPS_PER_EPOCH, mesh)
 
 
 @functools.lru_cache(maxsize=4)

@@ -132,10 +132,10 @@ def _sr_config(state, vdsr: Part) -> dict[str, Any]:
             if (m := re.match(re.escape(pre) + r"residual_layer\.(\d+)\.", k))}
   squeeze = state.get(pre + "residual_layer.0.ca.module.1.weight")
   features = state.get(pre + "input.weight")
-  return {"sr_module": "vdsr" if squeeze is None else "vdsr_ca",
-          "sr_blocks": max(blocks) + 1,
-          "sr_features": 64 if features is None else int(features.shape[0]),
-          "sr_squeeze_channels": 4 if squeeze is None else int(squeeze.shape[0])}
+  return {"channel_attention": squeeze is not None,
+          "num_blocks": max(blocks) + 1,
+          "features": 64 if features is None else int(features.shape[0]),
+          "squeeze_channels": 4 if squeeze is None else int(squeeze.shape[0])}
 
 
 def _torch_shape(flax_shape, kind: str, leaf: str) -> tuple[int, ...]:
@@ -195,13 +195,9 @@ def _build(state, source, parts, module, sample_shape=(1, 64, 64, 3)):
   return tree, ignored
 
 
-def _info(source, kind, module, config, parts, state, ignored, variables):
-  # A student is recorded by the paper's constructor and its flat arguments
-  # (`config`), which `factory.from_description` rebuilds it from.
-  model = "PSHRNet" if kind == "student" else type(module).__name__
-  return {"source": source, "kind": kind, "model": model,
-          "model_kwargs": {k: list(v) if isinstance(v, tuple) else v
-                           for k, v in config.items()},
+def _info(source, kind, module, parts, state, ignored, variables):
+  # `model` and `model_kwargs` rebuild the module (factory.from_description).
+  return {"source": source, "kind": kind, **factory.describe(module),
           "prefixes": {p.name: p.prefix for p in parts},
           "ignored_keys": ignored, "num_tensors": len(state) - len(ignored),
           "num_params": int(sum(v.size for v in
@@ -238,8 +234,8 @@ def _convert_resnet(state, source):
             "blocks": tuple(blocks)}
   module = models.ResNet50Classifier(**config)
   variables, ignored = _build(state, source, parts, module)
-  return variables, module, _info(source, "resnet50", module, config, parts,
-                                  state, ignored, variables)
+  return variables, module, _info(source, "resnet50", module, parts, state,
+                                  ignored, variables)
 
 
 def convert_checkpoint(
@@ -251,7 +247,7 @@ def convert_checkpoint(
     path_or_state_dict: a `.pth` path or a mapping name -> array/tensor.
     kind: 'hrnet' (ImageNet HRNet-W*-C -> HRNetClassifier), 'teacher'
       (released HRNet-ReID -> HRNetReID), 'student' (released PS-HRNet ->
-      PSHRNet) or 'resnet50' (torchvision ResNet-50 ->
+      SRReID of VDSR-CA and HRNetReID) or 'resnet50' (torchvision ResNet-50 ->
       ResNet50Classifier).
     width: the expected HRNet width; None accepts the checkpoint's (not
       used for 'resnet50').
@@ -308,13 +304,12 @@ def convert_checkpoint(
   else:
     config.update(num_classes=int(state[reid.prefix + "classifier.0.weight"]
                                   .shape[0]), pooling=pooling)
-    if kind == "teacher":
-      module = models.HRNetReID(**config)
-    else:
-      config.update(_sr_config(state, vdsr))
-      module = models.PSHRNet(**config)
+    module = models.HRNetReID(**config)
+    if kind == "student":
+      module = models.SRReID(reid=module,
+                             sr=models.VDSRCA(**_sr_config(state, vdsr)))
   variables, ignored = _build(state, source, parts, module)
-  return variables, module, _info(source, kind, module, config, parts, state,
+  return variables, module, _info(source, kind, module, parts, state,
                                   ignored, variables)
 
 
@@ -339,7 +334,8 @@ def load_torch_pshrnet(path_or_state_dict: Any, kind: str = "student", *,
 
   Args:
     path_or_state_dict: a `.pth` path or a mapping name -> array/tensor.
-    kind: 'student' (-> `PSHRNet`) or 'teacher' (-> `HRNetReID`).
+    kind: 'student' (-> `SRReID` of VDSR-CA and HRNetReID) or 'teacher'
+      (-> `HRNetReID`).
     width: the expected width; None accepts the checkpoint's.
 
   Returns:

@@ -12,6 +12,7 @@ import os
 from typing import Any, Mapping, Optional, Union
 
 
+from pshrnet_jax import workdir_layout
 from pshrnet_jax.evaluation.metrics import RankResult
 from pshrnet_jax.evaluation.sr_quality import SRQuality
 
@@ -132,7 +133,7 @@ def write_results(workdir: str,
                   reranked: Optional[Mapping[str, RankResult]] = None,
                   rerank: Optional[Mapping[str, Any]] = None,
                   baselines: Optional[Mapping[str, RankResult]] = None
-                  ) -> tuple[str, str]:
+                  ) -> tuple[dict[str, Any], str]:
   """Writes results.json and results.md into `workdir`.
 
   Args:
@@ -151,7 +152,7 @@ def write_results(workdir: str,
       `baselines` and in a table of their own.
 
   Returns:
-    The paths of results.json and results.md. The JSON holds the headline
+    (the content of results.json, that of results.md). The JSON holds the headline
     model's numbers at the top level and, for several models, `model` (the
     headline label) and `models` (label -> numbers); a re-ranked model's
     entry (and the top level, for the headline) holds its "+RR" numbers
@@ -187,10 +188,9 @@ def write_results(workdir: str,
     summary["baselines"] = {name: _summary(r) for name, r in baselines.items()}
     markdown += "\n" + _baselines_markdown(baselines)
   os.makedirs(workdir, exist_ok=True)
-  json_path = os.path.join(workdir, "results.json")
-  md_path = os.path.join(workdir, "results.md")
-  with open(json_path, "w") as f:
-    json.dump(summary, f, indent=2)
-  with open(md_path, "w") as f:
+  text = json.dumps(summary, indent=2)
+  with open(os.path.join(workdir, workdir_layout.RESULTS_JSON), "w") as f:
+    f.write(text)
+  with open(os.path.join(workdir, workdir_layout.RESULTS_MD), "w") as f:
     f.write(markdown)
-  return json_path, md_path
+  return json.loads(text), markdown

@@ -45,9 +45,7 @@ from pshrnet_jax.errors import RankInputError
 METRICS = ("cosine", "euclidean")
 # Rows per block of the neighbour pass: about this many float32 values
 # (16 MB). Buffers under glibc's 32 MB mmap threshold come back from the
-# heap; larger ones are mapped afresh for every block and page-faulted in
-# (measured at N = 40,000: 64 MB blocks took twice as long, half in the
-# kernel).
+# heap; larger ones are mapped afresh for every block and page-faulted in.
 _BLOCK_ELEMENTS = 4 << 20
 # Candidates beyond the wanted width, for keys made equal by the division.
 _MARGIN = 8

@@ -25,7 +25,6 @@ the query image itself leaves its gallery; results.json names the rule.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Callable, Mapping
 
@@ -55,15 +54,15 @@ from pshrnet_jax.models.inputs import denormalize_images
 _RANKED_LIST_TOP_K = 10
 
 
-def _models_to_evaluate(config, workdir: str) -> dict[str, str]:
-  """label -> variables directory, the headline model first."""
+def _models_to_evaluate(config, workdir: str) -> dict[str, tuple[str, Any]]:
+  """label -> (variables directory, model builder), the headline first."""
   out = {}
-  student = workdir_layout.export_dir(workdir, "phase2")
+  student = workdir_layout.student_dir(workdir)
   if not config.hr_only and os.path.isdir(student):
-    out["student"] = student
+    out[workdir_layout.STUDENT] = (student, factory.build_student)
   teacher = workdir_layout.teacher_dir(config, workdir)
   if os.path.isdir(teacher):
-    out["teacher"] = teacher
+    out[workdir_layout.TEACHER] = (teacher, factory.build_teacher)
   if not out:
     raise MissingTeacherError(
         f"Nothing to evaluate in {workdir}: neither phase2/student nor "
@@ -153,12 +152,11 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   to_evaluate = _models_to_evaluate(config, workdir)
   if ready is not None:
     ready()
-  for label, directory in to_evaluate.items():
+  for label, (directory, build) in to_evaluate.items():
     variables = jax.device_put(convert.restore_variables(directory))
-    model = factory.build(config.model, num_classes, label)
-    # 'bicubic' has no SR network; its "SR output" is the bicubic
-    # up-sampling, the SR literature's baseline row, and is scored too.
-    is_student = label == "student" and config.model.sr_module != "none"
+    model = build(config.model, num_classes)
+    is_student = (label == workdir_layout.STUDENT
+                  and factory.sr_output_scored(config.model))
     with_quality = is_student and e.sr_quality and q_has_hr.any()
     logging.info("Evaluating the %s (%s) on %d queries x %d gallery images.",
                  label, directory, len(query), len(gallery))
@@ -203,10 +201,10 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   extra = {"chance_rank1": round(100.0 / len(set(q_pids.tolist())), 2),
            "gallery_exclusion": benchmark.gallery_exclusion,
            "split_index": d.split_index, "gallery_draws": draws}
-  if "student" in results and config.model.sr_module != "none" and (
-      e.sr_quality):
+  if (workdir_layout.STUDENT in results
+      and factory.sr_output_scored(config.model) and e.sr_quality):
     extra["sr_quality_scope"] = _sr_quality_scope(q_has_hr)
-  json_path, md_path = reports.write_results(
+  summary, markdown = reports.write_results(
       workdir, results, dataset=benchmark.name, sr=quality, extra=extra,
       reranked=reranked, rerank=_rerank_parameters(e),
       baselines=baseline_results)
@@ -218,15 +216,13 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   if sr_images:
     _sr_grid_to_tensorboard(workdir, [query[i] for i in picks], sr_images,
                             image_size, d.lr_interpolation)
-  with open(md_path) as f:
-    console.say(f.read())
+  console.say(markdown)
   console.say(
       f"Results in {workdir}: {workdir_layout.RESULTS_JSON}, "
       f"{workdir_layout.RESULTS_MD}, {workdir_layout.CMC_PNG}, "
       f"{workdir_layout.RANKED_LIST_PNG}; TensorBoard: tensorboard "
-      f"--logdir {os.path.join(workdir, 'tensorboard')}")
-  with open(json_path) as f:
-    return json.load(f)
+      f"--logdir {workdir_layout.tensorboard_dir(workdir)}")
+  return summary
 
 
 def _sr_quality_scope(q_has_hr: np.ndarray) -> str:
@@ -298,7 +294,7 @@ def _sr_grid_to_tensorboard(workdir, records, sr_images, image_size,
     sr = np.round(np.clip(sr, 0.0, 1.0) * 255).astype(np.uint8)
     rows.append(np.concatenate([lr, sr, hr], axis=1))
   grid = np.concatenate(rows, axis=0)
-  with SummaryWriter(os.path.join(workdir, "tensorboard", "eval")) as writer:
+  with SummaryWriter(workdir_layout.tensorboard_dir(workdir, "eval")) as writer:
     writer.add_image("sr/lr_sr_hr", grid, 0, dataformats="HWC")
 
 

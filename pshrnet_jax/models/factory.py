@@ -1,35 +1,34 @@
-"""Models built from a config: the one place that maps config.model to
-module arguments, so training, evaluation and loading a trained model build
-exactly the same networks.
+"""The model registry: the one place that maps `config.model` to networks,
+so training, evaluation and loading a trained model build the same ones.
 
-    config.model.backbone   'hrnet' (paper) | 'resnet50' (Table IV's extractor)
-    config.model.head       'reid' (SPEC 1.3) | 'imagenet' (HRNet-W32-C's own
-                            representation head, Table VI's reference row)
-    config.model.sr_module  'vdsr_ca' (paper) | 'vdsr' | 'rcan' | 'srcnn' |
-                            'bicubic' | 'none' (Table IV)
+    config.model.backbone   BACKBONES: 'hrnet' (paper) | 'resnet50' (Table
+                            IV's extractor); each names the heads it has:
+                            'reid' (SPEC 1.3) | 'imagenet' (HRNet-W32-C's
+                            own representation head, Table VI)
+    config.model.sr_module  SR_MODULES: 'vdsr_ca' (paper) | 'vdsr' | 'rcan'
+                            | 'srcnn' | 'bicubic' | 'none' (Table IV)
 
-The teacher is the extractor alone; the student is `SRReID(sr, reid)`.
-'bicubic' and 'none' have no SR network (so no L_SR): the LR image,
-up-sampled to the network size by the input pipeline, goes straight to the
-extractor. They differ only in that up-sampling: 'bicubic' is PIL bicubic
-whatever `data.lr_interpolation` says; 'none' uses `data.lr_interpolation`
-(`lr_interpolation` below).
+`check_model_config` validates these choices once (config_checks calls
+it); the builders trust them. The teacher is the extractor alone; the
+student is `SRReID(reid, sr)`. 'bicubic' and 'none' have no SR network (so
+no L_SR): the LR image, up-sampled to the network size by the input
+pipeline, goes straight to the extractor. 'bicubic' up-samples with PIL
+bicubic whatever `data.lr_interpolation` says, and its up-sampling is
+scored as its SR output (the SR literature's baseline row); 'none' uses
+`data.lr_interpolation` and has no SR output to score.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from pshrnet_jax.errors import ConfigError
-from pshrnet_jax.models.pshrnet import HEAD_KINDS
 from pshrnet_jax.models.pshrnet import HRNetReID
-from pshrnet_jax.models.pshrnet import PSHRNet
 from pshrnet_jax.models.pshrnet import SRReID
 from pshrnet_jax.models.rcan import RCAN
 from pshrnet_jax.models.resnet import ResNet50ReID
@@ -37,128 +36,142 @@ from pshrnet_jax.models.srcnn import SRCNN
 from pshrnet_jax.models.vdsr_ca import VDSRCA
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-BACKBONES = ("hrnet", "resnet50")
-SR_MODULES = ("vdsr_ca", "vdsr", "rcan", "srcnn", "bicubic", "none")
-# Up-sampling only: no SR network, no L_SR.
-NO_SR_NETWORK = ("bicubic", "none")
 
 
-def compute_dtype(model_config: Any):
-  """The jnp dtype of `config.model.compute_dtype`."""
-  try:
-    return COMPUTE_DTYPES[model_config.compute_dtype]
-  except KeyError:
-    raise ConfigError(
-        f"--config.model.compute_dtype={model_config.compute_dtype!r}; "
-        f"expected one of {sorted(COMPUTE_DTYPES)}") from None
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  """An extractor family.
+
+  Attributes:
+    build: (config.model, num_classes, dtype) -> the ReID extractor.
+    heads: the representation heads it has (`config.model.head`).
+    imagenet_kind: the convert script's --kind for its ImageNet weights.
+    imagenet_name: config.model -> what its ImageNet weights are called.
+  """
+  build: Callable[[Any, int, Any], nn.Module]
+  heads: tuple[str, ...]
+  imagenet_kind: str
+  imagenet_name: Callable[[Any], str]
 
 
-def _choice(model_config: Any, field: str, choices: tuple[str, ...]) -> str:
-  value = model_config[field]
-  if value not in choices:
-    raise ConfigError(f"--config.model.{field}={value!r}; expected one of "
-                      f"{choices}.")
-  return value
+@dataclasses.dataclass(frozen=True)
+class SRModule:
+  """What restores the LR query before the extractor.
+
+  Attributes:
+    build: (config.model, dtype) -> the SR network; None: there is none (no
+      L_SR).
+    upsampling: how the input pipeline up-samples LR images for it; None:
+      `data.lr_interpolation`.
+    output_scored: whether evaluation scores its output (PSNR/SSIM).
+  """
+  build: Optional[Callable[[Any, Any], nn.Module]]
+  upsampling: Optional[str] = None
+  output_scored: bool = True
+
+
+def _hrnet(m, num_classes: int, dtype) -> nn.Module:
+  return HRNetReID(width=m.width, num_classes=num_classes, pooling=m.pooling,
+                   head_planes=tuple(m.head_planes),
+                   dropout_rate=m.dropout_rate,
+                   num_modules=tuple(m.hrnet_modules),
+                   num_blocks=m.hrnet_blocks, dtype=dtype, head_kind=m.head)
+
+
+def _resnet50(m, num_classes: int, dtype) -> nn.Module:
+  return ResNet50ReID(num_classes=num_classes, width=m.resnet_width,
+                      blocks=tuple(m.resnet_blocks),
+                      dropout_rate=m.dropout_rate, dtype=dtype)
+
+
+BACKBONES = {
+    "hrnet": Backbone(_hrnet, ("reid", "imagenet"), "hrnet",
+                      lambda m: f"HRNet-W{m.width}-C"),
+    "resnet50": Backbone(_resnet50, ("reid",), "resnet50",
+                         lambda m: "torchvision ResNet-50"),
+}
+SR_MODULES = {
+    "vdsr_ca": SRModule(lambda m, dtype: VDSRCA(
+        m.sr_blocks, m.sr_features, channel_attention=True, dtype=dtype)),
+    "vdsr": SRModule(lambda m, dtype: VDSRCA(
+        m.sr_blocks, m.sr_features, channel_attention=False, dtype=dtype)),
+    "rcan": SRModule(lambda m, dtype: RCAN(
+        m.rcan_groups, m.rcan_blocks, m.sr_features, m.rcan_reduction,
+        dtype=dtype)),
+    "srcnn": SRModule(lambda m, dtype: SRCNN(tuple(m.srcnn_features),
+                                             dtype=dtype)),
+    "bicubic": SRModule(None, upsampling="bicubic"),
+    "none": SRModule(None, output_scored=False),
+}
 
 
 def check_model_config(model_config: Any) -> None:
-  """Raises ConfigError for an unknown backbone, head or SR module, or a head
-  the backbone does not have."""
-  backbone = _choice(model_config, "backbone", BACKBONES)
-  head = _choice(model_config, "head", HEAD_KINDS)
-  _choice(model_config, "sr_module", SR_MODULES)
-  if backbone == "resnet50" and head != "reid":
-    raise ConfigError(
-        f"--config.model.head={head!r} is an HRNet option; the resnet50 "
-        "extractor always pools layer4 globally into the FC block (use "
-        "--config.model.head=reid).")
+  """Raises ConfigError for an unknown backbone, head, SR module or compute
+  dtype, or a head the backbone does not have."""
+  m = model_config
+  for field, choices in (("backbone", BACKBONES), ("sr_module", SR_MODULES),
+                         ("compute_dtype", COMPUTE_DTYPES)):
+    if m[field] not in choices:
+      raise ConfigError(f"--config.model.{field}={m[field]!r}: expected one "
+                        f"of {tuple(choices)}.")
+  heads = BACKBONES[m.backbone].heads
+  if m.head not in heads:
+    raise ConfigError(f"--config.model.head={m.head!r}: the {m.backbone} "
+                      f"extractor has the heads {heads}.")
 
 
 def build_teacher(model_config: Any, num_classes: int) -> nn.Module:
   """The extractor alone: the phase-1 model and the frozen teacher.
 
   Args:
-    model_config: `config.model`.
+    model_config: `config.model` (checked by `check_model_config`).
     num_classes: training identities M.
-
-  Returns:
-    HRNetReID (backbone 'hrnet', with the configured head) or ResNet50ReID.
   """
   m = model_config
-  check_model_config(m)
-  common = dict(num_classes=num_classes, dropout_rate=m.dropout_rate,
-                conv_impl=m.conv_impl, dtype=compute_dtype(m))
-  if m.backbone == "resnet50":
-    return ResNet50ReID(width=m.resnet_width,
-                        blocks=tuple(m.resnet_blocks), **common)
-  return HRNetReID(width=m.width, pooling=m.pooling,
-                   head_planes=tuple(m.head_planes),
-                   num_modules=tuple(m.hrnet_modules),
-                   num_blocks=m.hrnet_blocks, head_kind=m.head, **common)
+  return BACKBONES[m.backbone].build(m, num_classes,
+                                     COMPUTE_DTYPES[m.compute_dtype])
 
 
 def build_sr(model_config: Any) -> Optional[nn.Module]:
   """The configured SR network, or None for 'bicubic' / 'none'."""
   m = model_config
-  check_model_config(m)
-  common = dict(conv_impl=m.conv_impl, dtype=compute_dtype(m))
-  if m.sr_module in ("vdsr_ca", "vdsr"):
-    return VDSRCA(m.sr_blocks, m.sr_features,
-                  channel_attention=m.sr_module == "vdsr_ca", **common)
-  if m.sr_module == "rcan":
-    return RCAN(m.rcan_groups, m.rcan_blocks, m.sr_features,
-                m.rcan_reduction, **common)
-  if m.sr_module == "srcnn":
-    return SRCNN(tuple(m.srcnn_features), **common)
-  return None
+  build = SR_MODULES[m.sr_module].build
+  return None if build is None else build(m, COMPUTE_DTYPES[m.compute_dtype])
 
 
 def build_student(model_config: Any, num_classes: int) -> SRReID:
   """The configured SR module followed by the extractor.
 
   Args:
-    model_config: `config.model`.
+    model_config: `config.model` (checked by `check_model_config`).
     num_classes: training identities M.
   """
   return SRReID(reid=build_teacher(model_config, num_classes),
                 sr=build_sr(model_config))
 
 
-def has_sr_network(model_config: Any) -> bool:
-  """Whether the student has an SR network (whose output is scored)."""
-  return model_config.sr_module not in NO_SR_NETWORK
-
-
 def lr_interpolation(config: Any) -> str:
-  """How LR images are up-sampled to the network size, for this model.
-
-  'bicubic' for `model.sr_module=bicubic` (that is the whole module),
-  `data.lr_interpolation` otherwise.
-  """
-  if config.model.sr_module == "bicubic":
-    return "bicubic"
-  return config.data.lr_interpolation
+  """How LR images are up-sampled to the network size, for this model."""
+  return (SR_MODULES[config.model.sr_module].upsampling
+          or config.data.lr_interpolation)
 
 
-def build(model_config: Any, num_classes: int, which: str):
-  """`build_teacher` for 'teacher', `build_student` for 'student'."""
-  if which == "teacher":
-    return build_teacher(model_config, num_classes)
-  if which == "student":
-    return build_student(model_config, num_classes)
-  raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+def sr_output_scored(model_config: Any) -> bool:
+  """Whether the student's SR output (or up-sampling) is scored."""
+  return SR_MODULES[model_config.sr_module].output_scored
 
 
-@functools.lru_cache(maxsize=32)
+def imagenet_weights(model_config: Any) -> tuple[str, str]:
+  """(what the extractor's ImageNet weights are, the convert script's
+  --kind)."""
+  backbone = BACKBONES[model_config.backbone]
+  return backbone.imagenet_name(model_config), backbone.imagenet_kind
+
+
 def abstract_variables(module: nn.Module,
                        input_shape: tuple[int, ...]) -> dict[str, Any]:
   """`module`'s variables as shapes and dtypes (`jax.ShapeDtypeStruct`s)
-  for inputs of `input_shape` (NHWC): `jax.eval_shape` of its init.
-
-  Cached per (module, shape): tracing HRNet's init takes about a second, and
-  a run asks several times (the step, the checkpoint's abstract state, the
-  fit of a teacher or of ImageNet weights). Treat the result as read-only.
-  """
+  for inputs of `input_shape` (NHWC): `jax.eval_shape` of its init."""
   return dict(jax.eval_shape(lambda: module.init(
       jax.random.key(0), jnp.zeros(input_shape), train=False)))
 
@@ -167,7 +180,7 @@ def abstract_variables(module: nn.Module,
 
 # Models whose features can be extracted, and the networks inside them.
 _EXTRACTORS = {cls.__name__: cls for cls in
-               (HRNetReID, PSHRNet, SRReID, ResNet50ReID)}
+               (HRNetReID, SRReID, ResNet50ReID)}
 _PARTS = {cls.__name__: cls for cls in (VDSRCA, RCAN, SRCNN)}
 
 

@@ -5,8 +5,8 @@ same paths as `HRNetClassifier` (so ImageNet weights copy across), and
 `head` (`fc1`, `bn`, `fc2`); with the ImageNet representation head (paper
 Table VI's HRNet-W32-C row) also `downsamp_modules_0..2` and `final_layer`.
 `SRReID` holds `sr` (the SR network) and `reid` (the extractor) for any SR
-network and extractor (what `factory.build_student` builds); `PSHRNet`
-builds the paper's one (VDSR-CA and an `HRNetReID`) from flat arguments.
+network and extractor (what `factory.build_student` builds); with VDSR-CA
+and `HRNetReID` it is the paper's PS-HRNet.
 """
 
 from typing import Any, Optional, Sequence
@@ -17,14 +17,8 @@ import jax.numpy as jnp
 
 from pshrnet_jax.models import hrnet
 from pshrnet_jax.models import reid_head
-from pshrnet_jax.models import vdsr_ca
 
 Dtype = Any
-
-SR_MODULES = ("vdsr_ca", "vdsr", "none")
-# 'reid': SPEC 1.3's pooled branches (Seq1..Seq5); 'imagenet': HRNet-W*-C's
-# own representation head (downsamp_modules, final_layer, 2048-d pool).
-HEAD_KINDS = ("reid", "imagenet")
 
 
 class HRNetReID(nn.Module):
@@ -39,7 +33,6 @@ class HRNetReID(nn.Module):
     dropout_rate: dropout before the identity classifier.
     num_modules: HighResolutionModules of stages 2-4 (HRNet-W*-C: 1, 4, 3).
     num_blocks: blocks of layer1 and of every branch (HRNet-W*-C: 4).
-    conv_impl: one of layers.CONV_IMPLS (how weight gradients are computed).
     dtype: computation dtype (parameters stay float32; outputs float32).
     head_kind: 'reid' (SPEC 1.3) or 'imagenet' (HRNet-W*-C's representation
       head, pooled to `final_features`, then the same FC block; its aux has
@@ -53,7 +46,6 @@ class HRNetReID(nn.Module):
   dropout_rate: float = 0.5
   num_modules: Sequence[int] = hrnet.NUM_MODULES
   num_blocks: int = hrnet.NUM_BLOCKS
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
   head_kind: str = "reid"
   final_features: int = hrnet.FINAL_FEATURES
@@ -72,22 +64,14 @@ class HRNetReID(nn.Module):
       head), l_f, logits and feature (= concat(seq5, l_f), the test-time
       descriptor), all float32.
     """
-    if self.pooling not in reid_head.POOLING_MODES:
-      raise ValueError(f"pooling must be one of {reid_head.POOLING_MODES}, "
-                       f"got {self.pooling!r}")
-    if self.head_kind not in HEAD_KINDS:
-      raise ValueError(f"head_kind must be one of {HEAD_KINDS}, "
-                       f"got {self.head_kind!r}")
     xs = hrnet.HRNet(self.width, self.num_modules, self.num_blocks,
-                     conv_impl=self.conv_impl, dtype=self.dtype,
-                     name="backbone")(x, train)
-    xs = hrnet.IncreModules(self.head_planes, conv_impl=self.conv_impl,
-                            dtype=self.dtype, name="incre_modules")(xs, train)
+                     dtype=self.dtype, name="backbone")(x, train)
+    xs = hrnet.IncreModules(self.head_planes, dtype=self.dtype,
+                            name="incre_modules")(xs, train)
     if self.head_kind == "imagenet":
       pooled = hrnet.imagenet_representation(
           xs, train, head_planes=self.head_planes,
-          final_features=self.final_features, conv_impl=self.conv_impl,
-          dtype=self.dtype)
+          final_features=self.final_features, dtype=self.dtype)
       return reid_head.PooledHead(
           self.num_classes, dropout_rate=self.dropout_rate, dtype=self.dtype,
           name="head")(pooled, train)
@@ -97,53 +81,11 @@ class HRNetReID(nn.Module):
         name="head")(xs, train)
 
 
-def PSHRNet(  # pylint: disable=invalid-name
-    width: int = 32, num_classes: int = 751, pooling: str = "avgmax",
-    sr_module: str = "vdsr_ca", sr_blocks: int = 18, sr_features: int = 64,
-    sr_squeeze_channels: int = 4,
-    head_planes: Sequence[int] = hrnet.HEAD_PLANES, dropout_rate: float = 0.5,
-    num_modules: Sequence[int] = hrnet.NUM_MODULES,
-    num_blocks: int = hrnet.NUM_BLOCKS, conv_impl: str = "xla",
-    dtype: Dtype = jnp.float32) -> "SRReID":
-  """The PS-HRNet student: VDSR-CA followed by HRNet-ReID, as an `SRReID`.
-
-  The paper's model by its name and flat arguments (converted released
-  students, and model.json files written before SRReID, describe it so);
-  `factory.build_student` builds the same `SRReID` from a config.
-
-  Args:
-    width: backbone width.
-    num_classes: training identities M.
-    pooling: ReID pooling mode.
-    sr_module: 'vdsr_ca' (paper), 'vdsr' (no channel attention) or 'none'
-      (the input goes straight to the ReID model; aux['sr'] is the input).
-    sr_blocks: SR middle blocks (18).
-    sr_features: SR channels (64).
-    sr_squeeze_channels: channel-attention bottleneck (4).
-    head_planes: incre_modules planes.
-    dropout_rate: dropout before the identity classifier.
-    num_modules: HighResolutionModules of stages 2-4.
-    num_blocks: blocks of layer1 and of every branch.
-    conv_impl: one of layers.CONV_IMPLS (how weight gradients are computed).
-    dtype: computation dtype.
-  """
-  if sr_module not in SR_MODULES:
-    raise ValueError(f"sr_module must be one of {SR_MODULES}, "
-                     f"got {sr_module!r}")
-  sr = None if sr_module == "none" else vdsr_ca.VDSRCA(
-      sr_blocks, sr_features, sr_squeeze_channels,
-      channel_attention=sr_module == "vdsr_ca", conv_impl=conv_impl,
-      dtype=dtype)
-  reid = HRNetReID(width, num_classes, pooling, head_planes, dropout_rate,
-                   num_modules, num_blocks, conv_impl=conv_impl, dtype=dtype)
-  return SRReID(reid=reid, sr=sr)
-
-
 class SRReID(nn.Module):
   """Any student: an SR network (or none) followed by a ReID extractor.
 
   `factory.build_student` builds every configured student this way; with
-  VDSR-CA and HRNetReID it is the paper's PS-HRNet (`PSHRNet` above).
+  VDSR-CA and HRNetReID it is the paper's PS-HRNet.
 
   Attributes:
     reid: the ReID extractor, e.g. HRNetReID or ResNet50ReID; its

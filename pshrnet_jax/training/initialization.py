@@ -24,46 +24,37 @@ from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.errors import MissingTeacherError
 from pshrnet_jax.models import factory
+from pshrnet_jax.training import phases
+from pshrnet_jax.training.phases import Phase
 
 # `--config.init_from=none`: random initialisation, on purpose.
 INIT_FROM_NONE = "none"
-
-
-def _imagenet_weights(config: ml_collections.ConfigDict) -> tuple[str, str]:
-  """(what the ImageNet weights are, the convert script's --kind)."""
-  if config.model.backbone == "resnet50":
-    return "torchvision ResNet-50", "resnet50"
-  return f"HRNet-W{config.model.width}-C", "hrnet"
 
 
 def check_init_from(config: ml_collections.ConfigDict) -> None:
   """Refuses to start from random weights by accident (SPEC 3).
 
   With `config.init_from_required` (every benchmark config), a run that
-  trains phase 1, or phase 2 with `student_init=imagenet`, needs
-  `--config.init_from`: a path, or 'none' to train from random weights on
-  purpose. Reads nothing and writes nothing.
+  trains a phase starting from ImageNet weights (the teacher; the student
+  unless `student_init=teacher`) needs `--config.init_from`: a path, or
+  'none' to train from random weights on purpose. Reads nothing and writes
+  nothing.
 
   Args:
-    config: the run config.
+    config: the run config (its model choices already checked).
 
   Raises:
     ConfigError: one line saying what needs the weights and how to give
-      them (or to opt out); or an unknown backbone, head or SR module
-      (checked first: the message names the backbone's weights).
+      them (or to opt out).
   """
-  factory.check_model_config(config.model)
   if not config.init_from_required or config.init_from:
     return
-  needs = []
-  if config.mode in ("phase1", "all"):
-    needs.append("phase 1 (the teacher)")
-  if (config.mode in ("phase2", "all") and not config.hr_only
-      and config.student_init == "imagenet"):
-    needs.append("phase 2's student extractor (student_init=imagenet)")
+  needs = [f"{p.title}'s {p.role} extractor (student_init=imagenet)"
+           if p.student_init else f"{p.title} (the {p.role})"
+           for p in phases.to_train(config) if not p.from_teacher(config)]
   if not needs:
     return
-  weights, kind = _imagenet_weights(config)
+  weights, kind = factory.imagenet_weights(config.model)
   raise ConfigError(
       f"{' and '.join(needs)} should start from ImageNet {weights} weights "
       "(SPEC 3), but --config.init_from is not set. Convert them with "
@@ -78,11 +69,10 @@ def random_variables(model, seed: int,
   """The model's initial variables (as `model.init` gives them), as host
   numpy arrays."""
   dummy = jax.ShapeDtypeStruct((1, *image_size, 3), jnp.float32)
-  # Eagerly, not jitted: XLA:CPU spends minutes compiling one program with
-  # every initialiser's RNG, while op-by-op init reuses small cached
+  # Eagerly, not jitted: XLA:CPU compiles one program holding every
+  # initialiser's RNG very slowly, while op-by-op init reuses small cached
   # kernels. `lazy_init` runs only the initialisers, not the forward pass
-  # on the dummy batch: the same values, a third fewer programs to compile
-  # (the demo's teacher: 191 instead of 269, 13 s instead of 16 s cold).
+  # on the dummy batch: the same values, fewer programs to compile.
   variables = model.lazy_init(jax.random.key(seed), dummy, train=False)
   return jax.tree.map(np.asarray, dict(variables))
 
@@ -124,17 +114,15 @@ def restore_teacher(config: ml_collections.ConfigDict,
   return convert.restore_variables(require_teacher(config, workdir))
 
 
-def check_fits(variables: Mapping[str, Any], model, image_size: tuple[int, int],
+def check_fits(variables: Mapping[str, Any], expected: Mapping[str, Any],
                what: str) -> None:
-  """Raises ConfigError unless `variables` have exactly `model`'s shapes.
+  """Raises ConfigError unless `variables` have exactly the shapes expected.
 
   Args:
     variables: loaded variables (e.g. the phase-1 teacher).
-    model: the Flax module they are meant for.
-    image_size: (H, W) of the network input.
+    expected: the model's abstract variables (`factory.abstract_variables`).
     what: names the variables' origin in the message (flag and path).
   """
-  expected = factory.abstract_variables(model, (1, *image_size, 3))
   have = {jax.tree_util.keystr(p): np.shape(x) for p, x in
           jax.tree_util.tree_leaves_with_path(dict(variables))}
   want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in
@@ -151,53 +139,54 @@ def check_fits(variables: Mapping[str, Any], model, image_size: tuple[int, int],
         + ". Use the model settings it was trained with.")
 
 
-def initial_variables(config: ml_collections.ConfigDict, phase: str, model,
-                      image_size: tuple[int, int],
+def initial_variables(config: ml_collections.ConfigDict, phase: Phase, model,
+                      abstract_variables: Mapping[str, Any],
                       workdir: str) -> dict[str, Any]:
   """Random init, then the configured initial weights on top.
 
   Args:
     config: the run config.
-    phase: 'phase1' (the teacher) or 'phase2' (the student).
+    phase: the phase.
     model: the phase's Flax module.
-    image_size: (H, W) of the network input.
+    abstract_variables: its variables' shapes (`factory.abstract_variables`).
     workdir: the run's workdir (for the phase-1 teacher).
 
   Returns:
     {'params', 'batch_stats'} as host arrays.
   """
+  from_teacher = phase.from_teacher(config)
   imagenet = None
-  if config.init_from not in ("", INIT_FROM_NONE) and not (
-      phase == "phase2" and config.student_init == "teacher"):
+  if config.init_from not in ("", INIT_FROM_NONE) and not from_teacher:
     # Shapes first: a checkpoint of another width fails before the (slow)
     # random initialisation.
     imagenet = load_init_weights(config.init_from, config.model.backbone)
-    abstract = factory.abstract_variables(model, (1, *image_size, 3))
-    _transplant_imagenet(imagenet, abstract, phase)
+    _transplant_imagenet(imagenet, abstract_variables, phase.extractor_path)
+  image_size = tuple(config.data.image_size)
   variables = random_variables(model, config.seed, image_size)
-  if phase == "phase2" and config.student_init == "teacher":
+  if from_teacher:
     teacher_vars = restore_teacher(config, workdir)
-    logging.info("Student HRNet-ReID initialised from the phase-1 teacher.")
+    logging.info("%s: the %s's extractor starts from the phase-1 teacher.",
+                 phase.name, phase.role)
     return convert.student_from_teacher(teacher_vars, variables)
   if imagenet is None:
-    logging.info("%s: random initialisation (--config.init_from=%s).", phase,
-                 config.init_from or "''")
+    logging.info("%s: random initialisation (--config.init_from=%s).",
+                 phase.name, config.init_from or "''")
     return variables
-  logging.info("%s initialised from ImageNet %s %s.",
-               "Teacher" if phase == "phase1" else "Student extractor",
-               _imagenet_weights(config)[0],
-               config.init_from)
-  return _transplant_imagenet(imagenet, variables, phase)
+  logging.info("%s: the %s's extractor starts from ImageNet %s %s.",
+               phase.name, phase.role,
+               factory.imagenet_weights(config.model)[0], config.init_from)
+  return _transplant_imagenet(imagenet, variables, phase.extractor_path)
 
 
 def _transplant_imagenet(imagenet: Mapping[str, Any],
                          variables: Mapping[str, Any],
-                         phase: str) -> dict[str, Any]:
-  """The teacher's (phase 1) or the student's ReID part's (phase 2)
-  backbone and incre_modules from ImageNet weights; checks every shape."""
-  if phase == "phase1":
+                         path: tuple[str, ...]) -> dict[str, Any]:
+  """The extractor's (at `path` in `variables`) backbone and incre_modules
+  from ImageNet weights; checks every shape."""
+  if not path:
     return convert.reid_from_imagenet(imagenet, dict(variables))
-  reid = {k: v["reid"] for k, v in variables.items() if "reid" in v}
-  reid = convert.reid_from_imagenet(imagenet, reid)
-  return {k: dict(v, reid=reid[k]) if k in reid else v
+  head, rest = path[0], path[1:]
+  inner = {k: v[head] for k, v in variables.items() if head in v}
+  inner = _transplant_imagenet(imagenet, inner, rest)
+  return {k: dict(v, **{head: inner[k]}) if k in inner else v
           for k, v in variables.items()}

@@ -1,19 +1,14 @@
 """The training loop of one phase: data, state, steps, checkpoints, export.
 
-Phase 1 trains the HR teacher (HRNet-ReID-H) with L_ID; phase 2 trains the
-student (VDSR-CA -> HRNet-ReID-L) on HR/LR pairs with L_TOTAL against the
-frozen teacher. The two phases are one loop with two step functions; what
-differs is where the first weights come from (`initialization.py`).
-
-The jitted step of a phase is built once per process for a given model,
-optimiser, loss and mesh (`compiled_step`), so a second run in the same
-process (a resume, the next table row, a test) reuses the traced and
-compiled program instead of tracing it again.
+One loop trains either phase (`phases.Phase`): phase 1 the HR teacher with
+L_ID, phase 2 the student on HR/LR pairs with L_TOTAL against the frozen
+teacher. What differs is in the phase record and in where the first weights
+come from (`initialization.py`).
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import hashlib
 import math
 import os
@@ -23,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from flax import linen as nn
 
 from data_pipelines import pipeline
 from data_pipelines.records import Benchmark
@@ -39,86 +35,60 @@ from pshrnet_jax.training import optim
 from pshrnet_jax.training import preemption
 from pshrnet_jax.training import sharding
 from pshrnet_jax.training import steps
+from pshrnet_jax.training.phases import Phase
 
 
-def phase_epochs(config: ml_collections.ConfigDict, phase: str) -> int:
-  """`train.<phase>_epochs` if set, else `optim.epochs`."""
-  override = config.train.get(f"{phase}_epochs")
-  return int(override) if override is not None else int(config.optim.epochs)
+@dataclasses.dataclass(frozen=True)
+class PhaseStep:
+  """What a phase trains with, built once per run (`build_step`).
 
-
-def _frozen(section: ml_collections.ConfigDict, **updates: Any):
-  section = ml_collections.ConfigDict(section.to_dict())
-  section.update(updates)
-  return ml_collections.FrozenConfigDict(section)
-
-
-@functools.lru_cache(maxsize=8)
-def compiled_step(phase: str, model, teacher, image_size: tuple[int, int],
-                  optim_config: ml_collections.FrozenConfigDict,
-                  steps_per_epoch: int,
-                  loss_config: ml_collections.FrozenConfigDict, mesh):
-  """The optimiser and the jitted step of a phase, built once per key.
-
-  Args:
-    phase: 'phase1' or 'phase2'.
-    model: the trained Flax module (hashable).
-    teacher: the frozen teacher module of phase 2, else None.
-    image_size: (H, W) of the network input.
-    optim_config: the optim section with the phase's epochs.
-    steps_per_epoch: optimiser steps per epoch.
-    loss_config: the loss section.
-    mesh: the data-parallel mesh.
-
-  Returns:
-    (optim.Optimizer, abstract variables, jitted step).
+  Attributes:
+    model: the trained module.
+    teacher: the frozen teacher module (phases that use one), else None.
+    optimizer: the optimiser and its learning-rate groups.
+    abstract_variables: the model's variables as shapes and dtypes.
+    step: `step(state, batch, rng[, teacher_variables]) -> (state,
+      metrics)`, jitted over the mesh.
   """
-  abstract_vars = factory.abstract_variables(model, (1, *image_size, 3))
-  optimizer = optim.make_optimizer(optim_config, abstract_vars["params"],
-                                   steps_per_epoch)
-  replicated = sharding.replicated(mesh)
-  loss = loss_config.to_dict()
-  if phase == "phase1":
-    step_fn = steps.jit_step(steps.phase1_step, replicated,
-                             sharding.batch_sharded(mesh), model=model,
-                             tx=optimizer.tx, loss_config=loss)
-  else:
-    step_fn = steps.jit_step(steps.phase2_step, replicated,
-                             sharding.batch_sharded(mesh), num_extra_args=1,
-                             student=model, teacher=teacher, tx=optimizer.tx,
-                             loss_config=loss)
-  return optimizer, abstract_vars, step_fn
+  model: nn.Module
+  teacher: nn.Module | None
+  optimizer: optim.Optimizer
+  abstract_variables: dict[str, Any]
+  step: Callable[..., Any]
 
 
-def phase_step(config: ml_collections.ConfigDict, phase: str,
-               num_classes: int, steps_per_epoch: int, mesh):
-  """What the loop trains a phase with, built once per process and config.
+def build_step(config: ml_collections.ConfigDict, phase: Phase,
+               num_classes: int, steps_per_epoch: int, mesh) -> PhaseStep:
+  """Builds the phase's model, optimiser and jitted step.
 
   Args:
     config: the run config.
-    phase: 'phase1' or 'phase2'.
+    phase: the phase.
     num_classes: training identities M.
     steps_per_epoch: optimiser steps per epoch.
     mesh: the data-parallel mesh.
-
-  Returns:
-    (model, teacher or None, optim.Optimizer, abstract variables, step):
-    `step(state, batch, rng[, teacher_variables]) -> (state, metrics)`.
   """
-  if phase == "phase1":
-    model, teacher = factory.build_teacher(config.model, num_classes), None
-  else:
-    model = factory.build_student(config.model, num_classes)
-    teacher = factory.build_teacher(config.model, num_classes)
-  optimizer, abstract_vars, step_fn = compiled_step(
-      phase, model, teacher, tuple(config.data.image_size),
-      _frozen(config.optim, epochs=phase_epochs(config, phase)),
-      steps_per_epoch, _frozen(config.loss), mesh)
-  return model, teacher, optimizer, abstract_vars, step_fn
+  model = phase.build_model(config.model, num_classes)
+  teacher = (factory.build_teacher(config.model, num_classes)
+             if phase.uses_teacher else None)
+  abstract_vars = factory.abstract_variables(
+      model, (1, *config.data.image_size, 3))
+  optim_config = ml_collections.ConfigDict(config.optim.to_dict())
+  optim_config.epochs = phase.epochs(config)
+  optimizer = optim.make_optimizer(optim_config, abstract_vars["params"],
+                                   steps_per_epoch)
+  bound = dict(model=model, tx=optimizer.tx,
+               loss_config=config.loss.to_dict())
+  if teacher is not None:
+    bound["teacher"] = teacher
+  step_fn = steps.jit_step(
+      phase.step, sharding.replicated(mesh), sharding.batch_sharded(mesh),
+      num_extra_args=int(teacher is not None), **bound)
+  return PhaseStep(model, teacher, optimizer, abstract_vars, step_fn)
 
 
 def config_settings(config: ml_collections.ConfigDict,
-                    phase: str) -> dict[str, Any]:
+                    phase: Phase) -> dict[str, Any]:
   """The part of `run_settings` the config alone decides."""
   d = config.data
   data = {key: d[key] for key in ("name", "image_size", "p", "k",
@@ -127,13 +97,13 @@ def config_settings(config: ml_collections.ConfigDict,
   data["options"] = d.options.to_dict()
   optim = config.optim.to_dict()
   optim.pop("epochs")
-  return {"phase": phase, "seed": config.seed,
+  return {"phase": phase.name, "seed": config.seed,
           "model": config.model.to_dict(), "loss": config.loss.to_dict(),
           "optim": optim, "data": data,
-          "student_init": config.student_init if phase == "phase2" else None}
+          "student_init": config.student_init if phase.student_init else None}
 
 
-def run_settings(config: ml_collections.ConfigDict, phase: str,
+def run_settings(config: ml_collections.ConfigDict, phase: Phase,
                  num_classes: int, steps_per_epoch: int,
                  teacher_variables: Mapping[str, Any] | None
                  ) -> dict[str, Any]:
@@ -166,10 +136,10 @@ def variables_fingerprint(variables: Mapping[str, Any]) -> str:
 
 
 def check_resumable(config: ml_collections.ConfigDict, workdir: str,
-                    phase: str) -> None:
+                    phase: Phase) -> None:
   """Refuses, before any data is read, a workdir whose latest checkpoint of
   `phase` was written with other settings (those the config decides)."""
-  directory = workdir_layout.checkpoint_dir(workdir, phase)
+  directory = phase.checkpoint_dir(workdir)
   saved = checkpoint.latest_settings(directory)
   if saved is not None:
     expected = config_settings(config, phase)
@@ -195,7 +165,7 @@ def _check_finite(phase: str, step: int, metrics: Mapping[str, float],
       "data.")
 
 
-def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
+def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: Phase,
                 benchmark: Benchmark, sources: Mapping[str, Any], mesh, *,
                 ready: Callable[[], None] | None = None) -> dict[str, Any]:
   """Trains one phase to completion (resuming if possible).
@@ -203,7 +173,7 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
   Args:
     config: the run config.
     workdir: the run's workdir (`workdir_layout`).
-    phase: 'phase1' or 'phase2'.
+    phase: the phase.
     benchmark: the data; `benchmark.train` is trained on.
     sources: random-access image sources per split (may be empty).
     mesh: the data-parallel mesh.
@@ -219,51 +189,55 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
   sharding.check_global_batch(global_batch, mesh)
   image_size = tuple(d.image_size)
   teacher_variables = None
-  if phase == "phase2":
+  if phase.uses_teacher:
     # Before any work (image decoding, compiling) and before anything is
-    # written under WORKDIR/phase2: a missing or unfitting teacher fails now.
+    # written under the phase's folder: a missing or unfitting teacher
+    # fails now.
     teacher_variables = initialization.restore_teacher(config, workdir)
+    teacher = factory.build_teacher(config.model,
+                                    len({r.pid for r in benchmark.train}))
     initialization.check_fits(
         teacher_variables,
-        factory.build_teacher(config.model,
-                              len({r.pid for r in benchmark.train})),
-        image_size,
+        factory.abstract_variables(teacher, (1, *image_size, 3)),
         f"The phase-1 teacher {workdir_layout.teacher_dir(config, workdir)}")
   data_iter = pipeline.make_train_iterator(
-      benchmark.train, image_size=tuple(d.image_size), p=d.p, k=d.k,
-      seed=config.seed, with_lr=(phase == "phase2"),
+      benchmark.train, image_size=image_size, p=d.p, k=d.k,
+      seed=config.seed, with_lr=phase.uses_teacher,
       lr_interpolation=factory.lr_interpolation(config),
       shard_index=jax.process_index(), shard_count=jax.process_count(),
       worker_count=d.worker_count, source=sources.get("train"), pad=d.pad,
       cache_dir=os.path.join(workdir_layout.data_build_dir(config, workdir),
                              "image_cache"))
   num_classes = data_iter.num_classes
-  model, teacher, optimizer, abstract_vars, step_fn = phase_step(
-      config, phase, num_classes, data_iter.steps_per_epoch, mesh)
-  epochs = phase_epochs(config, phase)
+  built = build_step(config, phase, num_classes, data_iter.steps_per_epoch,
+                     mesh)
+  epochs = phase.epochs(config)
   total_steps = epochs * data_iter.steps_per_epoch
-  logging.info("%s parameter groups:\n%s", phase, optimizer.summary)
+  logging.info("%s parameter groups:\n%s", phase.name,
+               built.optimizer.summary)
 
   replicated = sharding.replicated(mesh)
   settings = run_settings(config, phase, num_classes,
                           data_iter.steps_per_epoch, teacher_variables)
   ckpt = checkpoint.PhaseCheckpointer(
-      workdir_layout.checkpoint_dir(workdir, phase),
+      phase.checkpoint_dir(workdir),
       max_to_keep=config.train.max_checkpoints_to_keep)
   abstract_state = jax.eval_shape(
-      lambda v: steps.create_state(v, optimizer.tx), abstract_vars)
+      lambda v: steps.create_state(v, built.optimizer.tx),
+      built.abstract_variables)
   restored = ckpt.restore_latest(
       checkpoint.abstract_like(abstract_state, replicated), settings)
   if restored is not None:
     latest, state, data_state = restored
     data_iter.set_state(data_state)
-    logging.info("%s: resumed from step %d of %d.", phase, latest, total_steps)
+    logging.info("%s: resumed from step %d of %d.", phase.name, latest,
+                 total_steps)
   else:
-    variables = initialization.initial_variables(config, phase, model,
-                                                 image_size, workdir)
+    variables = initialization.initial_variables(
+        config, phase, built.model, built.abstract_variables, workdir)
     state = sharding.put_replicated(
-        steps.create_state(variables, optimizer.tx), mesh)
-  extra = (() if teacher is None else
+        steps.create_state(variables, built.optimizer.tx), mesh)
+  extra = (() if teacher_variables is None else
            (sharding.put_replicated(teacher_variables, mesh),))
   if ready is not None:
     ready()
@@ -271,27 +245,28 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
   rng = sharding.put_replicated(jax.random.key(config.seed + 1), mesh)
   step = start_step = int(jax.device_get(state.step))
   logging.info("%s: %d epochs x %d steps of %d pairs (P=%d x K=%d) on %d "
-               "device(s).", phase, epochs, data_iter.steps_per_epoch,
+               "device(s).", phase.name, epochs, data_iter.steps_per_epoch,
                global_batch, d.p, d.k, mesh.devices.size)
   if jax.process_index() == 0:
-    num_params = sum(x.size for x in jax.tree.leaves(abstract_vars["params"]))
+    num_params = sum(x.size for x in
+                     jax.tree.leaves(built.abstract_variables["params"]))
     console.say(
-        f"{phase} ({'teacher, L_ID' if phase == 'phase1' else 'student, L_TOTAL'}"
-        f"): {type(model).__name__} width {config.model.width}, "
+        f"{phase.name} ({phase.role}, {phase.loss_name}): "
+        f"{type(built.model).__name__} width {config.model.width}, "
         f"{num_params:,} parameters; {epochs} epochs x "
         f"{data_iter.steps_per_epoch} steps of {global_batch} pairs on "
         f"{mesh.devices.size} device(s)"
         + (f"; resumed at step {start_step}" if start_step else "")
         + (" (done)" if start_step >= total_steps else ""))
   writer = metric_writers.ProgressWriter(
-      workdir, phase, total_steps=total_steps,
+      workdir, phase.name, total_steps=total_steps,
       steps_per_epoch=data_iter.steps_per_epoch, pairs_per_step=global_batch,
       every_steps=config.train.log_every_steps, start_step=start_step)
   try:
     with preemption.PreemptionWatch() as preempted:
       while step < total_steps:
         batch = sharding.put_batch(next(data_iter), mesh)
-        state, metrics = step_fn(state, batch, rng, *extra)
+        state, metrics = built.step(state, batch, rng, *extra)
         step += 1
         stop = preempted.requested(step)
         save = (step % config.train.checkpoint_every_steps == 0
@@ -299,19 +274,19 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
         # The host waits for the device only here: at log and save steps.
         if save or writer.should_write(step):
           host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          _check_finite(phase, step, host, ckpt)
+          _check_finite(phase.name, step, host, ckpt)
           del host["params_finite"]
           if writer.should_write(step):
             # The update of step `step` used the schedule at `step - 1`.
             writer.write(step, host, {
                 k: float(v)
-                for k, v in optimizer.learning_rates(step - 1).items()})
+                for k, v in built.optimizer.learning_rates(step - 1).items()})
         if save:
           ckpt.save(step, state, data_iter.get_state(), settings,
                     force=step == total_steps or stop)
         if stop:
           ckpt.close()  # The checkpoint of this step is complete.
-          raise Preempted(phase, step, preempted.signal_name,
+          raise Preempted(phase.name, step, preempted.signal_name,
                           ckpt.directory)
     ckpt.close()
   finally:
@@ -321,15 +296,15 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: str,
                "batch_stats": jax.device_get(state.batch_stats)}
   # Every process logs it: with several, they must all say the same.
   logging.info("%s: final variables fingerprint %s (process %d of %d).",
-               phase, variables_fingerprint(variables), jax.process_index(),
-               jax.process_count())
+               phase.name, variables_fingerprint(variables),
+               jax.process_index(), jax.process_count())
   if jax.process_index() == 0:
     description = dict(
-        factory.describe(model), kind="teacher" if phase == "phase1"
-        else "student", image_size=list(image_size),
+        factory.describe(built.model), kind=phase.role,
+        image_size=list(image_size),
         lr_interpolation=factory.lr_interpolation(config), benchmark=d.name)
-    export(variables, workdir_layout.export_dir(workdir, phase), phase,
-           description, trained=step > start_step)
+    export(variables, phase.export_dir(workdir), phase.name, description,
+           trained=step > start_step)
   return variables
 
 

@@ -11,7 +11,6 @@ Only process 0 writes.
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Mapping
 
@@ -19,6 +18,7 @@ import jax
 from absl import logging
 
 from pshrnet_jax import console
+from pshrnet_jax import workdir_layout
 
 # The loss terms the progress bar shows (all of them go to the log).
 _SHOWN = ("loss", "ce", "triplet", "sr", "ps")
@@ -38,7 +38,8 @@ class ProgressWriter:
     self._writer = self._bar = None
     if jax.process_index() == 0:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._writer = SummaryWriter(os.path.join(workdir, "tensorboard", phase))
+      self._writer = SummaryWriter(workdir_layout.tensorboard_dir(workdir,
+                                                                  phase))
       self._bar = console.ProgressBar(
           phase, total_steps, unit="pairs", items_per_step=pairs_per_step,
           every=self.every_steps, start=start_step)

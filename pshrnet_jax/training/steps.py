@@ -2,7 +2,7 @@
 
 `phase1_step(state, batch, rng, *, model, tx, loss_config)` trains
 HRNet-ReID-H on HR images with L_ID; `phase2_step(state, batch, rng,
-teacher_variables, *, student, teacher, tx, loss_config)` trains the student
+teacher_variables, *, model, teacher, tx, loss_config)` trains the student
 (VDSR-CA -> HRNet-ReID-L) on LR images against the frozen teacher with
 L_TOTAL. `jit_step` binds the keyword-only arguments (models, optimiser,
 loss weights) and jits the step with the batch split over the "data" mesh
@@ -94,10 +94,10 @@ def phase1_step(state: TrainState, batch: Batch, rng: jax.Array, *,
 
 def phase2_step(state: TrainState, batch: Batch, rng: jax.Array,
                 teacher_variables: Mapping[str, Any], *,
-                student: nn.Module, teacher: nn.Module,
+                model: nn.Module, teacher: nn.Module,
                 tx: optax.GradientTransformation,
                 loss_config: Mapping[str, Any]) -> tuple[TrainState, Metrics]:
-  """One SGD step of the student on (HR, LR) pairs with L_TOTAL.
+  """One SGD step of the student `model` on (HR, LR) pairs with L_TOTAL.
 
   The teacher sees the HR image in eval mode (running BN statistics, no
   dropout) and its outputs are constants: it is not in the optimiser and no
@@ -116,12 +116,12 @@ def phase2_step(state: TrainState, batch: Batch, rng: jax.Array,
   teacher_aux = jax.lax.stop_gradient(teacher_aux)
 
   def loss_fn(params):
-    (_, aux), updated = student.apply(
+    (_, aux), updated = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, lr,
         train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
     loss, metrics = losses.total_loss(
         aux, teacher_aux, hr, batch["label"],
-        sr_weight=loss_config["sr_weight"] if student.has_sr_network else 0,
+        sr_weight=loss_config["sr_weight"] if model.has_sr_network else 0,
         ps_weight=loss_config["ps_weight"],
         ps_features=losses.present_keys(loss_config["ps_features"], aux),
         pair_mask=batch.get("has_hr"), **_id_loss_kwargs(loss_config, aux))
