@@ -18,7 +18,6 @@ from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.evaluation import metrics
 from pshrnet_jax.models import factory
 from pshrnet_jax.models import hrnet
-from pshrnet_jax.models import layers
 from pshrnet_jax.models import pshrnet
 from pshrnet_jax.models import reid_head
 from pshrnet_jax.training import initialization
@@ -110,7 +109,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _int(config, "model.sr_blocks", 0)
   _number(config, "model.dropout_rate", 0.0, 1.0, high_open=True)
   _one_of(config, "model.compute_dtype", factory.COMPUTE_DTYPES)
-  _one_of(config, "model.conv_impl", layers.CONV_IMPLS)
 
   # Data.
   if not config.data.name:

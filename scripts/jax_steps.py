@@ -18,7 +18,6 @@ import numpy as np
 
 from configs import base
 from pshrnet_jax.models import factory
-from pshrnet_jax.models import layers
 from pshrnet_jax.training import optim
 from pshrnet_jax.training import sharding
 from pshrnet_jax.training import steps
@@ -41,8 +40,6 @@ def add_size_flags(parser, *, width=8, image_size=(128, 64), p=4, k=6,
                       help="modules in stages 2-4 (the demo: 1,1,1)")
   parser.add_argument("--hrnet_blocks", type=int, default=4,
                       help="blocks per branch (the demo: 1)")
-  parser.add_argument("--conv_impl", choices=layers.CONV_IMPLS, default=None,
-                      help="config.model.conv_impl (default: the config's)")
 
 
 def check_size_flags(parser, args) -> None:
@@ -66,8 +63,6 @@ def make_config(args):
   if hasattr(args, "p"):  # add_size_flags(pairs=True)
     config.data.p, config.data.k = args.p, args.k
   config.data.image_size = tuple(args.image_size)
-  if args.conv_impl:
-    config.model.conv_impl = args.conv_impl
   return config
 
 
@@ -115,7 +110,6 @@ class Step:
   extra: tuple  # (teacher variables,) in phase 2, else ().
   model: Any
   teacher: Any
-  variables: dict
   loss_config: dict
 
   @property
@@ -149,4 +143,4 @@ def build_step(phase: int, config, args, batch_np) -> Step:
     extra = (sharding.put_replicated(random_variables(teacher, size, 2),
                                      mesh),)
   return Step(phase, step, state, batch, rng, extra, model,
-              teacher if phase == 2 else None, variables, loss_config)
+              teacher if phase == 2 else None, loss_config)

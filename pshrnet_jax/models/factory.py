@@ -87,7 +87,7 @@ def build_teacher(model_config: Any, num_classes: int) -> nn.Module:
   m = model_config
   check_model_config(m)
   common = dict(num_classes=num_classes, dropout_rate=m.dropout_rate,
-                conv_impl=m.conv_impl, dtype=compute_dtype(m))
+                dtype=compute_dtype(m))
   if m.backbone == "resnet50":
     return ResNet50ReID(width=m.resnet_width,
                         blocks=tuple(m.resnet_blocks), **common)
@@ -101,7 +101,7 @@ def build_sr(model_config: Any) -> Optional[nn.Module]:
   """The configured SR network, or None for 'bicubic' / 'none'."""
   m = model_config
   check_model_config(m)
-  common = dict(conv_impl=m.conv_impl, dtype=compute_dtype(m))
+  common = dict(dtype=compute_dtype(m))
   if m.sr_module in ("vdsr_ca", "vdsr"):
     return VDSRCA(m.sr_blocks, m.sr_features,
                   channel_attention=m.sr_module == "vdsr_ca", **common)

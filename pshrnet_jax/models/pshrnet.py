@@ -39,7 +39,6 @@ class HRNetReID(nn.Module):
     dropout_rate: dropout before the identity classifier.
     num_modules: HighResolutionModules of stages 2-4 (HRNet-W*-C: 1, 4, 3).
     num_blocks: blocks of layer1 and of every branch (HRNet-W*-C: 4).
-    conv_impl: one of layers.CONV_IMPLS (how weight gradients are computed).
     dtype: computation dtype (parameters stay float32; outputs float32).
     head_kind: 'reid' (SPEC 1.3) or 'imagenet' (HRNet-W*-C's representation
       head, pooled to `final_features`, then the same FC block; its aux has
@@ -53,7 +52,6 @@ class HRNetReID(nn.Module):
   dropout_rate: float = 0.5
   num_modules: Sequence[int] = hrnet.NUM_MODULES
   num_blocks: int = hrnet.NUM_BLOCKS
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
   head_kind: str = "reid"
   final_features: int = hrnet.FINAL_FEATURES
@@ -79,15 +77,13 @@ class HRNetReID(nn.Module):
       raise ValueError(f"head_kind must be one of {HEAD_KINDS}, "
                        f"got {self.head_kind!r}")
     xs = hrnet.HRNet(self.width, self.num_modules, self.num_blocks,
-                     conv_impl=self.conv_impl, dtype=self.dtype,
-                     name="backbone")(x, train)
-    xs = hrnet.IncreModules(self.head_planes, conv_impl=self.conv_impl,
-                            dtype=self.dtype, name="incre_modules")(xs, train)
+                     dtype=self.dtype, name="backbone")(x, train)
+    xs = hrnet.IncreModules(self.head_planes, dtype=self.dtype,
+                            name="incre_modules")(xs, train)
     if self.head_kind == "imagenet":
       pooled = hrnet.imagenet_representation(
           xs, train, head_planes=self.head_planes,
-          final_features=self.final_features, conv_impl=self.conv_impl,
-          dtype=self.dtype)
+          final_features=self.final_features, dtype=self.dtype)
       return reid_head.PooledHead(
           self.num_classes, dropout_rate=self.dropout_rate, dtype=self.dtype,
           name="head")(pooled, train)
@@ -103,7 +99,7 @@ def PSHRNet(  # pylint: disable=invalid-name
     sr_squeeze_channels: int = 4,
     head_planes: Sequence[int] = hrnet.HEAD_PLANES, dropout_rate: float = 0.5,
     num_modules: Sequence[int] = hrnet.NUM_MODULES,
-    num_blocks: int = hrnet.NUM_BLOCKS, conv_impl: str = "xla",
+    num_blocks: int = hrnet.NUM_BLOCKS,
     dtype: Dtype = jnp.float32) -> "SRReID":
   """The PS-HRNet student: VDSR-CA followed by HRNet-ReID, as an `SRReID`.
 
@@ -124,7 +120,6 @@ def PSHRNet(  # pylint: disable=invalid-name
     dropout_rate: dropout before the identity classifier.
     num_modules: HighResolutionModules of stages 2-4.
     num_blocks: blocks of layer1 and of every branch.
-    conv_impl: one of layers.CONV_IMPLS (how weight gradients are computed).
     dtype: computation dtype.
   """
   if sr_module not in SR_MODULES:
@@ -132,10 +127,9 @@ def PSHRNet(  # pylint: disable=invalid-name
                      f"got {sr_module!r}")
   sr = None if sr_module == "none" else vdsr_ca.VDSRCA(
       sr_blocks, sr_features, sr_squeeze_channels,
-      channel_attention=sr_module == "vdsr_ca", conv_impl=conv_impl,
-      dtype=dtype)
+      channel_attention=sr_module == "vdsr_ca", dtype=dtype)
   reid = HRNetReID(width, num_classes, pooling, head_planes, dropout_rate,
-                   num_modules, num_blocks, conv_impl=conv_impl, dtype=dtype)
+                   num_modules, num_blocks, dtype=dtype)
   return SRReID(reid=reid, sr=sr)
 
 
