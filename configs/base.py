@@ -94,10 +94,6 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   config.model.resnet_blocks = (3, 4, 6, 3)
   config.model.dropout_rate = 0.5
   config.model.compute_dtype = "float32"  # 'bfloat16' on accelerators
-  # 'xla': XLA's convolutions; 'fast': 1x1 weight gradients as GEMMs;
-  # 'gemm': every weight gradient as GEMMs (pshrnet_jax/models/fast_conv.py).
-  # The same maths each way; README ("Training step") measures them.
-  config.model.conv_impl = "xla"
 
   config.data = ml_collections.ConfigDict()
   config.data.name = ""

@@ -15,19 +15,9 @@ of P x K HR/LR pairs:
     with the same losses (label-smoothed CE, batch-hard triplet over
     Seq1..Seq5, L1 SR, pseudo-siamese L1 over the paper's set) and
     torch.optim.SGD(nesterov, two LR groups, weight decay 5e-4).
-Then a breakdown of where a step's time goes: forward+loss timed on its own
-(JAX: a separately jitted forward; PyTorch: timestamps inside the step),
-backward+update = step - forward, and per layer kind the SUM over the
-model's convolutions / BatchNorms of isolated micro-programs with the
-model's real shapes (one jitted program per shape and kind; torch's
-conv2d / conv2d_input / conv2d_weight / batch_norm). Micro-programs run
-without the fusion and scheduling of the whole step, so "other" (= step -
-micro sums) is an estimate and can even be negative.
-
-`--conv_impl=xla|fast|gemm` sets the models' `config.model.conv_impl` (the
-switch `python -m pshrnet_jax.main` takes; pshrnet_jax/models/fast_conv.py:
-'fast' computes 1x1 weight gradients as one GEMM, 'gemm' every weight
-gradient). Default: the config's default.
+Then, unless --no_breakdown, the step split in two: forward+loss timed on
+its own (JAX: a separately jitted forward; PyTorch: timestamps inside the
+step) and backward+update = step - forward.
 """
 
 import argparse
@@ -51,12 +41,26 @@ from pshrnet_jax.training import losses
 from reference import torch_models as tr
 from reference import torch_train
 from scripts import jax_steps
-from scripts import step_breakdown
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 def _load():
   return "load %.2f/%.2f/%.2f" % os.getloadavg()
+
+
+def _min_ms(fn, repeats):
+  """Best wall time of `fn()` in ms over `repeats` calls after one warm-up.
+
+  The minimum, not the median: on a shared machine a call is often
+  pre-empted, and the minimum is the figure that repeats across runs.
+  """
+  fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return 1e3 * min(times)
 
 
 # ----------------------------------------------------------------- JAX side
@@ -78,6 +82,9 @@ def jax_phase(phase, config, args, batch_np):
     first_loss = loss if first_loss is None else first_loss
   if not np.isfinite(loss):
     raise FloatingPointError(f"JAX phase {phase}: loss became {loss}")
+  result = dict(compile_s=compile_s, step_ms=times, loss=first_loss)
+  if args.no_breakdown:
+    return result
 
   # Forward + loss alone, as inside the step (train-mode BN, dropout).
   def forward(params, batch_stats, teacher_vars, b):
@@ -100,12 +107,9 @@ def jax_phase(phase, config, args, batch_np):
   fwd = jax.jit(forward, compiler_options=layers.compiler_options())
   fwd_args = (state.params, state.batch_stats, extra[0] if extra else {},
               batch)
-  forward_ms = step_breakdown.min_ms(lambda: fwd(*fwd_args).block_until_ready(),
-                          max(args.steps, 2))
-  return dict(compile_s=compile_s, step_ms=times,
-              forward_ms=forward_ms, loss=first_loss, model=model,
-              teacher=teacher, variables=built.variables,
-              teacher_variables=extra[0] if extra else None)
+  result["forward_ms"] = _min_ms(
+      lambda: fwd(*fwd_args).block_until_ready(), max(args.steps, 2))
+  return result
 
 
 # --------------------------------------------------------------- torch side
@@ -179,38 +183,19 @@ def report_phase(phase, jres, tres, args):
   if args.no_breakdown:
     return
   j_ms, t_ms = min(jres["step_ms"]), min(tres["step_ms"])
-  totals, fast_dw, per_conv, n_layers = step_breakdown.breakdown(phase, jres, args)
-  print(f"  Breakdown, ms per step, best of the timed steps / of "
-        f"{args.micro_repeats} micro runs ({n_layers} conv/BN calls; "
-        "micro sums add up isolated per-shape programs):")
+  print("  Breakdown, ms per step, best of the timed steps:")
   print(f"  {'':<40s}{'JAX':>10s}{'torch':>10s}   JAX/torch")
   _row("step (measured)", j_ms, t_ms)
   _row("forward + loss (measured)", jres["forward_ms"], tres["forward_ms"])
   _row("backward + update (step - forward)", j_ms - jres["forward_ms"],
        t_ms - tres["forward_ms"])
-  micro = [0.0, 0.0]
-  for name, (jv, tv) in totals.items():
-    _row(f"{name} (micro sum)", jv, tv)
-    micro = [micro[0] + jv, micro[1] + tv]
-  _row("other (step - micro sums; estimate)", j_ms - micro[0],
-       t_ms - micro[1])
-  _row("conv weight-grad via fast_conv (micro)", fast_dw, None)
-  print("  Largest JAX conv weight-grad shapes (ms per call; n = calls):")
-  print("    n  input (B,H,W,C)      k  s  out |  JAX fwd    dx    dw "
-        "shifted dw | torch fwd    dx    dw")
-  per_conv.sort(key=lambda r: -r[0] * r[2]["dw"])
-  for n, rec, t in per_conv[:args.top_shapes]:
-    print(f"  {n:3d}  {str(rec[1]):<19s}{rec[2][0]:2d} {rec[4][0]:2d} "
-          f"{rec[3]:4d} | {t['fwd']:8.1f}{t['dx']:6.1f}{t['dw']:6.1f}"
-          f"{t['dw_shifted']:11.1f} | {t['t_fwd']:9.1f}{t['t_dx']:6.1f}"
-          f"{t['t_dw']:6.1f}")
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   jax_steps.add_size_flags(parser)
-  for name, default in (("steps", 5), ("warmup", 1), ("micro_repeats", 5),
-                        ("top_shapes", 8), ("torch_threads", os.cpu_count())):
+  for name, default in (("steps", 5), ("warmup", 1),
+                        ("torch_threads", os.cpu_count())):
     parser.add_argument(f"--{name}", type=int, default=default)
   parser.add_argument("--phases", default="1,2")
   parser.add_argument("--no_breakdown", action="store_true")
@@ -230,8 +215,7 @@ def main():
         f"{_load()}; Python {platform.python_version()}, jax {jax.__version__}"
         f" ({jax.devices()[0].platform}, {jax.device_count()} device), torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads)")
-  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  conv_impl="
-        f"{config.model.conv_impl}  compilation cache: "
+  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  compilation cache: "
         f"{args.compilation_cache or 'off'}")
   print(f"Config: HRNet-W{args.width} (modules {tuple(args.hrnet_modules)}, "
         f"{args.hrnet_blocks} blocks), head_planes "

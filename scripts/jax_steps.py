@@ -4,10 +4,8 @@
 `scripts/profile_step.py` (where a step's time goes) build the same steps
 from the same arguments here; nothing here imports PyTorch.
 
-The step is exactly the project's: `steps.phase1_step` / `phase2_step`
-through `steps.jit_step` on a 1-device mesh, the optimiser from
-`optim.make_optimizer`, the models from `models.factory`, the paper's loss
-config.
+The step is exactly the training loop's (`loop.build_step` on a 1-device
+mesh, with the paper's loss config).
 """
 
 import dataclasses
@@ -18,8 +16,8 @@ import numpy as np
 
 from configs import base
 from pshrnet_jax.models import factory
-from pshrnet_jax.models import layers
-from pshrnet_jax.training import optim
+from pshrnet_jax.training import loop
+from pshrnet_jax.training import phases
 from pshrnet_jax.training import sharding
 from pshrnet_jax.training import steps
 
@@ -41,8 +39,6 @@ def add_size_flags(parser, *, width=8, image_size=(128, 64), p=4, k=6,
                       help="modules in stages 2-4 (the demo: 1,1,1)")
   parser.add_argument("--hrnet_blocks", type=int, default=4,
                       help="blocks per branch (the demo: 1)")
-  parser.add_argument("--conv_impl", choices=layers.CONV_IMPLS, default=None,
-                      help="config.model.conv_impl (default: the config's)")
 
 
 def check_size_flags(parser, args) -> None:
@@ -66,8 +62,6 @@ def make_config(args):
   if hasattr(args, "p"):  # add_size_flags(pairs=True)
     config.data.p, config.data.k = args.p, args.k
   config.data.image_size = tuple(args.image_size)
-  if args.conv_impl:
-    config.model.conv_impl = args.conv_impl
   return config
 
 
@@ -115,7 +109,6 @@ class Step:
   extra: tuple  # (teacher variables,) in phase 2, else ().
   model: Any
   teacher: Any
-  variables: dict
   loss_config: dict
 
   @property
@@ -124,29 +117,19 @@ class Step:
 
 
 def build_step(phase: int, config, args, batch_np) -> Step:
-  """Phase 1 (teacher, L_ID) or 2 (student + frozen teacher, L_TOTAL)."""
-  num_classes, size = args.num_classes, tuple(args.image_size)
+  """Phase 1 (teacher, L_ID) or 2 (student + frozen teacher, L_TOTAL):
+  the training loop's own `loop.build_step`, on random variables."""
   mesh = sharding.make_data_mesh(1)
-  rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  teacher = factory.build_teacher(config.model, num_classes)
-  model = (teacher if phase == 1
-           else factory.build_student(config.model, num_classes))
-  variables = random_variables(model, size, seed=0)
-  opt = optim.make_optimizer(config.optim, variables["params"], 1000)
-  state = sharding.put_replicated(steps.create_state(variables, opt.tx), mesh)
-  loss_config = config.loss.to_dict()
-  keys = ("hr", "label") if phase == 1 else ("hr", "lr", "label")
+  record = phases.PHASES[phase - 1]
+  built = loop.build_step(config, record, args.num_classes, 1000, mesh)
+  size = tuple(args.image_size)
+  variables = random_variables(built.model, size, seed=0)
+  state = sharding.put_replicated(
+      steps.create_state(variables, built.optimizer.tx), mesh)
+  keys = ("hr", "lr", "label") if record.uses_teacher else ("hr", "label")
   batch = sharding.put_batch({k: batch_np[k] for k in keys}, mesh)
   rng = sharding.put_replicated(jax.random.key(1), mesh)
-  if phase == 1:
-    step = steps.jit_step(steps.phase1_step, rep, data, model=model,
-                          tx=opt.tx, loss_config=loss_config)
-    extra = ()
-  else:
-    step = steps.jit_step(steps.phase2_step, rep, data, num_extra_args=1,
-                          student=model, teacher=teacher, tx=opt.tx,
-                          loss_config=loss_config)
-    extra = (sharding.put_replicated(random_variables(teacher, size, 2),
-                                     mesh),)
-  return Step(phase, step, state, batch, rng, extra, model,
-              teacher if phase == 2 else None, variables, loss_config)
+  extra = () if built.teacher is None else (sharding.put_replicated(
+      random_variables(built.teacher, size, 2), mesh),)
+  return Step(phase, built.step, state, batch, rng, extra, built.model,
+              built.teacher, config.loss.to_dict())

@@ -101,8 +101,6 @@ _TABLE = {
                 ["model.dropout_rate"]),
     "dtype": ("fresh", ["--config.model.compute_dtype=float16"],
               ["model.compute_dtype", "float16"]),
-    "conv_impl": ("fresh", ["--config.model.conv_impl=cudnn"],
-                  ["model.conv_impl", "cudnn"]),
     "head_planes": ("fresh", ["--config.model.head_planes=(4, 8, 16)"],
                     ["model.head_planes", "4 integers"]),
     "hrnet_modules": ("fresh", ["--config.model.hrnet_modules=(1, 0, 1)"],

@@ -49,12 +49,10 @@ class HRModule(nn.Module):
   Attributes:
     channels: channels of each branch.
     num_blocks: BasicBlocks per branch.
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
   """
   channels: Sequence[int]
   num_blocks: int = NUM_BLOCKS
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -63,8 +61,7 @@ class HRModule(nn.Module):
     xs = list(xs)
     for b, features in enumerate(self.channels):
       for k in range(self.num_blocks):
-        xs[b] = layers.BasicBlock(features, conv_impl=self.conv_impl,
-                                  dtype=self.dtype,
+        xs[b] = layers.BasicBlock(features, dtype=self.dtype,
                                   name=f"branch{b}_{k}")(xs[b], train)
     fused = []
     for i, features in enumerate(self.channels):
@@ -72,16 +69,14 @@ class HRModule(nn.Module):
       # Same summation order as PyTorch (j = 0, 1, ...).
       for j, x in enumerate(xs):
         if j > i:
-          x = layers.ConvBN(features, 1, relu=False,
-                            conv_impl=self.conv_impl, dtype=self.dtype,
+          x = layers.ConvBN(features, 1, relu=False, dtype=self.dtype,
                             name=f"fuse_{i}_{j}")(x, train)
           x = layers.upsample_nearest(x, 2**(j - i))
         elif j < i:
           for k in range(i - j):
             last = k == i - j - 1
             x = layers.ConvBN(features if last else self.channels[j], 3, 2,
-                              relu=not last, conv_impl=self.conv_impl,
-                              dtype=self.dtype,
+                              relu=not last, dtype=self.dtype,
                               name=f"fuse_{i}_{j}_{k}")(x, train)
         y = x if y is None else y + x
       fused.append(layers.materialize(nn.relu(y)))
@@ -96,13 +91,11 @@ class HRNet(nn.Module):
       values such as 4 for tests).
     num_modules: HighResolutionModules of stages 2, 3 and 4.
     num_blocks: Bottlenecks of layer1 and BasicBlocks of every branch.
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype (parameters stay float32).
   """
   width: int = 32
   num_modules: Sequence[int] = NUM_MODULES
   num_blocks: int = NUM_BLOCKS
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -125,15 +118,13 @@ class HRNet(nn.Module):
       raise ValueError(f"HRNet needs 3 stages of >= 1 module and >= 1 block; "
                        f"got num_modules={tuple(self.num_modules)}, "
                        f"num_blocks={self.num_blocks}")
-    dtype, impl = self.dtype, self.conv_impl
-    x = layers.conv(STEM_FEATURES, 3, 2, conv_impl=impl, dtype=dtype,
-                    name="conv1")(x)
+    dtype = self.dtype
+    x = layers.conv(STEM_FEATURES, 3, 2, dtype=dtype, name="conv1")(x)
     x = nn.relu(layers.batch_norm(train, dtype=dtype, name="bn1")(x))
-    x = layers.conv(STEM_FEATURES, 3, 2, conv_impl=impl, dtype=dtype,
-                    name="conv2")(x)
+    x = layers.conv(STEM_FEATURES, 3, 2, dtype=dtype, name="conv2")(x)
     x = nn.relu(layers.batch_norm(train, dtype=dtype, name="bn2")(x))
     for k in range(self.num_blocks):
-      x = layers.Bottleneck(LAYER1_PLANES, conv_impl=impl, dtype=dtype,
+      x = layers.Bottleneck(LAYER1_PLANES, dtype=dtype,
                             name=f"layer1_{k}")(x, train)
 
     xs = [x]
@@ -146,7 +137,7 @@ class HRNet(nn.Module):
         if i < len(xs):
           x = xs[i]
           if x.shape[-1] != channels[i]:
-            x = layers.ConvBN(channels[i], 3, conv_impl=impl, dtype=dtype,
+            x = layers.ConvBN(channels[i], 3, dtype=dtype,
                               name=f"transition{transition}_{i}")(x, train)
         else:
           # A new branch grows from the previous stage's last branch.
@@ -154,13 +145,12 @@ class HRNet(nn.Module):
           steps = i + 1 - len(xs)
           for k in range(steps):
             features = channels[i] if k == steps - 1 else x.shape[-1]
-            x = layers.ConvBN(features, 3, 2, conv_impl=impl, dtype=dtype,
+            x = layers.ConvBN(features, 3, 2, dtype=dtype,
                               name=f"transition{transition}_{i}_{k}")(x, train)
         new_xs.append(x)
       xs = new_xs
       for m in range(num_modules):
-        xs = HRModule(channels[:num_branches], self.num_blocks,
-                      conv_impl=impl, dtype=dtype,
+        xs = HRModule(channels[:num_branches], self.num_blocks, dtype=dtype,
                       name=f"stage{stage}_{m}")(xs, train)
     return xs
 
@@ -173,11 +163,9 @@ class IncreModules(nn.Module):
 
   Attributes:
     head_planes: Bottleneck planes per branch.
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
   """
   head_planes: Sequence[int] = HEAD_PLANES
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -187,7 +175,7 @@ class IncreModules(nn.Module):
       raise ValueError(f"IncreModules: {len(xs)} branches but "
                        f"{len(self.head_planes)} head_planes")
     return [
-        layers.Bottleneck(planes, conv_impl=self.conv_impl, dtype=self.dtype,
+        layers.Bottleneck(planes, dtype=self.dtype,
                           name=f"branch{i}")(x, train)
         for i, (planes, x) in enumerate(zip(self.head_planes, xs))
     ]
@@ -196,7 +184,6 @@ class IncreModules(nn.Module):
 def imagenet_representation(xs: Sequence[jax.Array], train: bool, *,
                             head_planes: Sequence[int] = HEAD_PLANES,
                             final_features: int = FINAL_FEATURES,
-                            conv_impl: str = "xla",
                             dtype: Dtype = jnp.float32) -> jax.Array:
   """HRNet-W*-C's ImageNet representation head on the incre_modules outputs.
 
@@ -211,7 +198,6 @@ def imagenet_representation(xs: Sequence[jax.Array], train: bool, *,
     train: batch statistics (True) or running averages (False).
     head_planes: incre_modules planes (the outputs have 4x these channels).
     final_features: channels of final_layer (2048).
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
 
   Returns:
@@ -220,11 +206,10 @@ def imagenet_representation(xs: Sequence[jax.Array], train: bool, *,
   y = xs[0]
   for i in range(len(xs) - 1):
     down = layers.ConvBN(4 * head_planes[i + 1], 3, 2, use_bias=True,
-                         conv_impl=conv_impl, dtype=dtype,
-                         name=f"downsamp_modules_{i}")
+                         dtype=dtype, name=f"downsamp_modules_{i}")
     y = xs[i + 1] + down(y, train)
-  y = layers.ConvBN(final_features, 1, use_bias=True, conv_impl=conv_impl,
-                    dtype=dtype, name="final_layer")(y, train)
+  y = layers.ConvBN(final_features, 1, use_bias=True, dtype=dtype,
+                    name="final_layer")(y, train)
   return jnp.mean(y, axis=(1, 2))
 
 
@@ -238,7 +223,6 @@ class HRNetClassifier(nn.Module):
     final_features: channels of `final_layer` (official: 2048).
     num_modules: HighResolutionModules of stages 2-4 (HRNet).
     num_blocks: blocks of layer1 and of every branch (HRNet).
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype (parameters stay float32).
   """
   width: int = 32
@@ -247,7 +231,6 @@ class HRNetClassifier(nn.Module):
   final_features: int = FINAL_FEATURES
   num_modules: Sequence[int] = NUM_MODULES
   num_blocks: int = NUM_BLOCKS
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -261,14 +244,13 @@ class HRNetClassifier(nn.Module):
     Returns:
       (B, num_classes) float32 logits.
     """
-    impl = self.conv_impl
-    xs = HRNet(self.width, self.num_modules, self.num_blocks, conv_impl=impl,
+    xs = HRNet(self.width, self.num_modules, self.num_blocks,
                dtype=self.dtype, name="backbone")(x, train)
-    xs = IncreModules(self.head_planes, conv_impl=impl, dtype=self.dtype,
+    xs = IncreModules(self.head_planes, dtype=self.dtype,
                       name="incre_modules")(xs, train)
     y = imagenet_representation(xs, train, head_planes=self.head_planes,
                                 final_features=self.final_features,
-                                conv_impl=impl, dtype=self.dtype)
+                                dtype=self.dtype)
     logits = nn.Dense(self.num_classes, dtype=self.dtype,
                       param_dtype=jnp.float32, name="classifier")(y)
     return logits.astype(jnp.float32)

@@ -9,24 +9,13 @@ asymmetrically, which shifts every later map by half a pixel relative to
 PyTorch).
 """
 
-import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pshrnet_jax.models import fast_conv
-
 Dtype = Any
-
-# How convolutions are computed. Every choice keeps XLA's forward pass and
-# input gradient; they differ in the weight gradient (fast_conv.py): 'xla'
-# is XLA's own program throughout, 'fast' one GEMM for 1x1 kernels, 'gemm'
-# GEMMs for every kernel ('taps'). Same parameters, same maths; what each
-# gives on a CPU is measured in README ("Training step").
-CONV_IMPLS = ("xla", "fast", "gemm")
-_WEIGHT_GRAD = {"fast": "auto", "gemm": "taps"}
 
 # Kaiming-normal, fan-out, ReLU gain: the official HRNet initialisation, and
 # for 3x3 convolutions the same law as VDSR's N(0, sqrt(2 / (k * k * out))).
@@ -40,8 +29,8 @@ torch_default_kernel_init = nn.initializers.variance_scaling(
 
 
 def conv(features: int, kernel_size: int, stride: int = 1, *,
-         use_bias: bool = False, conv_impl: str = "xla",
-         dtype: Dtype = jnp.float32, name: str | None = None,
+         use_bias: bool = False, dtype: Dtype = jnp.float32,
+         name: str | None = None,
          kernel_init: Callable[..., jax.Array] = conv_kernel_init) -> nn.Conv:
   """A PyTorch-equivalent Conv2d(padding=kernel_size // 2) in NHWC.
 
@@ -50,7 +39,6 @@ def conv(features: int, kernel_size: int, stride: int = 1, *,
     kernel_size: square kernel size.
     stride: square stride.
     use_bias: whether the convolution has a bias (HRNet's are bias-free).
-    conv_impl: one of CONV_IMPLS.
     dtype: computation dtype; parameters stay float32.
     name: module name.
     kernel_init: the kernel's initialiser (HRNet/VDSR's law by default).
@@ -58,17 +46,11 @@ def conv(features: int, kernel_size: int, stride: int = 1, *,
   Returns:
     The `nn.Conv` module.
   """
-  if conv_impl not in CONV_IMPLS:
-    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got "
-                     f"{conv_impl!r}")
   pad = kernel_size // 2
   return nn.Conv(
       features, (kernel_size, kernel_size), strides=(stride, stride),
       padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
-      param_dtype=jnp.float32, kernel_init=kernel_init,
-      conv_general_dilated=(None if conv_impl == "xla" else functools.partial(
-          fast_conv.conv_general_dilated,
-          weight_grad=_WEIGHT_GRAD[conv_impl])), name=name)
+      param_dtype=jnp.float32, kernel_init=kernel_init, name=name)
 
 
 class BatchNorm(nn.Module):
@@ -147,7 +129,6 @@ class ConvBN(nn.Module):
     stride: square stride.
     relu: apply a ReLU after the BatchNorm.
     use_bias: convolution bias (the ImageNet head's convolutions have one).
-    conv_impl: one of CONV_IMPLS.
     dtype: computation dtype.
   """
   features: int
@@ -155,14 +136,12 @@ class ConvBN(nn.Module):
   stride: int = 1
   relu: bool = True
   use_bias: bool = False
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = conv(self.features, self.kernel_size, self.stride,
-             use_bias=self.use_bias, conv_impl=self.conv_impl,
-             dtype=self.dtype, name="conv")(x)
+             use_bias=self.use_bias, dtype=self.dtype, name="conv")(x)
     x = batch_norm(train, dtype=self.dtype, name="bn")(x)
     return nn.relu(x) if self.relu else x
 
@@ -175,11 +154,9 @@ class BasicBlock(nn.Module):
 
   Attributes:
     features: channels in and out.
-    conv_impl: one of CONV_IMPLS.
     dtype: computation dtype.
   """
   features: int
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -188,12 +165,9 @@ class BasicBlock(nn.Module):
       raise ValueError(
           f"BasicBlock {self.name}: input has {x.shape[-1]} channels, "
           f"expected {self.features} (HRNet branches keep their width)")
-    impl = self.conv_impl
-    y = conv(self.features, 3, conv_impl=impl, dtype=self.dtype,
-             name="conv1")(x)
+    y = conv(self.features, 3, dtype=self.dtype, name="conv1")(x)
     y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
-    y = conv(self.features, 3, conv_impl=impl, dtype=self.dtype,
-             name="conv2")(y)
+    y = conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
     y = batch_norm(train, dtype=self.dtype, name="bn2")(y)
     return materialize(nn.relu(y + x))
 
@@ -207,12 +181,10 @@ class Bottleneck(nn.Module):
   Attributes:
     planes: bottleneck width; the output has `4 * planes` channels.
     stride: stride of the 3x3 convolution (and of the projection).
-    conv_impl: one of CONV_IMPLS.
     dtype: computation dtype.
   """
   planes: int
   stride: int = 1
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   expansion = 4
@@ -220,16 +192,15 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     out_features = self.planes * self.expansion
-    impl, dtype = self.conv_impl, self.dtype
-    y = conv(self.planes, 1, conv_impl=impl, dtype=dtype, name="conv1")(x)
+    dtype = self.dtype
+    y = conv(self.planes, 1, dtype=dtype, name="conv1")(x)
     y = nn.relu(batch_norm(train, dtype=dtype, name="bn1")(y))
-    y = conv(self.planes, 3, self.stride, conv_impl=impl, dtype=dtype,
-             name="conv2")(y)
+    y = conv(self.planes, 3, self.stride, dtype=dtype, name="conv2")(y)
     y = nn.relu(batch_norm(train, dtype=dtype, name="bn2")(y))
-    y = conv(out_features, 1, conv_impl=impl, dtype=dtype, name="conv3")(y)
+    y = conv(out_features, 1, dtype=dtype, name="conv3")(y)
     y = batch_norm(train, dtype=dtype, name="bn3")(y)
     if self.stride != 1 or x.shape[-1] != out_features:
-      x = conv(out_features, 1, self.stride, conv_impl=impl, dtype=dtype,
+      x = conv(out_features, 1, self.stride, dtype=dtype,
                name="downsample_conv")(x)
       x = batch_norm(train, dtype=self.dtype, name="downsample_bn")(x)
     return materialize(nn.relu(y + x))

@@ -48,11 +48,10 @@ FEATURES = 64
 REDUCTION = 16
 
 
-def _conv(features: int, kernel_size: int, conv_impl: str, dtype: Dtype,
+def _conv(features: int, kernel_size: int, dtype: Dtype,
           name: str) -> nn.Conv:
-  return layers.conv(features, kernel_size, use_bias=True,
-                     conv_impl=conv_impl, dtype=dtype, name=name,
-                     kernel_init=layers.torch_default_kernel_init)
+  return layers.conv(features, kernel_size, use_bias=True, dtype=dtype,
+                     name=name, kernel_init=layers.torch_default_kernel_init)
 
 
 class RCAB(nn.Module):
@@ -60,20 +59,17 @@ class RCAB(nn.Module):
 
   Attributes:
     reduction: channel-attention reduction r (squeeze to C // r).
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
   """
   reduction: int = REDUCTION
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     features = x.shape[-1]
-    y = _conv(features, 3, self.conv_impl, self.dtype, "conv1")(x)
-    y = _conv(features, 3, self.conv_impl, self.dtype, "conv2")(nn.relu(y))
-    y = ChannelAttention(features // self.reduction, conv_impl=self.conv_impl,
-                         dtype=self.dtype,
+    y = _conv(features, 3, self.dtype, "conv1")(x)
+    y = _conv(features, 3, self.dtype, "conv2")(nn.relu(y))
+    y = ChannelAttention(features // self.reduction, dtype=self.dtype,
                          kernel_init=layers.torch_default_kernel_init,
                          name="ca")(y)
     return y + x
@@ -85,21 +81,18 @@ class ResidualGroup(nn.Module):
   Attributes:
     num_blocks: RCABs B.
     reduction: channel-attention reduction r.
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
   """
   num_blocks: int = NUM_BLOCKS
   reduction: int = REDUCTION
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     y = x
     for b in range(self.num_blocks):
-      y = RCAB(self.reduction, conv_impl=self.conv_impl, dtype=self.dtype,
-               name=f"block_{b}")(y)
-    return _conv(x.shape[-1], 3, self.conv_impl, self.dtype, "conv")(y) + x
+      y = RCAB(self.reduction, dtype=self.dtype, name=f"block_{b}")(y)
+    return _conv(x.shape[-1], 3, self.dtype, "conv")(y) + x
 
 
 class RCAN(nn.Module):
@@ -110,14 +103,12 @@ class RCAN(nn.Module):
     num_blocks: RCABs per group B (paper: 20).
     features: channels C (paper: 64).
     reduction: channel-attention reduction r (paper: 16).
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype; the output is float32.
   """
   num_groups: int = NUM_GROUPS
   num_blocks: int = NUM_BLOCKS
   features: int = FEATURES
   reduction: int = REDUCTION
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -136,11 +127,11 @@ class RCAN(nn.Module):
           f"RCAN needs >= 1 group and block and features // reduction >= 1; "
           f"got num_groups={self.num_groups}, num_blocks={self.num_blocks}, "
           f"features={self.features}, reduction={self.reduction}")
-    impl, dtype, c = self.conv_impl, self.dtype, self.features
-    head = _conv(c, 3, impl, dtype, "head")(x)
+    dtype, c = self.dtype, self.features
+    head = _conv(c, 3, dtype, "head")(x)
     y = head
     for g in range(self.num_groups):
-      y = ResidualGroup(self.num_blocks, self.reduction, conv_impl=impl,
-                        dtype=dtype, name=f"group_{g}")(y)
-    y = _conv(c, 3, impl, dtype, "body_conv")(y) + head
-    return _conv(x.shape[-1], 3, impl, dtype, "tail")(y).astype(jnp.float32)
+      y = ResidualGroup(self.num_blocks, self.reduction, dtype=dtype,
+                        name=f"group_{g}")(y)
+    y = _conv(c, 3, dtype, "body_conv")(y) + head
+    return _conv(x.shape[-1], 3, dtype, "tail")(y).astype(jnp.float32)

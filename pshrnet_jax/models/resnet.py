@@ -54,12 +54,10 @@ class ResNet(nn.Module):
     width: stem channels and layer1's planes (64); layer L has
       width * 2**(L-1) planes.
     blocks: Bottlenecks of layer1..layer4 (ResNet-50: 3, 4, 6, 3).
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype (parameters stay float32).
   """
   width: int = WIDTH
   blocks: Sequence[int] = RESNET50_BLOCKS
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -76,9 +74,8 @@ class ResNet(nn.Module):
     if len(self.blocks) != 4 or min(self.blocks) < 1:
       raise ValueError(f"ResNet needs 4 layers of >= 1 block; got "
                        f"blocks={tuple(self.blocks)}")
-    impl, dtype = self.conv_impl, self.dtype
-    x = layers.conv(self.width, 7, 2, conv_impl=impl, dtype=dtype,
-                    name="conv1")(x)
+    dtype = self.dtype
+    x = layers.conv(self.width, 7, 2, dtype=dtype, name="conv1")(x)
     x = nn.relu(layers.batch_norm(train, dtype=dtype, name="bn1")(x))
     # Padding with -inf, as torch's MaxPool2d (the input is >= 0 anyway).
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -86,7 +83,7 @@ class ResNet(nn.Module):
       planes = self.width * 2**(layer - 1)
       for k in range(num_blocks):
         stride = 2 if layer > 1 and k == 0 else 1
-        x = layers.Bottleneck(planes, stride, conv_impl=impl, dtype=dtype,
+        x = layers.Bottleneck(planes, stride, dtype=dtype,
                               name=f"layer{layer}_{k}")(x, train)
     return x
 
@@ -98,13 +95,11 @@ class ResNet50Classifier(nn.Module):
     num_classes: fc outputs (ImageNet: 1000).
     width: see ResNet (64).
     blocks: see ResNet ((3, 4, 6, 3)).
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype (parameters stay float32).
   """
   num_classes: int = 1000
   width: int = WIDTH
   blocks: Sequence[int] = RESNET50_BLOCKS
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -118,8 +113,8 @@ class ResNet50Classifier(nn.Module):
     Returns:
       (B, num_classes) float32 logits.
     """
-    y = ResNet(self.width, self.blocks, conv_impl=self.conv_impl,
-               dtype=self.dtype, name="backbone")(x, train)
+    y = ResNet(self.width, self.blocks, dtype=self.dtype,
+               name="backbone")(x, train)
     y = jnp.mean(y, axis=(1, 2))
     logits = nn.Dense(self.num_classes, dtype=self.dtype,
                       param_dtype=jnp.float32, name="fc")(y)
@@ -134,14 +129,12 @@ class ResNet50ReID(nn.Module):
     width: see ResNet (64).
     blocks: see ResNet ((3, 4, 6, 3)).
     dropout_rate: dropout before the identity classifier.
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype (parameters stay float32; outputs float32).
   """
   num_classes: int = 751
   width: int = WIDTH
   blocks: Sequence[int] = RESNET50_BLOCKS
   dropout_rate: float = 0.5
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -161,8 +154,8 @@ class ResNet50ReID(nn.Module):
       raise ValueError(
           f"ResNet50ReID expects (B, H, W, C) images with H and W multiples "
           f"of {INPUT_MULTIPLE}, got shape {x.shape}")
-    y = ResNet(self.width, self.blocks, conv_impl=self.conv_impl,
-               dtype=self.dtype, name="backbone")(x, train)
+    y = ResNet(self.width, self.blocks, dtype=self.dtype,
+               name="backbone")(x, train)
     pooled = jnp.mean(y.astype(jnp.float32), axis=(1, 2))
     return reid_head.PooledHead(self.num_classes,
                                 dropout_rate=self.dropout_rate,

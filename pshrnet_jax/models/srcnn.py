@@ -33,11 +33,9 @@ class SRCNN(nn.Module):
   Attributes:
     features: channels of the first two convolutions (paper: 64, 32; tests
       use fewer).
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype; the output is float32.
   """
   features: Sequence[int] = FEATURES
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -56,8 +54,8 @@ class SRCNN(nn.Module):
     widths = tuple(self.features) + (x.shape[-1],)
     y = x
     for n, (width, size) in enumerate(zip(widths, KERNEL_SIZES), 1):
-      y = layers.conv(width, size, use_bias=True, conv_impl=self.conv_impl,
-                      dtype=self.dtype, name=f"conv{n}",
+      y = layers.conv(width, size, use_bias=True, dtype=self.dtype,
+                      name=f"conv{n}",
                       kernel_init=layers.torch_default_kernel_init)(y)
       if n < len(KERNEL_SIZES):
         y = nn.relu(y)

@@ -22,12 +22,10 @@ class ChannelAttention(nn.Module):
 
   Attributes:
     squeeze_channels: channels of the bottleneck (released code: 4).
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype.
     kernel_init: initialiser of both 1x1 kernels (RCAN uses PyTorch's).
   """
   squeeze_channels: int = 4
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
   kernel_init: Callable[..., jax.Array] = layers.conv_kernel_init
 
@@ -35,11 +33,10 @@ class ChannelAttention(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     y = jnp.mean(x, axis=(1, 2), keepdims=True)
     y = layers.conv(self.squeeze_channels, 1, use_bias=True,
-                    conv_impl=self.conv_impl, dtype=self.dtype,
-                    name="squeeze", kernel_init=self.kernel_init)(y)
-    y = layers.conv(x.shape[-1], 1, use_bias=True, conv_impl=self.conv_impl,
-                    dtype=self.dtype, name="excite",
-                    kernel_init=self.kernel_init)(nn.relu(y))
+                    dtype=self.dtype, name="squeeze",
+                    kernel_init=self.kernel_init)(y)
+    y = layers.conv(x.shape[-1], 1, use_bias=True, dtype=self.dtype,
+                    name="excite", kernel_init=self.kernel_init)(nn.relu(y))
     return x * nn.sigmoid(y)
 
 
@@ -51,14 +48,12 @@ class VDSRCA(nn.Module):
     features: channels of the middle blocks (64).
     squeeze_channels: channel-attention bottleneck (4).
     channel_attention: False gives plain VDSR (paper Table IV).
-    conv_impl: one of layers.CONV_IMPLS.
     dtype: computation dtype; the output is float32.
   """
   num_blocks: int = 18
   features: int = 64
   squeeze_channels: int = 4
   channel_attention: bool = True
-  conv_impl: str = "xla"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -71,16 +66,14 @@ class VDSRCA(nn.Module):
     Returns:
       (B, H, W, C) float32: the residual prediction plus the input.
     """
-    impl = self.conv_impl
-    y = nn.relu(layers.conv(self.features, 3, conv_impl=impl,
-                            dtype=self.dtype, name="input")(x))
+    y = nn.relu(layers.conv(self.features, 3, dtype=self.dtype,
+                            name="input")(x))
     for n in range(self.num_blocks):
-      y = layers.conv(self.features, 3, conv_impl=impl, dtype=self.dtype,
+      y = layers.conv(self.features, 3, dtype=self.dtype,
                       name=f"block_{n}_conv")(y)
       if self.channel_attention:
-        y = ChannelAttention(self.squeeze_channels, conv_impl=impl,
-                             dtype=self.dtype, name=f"block_{n}_ca")(y)
+        y = ChannelAttention(self.squeeze_channels, dtype=self.dtype,
+                             name=f"block_{n}_ca")(y)
       y = nn.relu(y)
-    y = layers.conv(x.shape[-1], 3, conv_impl=impl, dtype=self.dtype,
-                    name="output")(y)
+    y = layers.conv(x.shape[-1], 3, dtype=self.dtype, name="output")(y)
     return (y + x).astype(jnp.float32)
