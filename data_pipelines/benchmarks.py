@@ -56,14 +56,14 @@ import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from data_pipelines.builders import mlr
+from data_pipelines.errors import ConfigError
 from data_pipelines.readers import caviar
 from data_pipelines.readers import cuhk03
 from data_pipelines.readers import folder as folder_reader
 from data_pipelines.readers import market
-from data_pipelines.builders import mlr
 from data_pipelines.readers import viper
 from data_pipelines.records import Benchmark
-from pshrnet_jax.errors import ConfigError
 
 _COMMON = {"skip_unreadable": False}
 _MLR = {**_COMMON, "factors": list(mlr.DEFAULT_FACTORS)}
@@ -261,7 +261,7 @@ def load_benchmark(name: str, root: Optional[str], *, build_dir: str,
 
   Raises:
     ValueError: unknown name or option; a `DatasetError` subclass for bad
-      data (see pshrnet_jax/errors.py).
+      data (see data_pipelines/errors.py).
   """
   return prepare_benchmark(name, root, build_dir=build_dir, seed=seed,
                            split_index=split_index, options=options).benchmark

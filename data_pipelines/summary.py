@@ -27,8 +27,8 @@ from absl import app
 from absl import flags
 
 from data_pipelines import benchmarks
+from data_pipelines import errors
 from data_pipelines import records
-from pshrnet_jax import errors
 from data_pipelines.records import Benchmark, ImageRecord
 
 DEFAULT_BUILD_DIR = os.path.join("~", ".cache", "pshrnet_jax", "data")

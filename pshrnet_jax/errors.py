@@ -6,20 +6,23 @@ with a message that names the cause (the flag, the file, the key, the path).
 `main` catches `INPUT_ERRORS` and prints that message as one FATAL line
 instead of a traceback; anything else is a bug and keeps its traceback.
 
-This module imports nothing from the project, so every layer (data readers,
-models, conversion, training, evaluation) can raise these types.
+The config, dataset, pipeline and sampler errors are defined in the lowest
+layer, `data_pipelines.errors`, and re-exported here. Nothing else is
+imported from the project, so every layer can raise these types.
 """
 
 from __future__ import annotations
 
 import signal
 
+from data_pipelines.errors import (  # pylint: disable=unused-import
+    DATA_ERRORS, BuildDirError, ConfigError, DatasetError, DatasetLayoutError,
+    DatasetNotFoundError, DemoSetMismatchError, EmptySplitError, FileNameError,
+    LRPairingError, PipelineError, SamplerError, SplitError,
+    UnreadableImageError)
 
-# --- configuration ----------------------------------------------------------
 
-
-class ConfigError(ValueError):
-  """A config value the run cannot use (the message names the flag)."""
+# --- configuration, rank inputs --------------------------------------------
 
 
 class OptimConfigError(ConfigError):
@@ -30,60 +33,8 @@ class ParamGroupError(ConfigError):
   """A parameter matches no learning-rate group, or more than one."""
 
 
-# --- datasets ---------------------------------------------------------------
-
-
-class DatasetError(ValueError):
-  """The dataset on disk or the requested split is unusable."""
-
-
-class DatasetNotFoundError(DatasetError, FileNotFoundError):
-  """The dataset root (or a file it must contain) does not exist."""
-
-
-class DatasetLayoutError(DatasetError):
-  """The folder exists but does not hold the expected layout."""
-
-
-class FileNameError(DatasetLayoutError):
-  """An image file name does not follow the dataset's naming rule."""
-
-
-class UnreadableImageError(DatasetError):
-  """An image file cannot be decoded."""
-
-
-class EmptySplitError(DatasetError):
-  """A split (train, query or gallery) ends up with no images."""
-
-
-class SplitError(DatasetError):
-  """An identity split is inconsistent (unknown ids, no gallery match...)."""
-
-
-class LRPairingError(DatasetError):
-  """A pre-built LR folder does not pair with the HR originals by name."""
-
-
-class BuildDirError(DatasetError):
-  """The build directory is unusable (inside the source, or it holds a
-  different build)."""
-
-
-class DemoSetMismatchError(DatasetError, FileExistsError):
-  """The demo folder holds a different synthetic set (or something else)."""
-
-
 class RankInputError(ValueError):
   """Distances, identities or cameras the rank metrics cannot evaluate."""
-
-
-class PipelineError(ValueError):
-  """Records or images the input pipeline cannot use."""
-
-
-class SamplerError(ValueError):
-  """The P x K sampler cannot be built from these identities."""
 
 
 # --- weights, checkpoints, runs ---------------------------------------------
@@ -137,8 +88,7 @@ class Preempted(Exception):
 # What `main` reports as one FATAL line: bad input, and conditions of the
 # machine a user can fix (a full disk, a busy workdir). FileNotFoundError
 # covers paths the user gave that do not exist (images, checkpoints).
-INPUT_ERRORS = (ConfigError, DatasetError, PipelineError, SamplerError,
-                RankInputError, TorchFileError, ConversionError,
-                CheckpointMismatchError, CheckpointSaveError,
-                WorkdirBusyError, MissingTeacherError, NonFiniteLossError,
-                FileNotFoundError)
+INPUT_ERRORS = DATA_ERRORS + (
+    RankInputError, TorchFileError, ConversionError, CheckpointMismatchError,
+    CheckpointSaveError, WorkdirBusyError, MissingTeacherError,
+    NonFiniteLossError, FileNotFoundError)

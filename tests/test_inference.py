@@ -2,10 +2,9 @@
 
 On the tiny trained workdir (conftest.py's `tiny_trained`):
 - `load_model` rebuilds the student and the teacher from a workdir, an
-  export (model.json), a converted checkpoint (conversion.json) and an
-  export of the first layout (config.json only), each giving the features
-  the trained model gives; folders lacking what is needed are refused by
-  name;
+  export (model.json) and a converted checkpoint (conversion.json), each
+  giving the features the trained model gives; folders lacking what is
+  needed are refused by name;
 - README's "Search your own photos" and "Export" commands run as written
   (paths substituted) on photos in every mode: grayscale, RGBA, an
   EXIF-rotated one (each finds its RGB / upright twin at distance 0) and a
@@ -102,15 +101,9 @@ def test_load_model_from_each_kind_of_folder(tiny_trained, tmp_path):
   assert (info.kind, info.path, info.image_size) == (
       "student", student_dir, tiny.IMAGE_SIZE)
   expected = _student_features(model, variables, info, probe)
-  # The same student from its export alone, and from a first-layout export
-  # (no model.json: rebuilt from the workdir's config.json).
+  # The same student from its export alone.
   again = load_model(student_dir)
   np.testing.assert_array_equal(_student_features(*again, probe), expected)
-  old = tiny.copy_workdir(workdir, tmp_path)
-  os.remove(os.path.join(old, "phase2", "student", "model.json"))
-  old_model = load_model(old)
-  np.testing.assert_array_equal(_student_features(*old_model, probe),
-                                expected)
   teacher, teacher_vars, teacher_info = load_model(workdir, which="teacher")
   assert teacher_info.kind == "teacher" and type(teacher).__name__ == (
       "HRNetReID")

@@ -49,11 +49,11 @@ from typing import Any, Optional
 from absl import logging
 from PIL import Image
 
-from pshrnet_jax import errors
+from data_pipelines import atomic
+from data_pipelines import errors
 from data_pipelines.readers import checks
-from pshrnet_jax import atomic
-from data_pipelines.records import QUERY_IMAGE_ONLY
 from data_pipelines.records import Benchmark, ImageRecord
+from data_pipelines.records import QUERY_IMAGE_ONLY
 
 BUILDER_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -20,9 +20,9 @@ import os
 
 import numpy as np
 
+from data_pipelines import atomic
 from data_pipelines.builders import synthetic_drawing
-from pshrnet_jax import atomic
-from pshrnet_jax.errors import DemoSetMismatchError
+from data_pipelines.errors import DemoSetMismatchError
 
 JPEG_QUALITY = 90
 # Bump when the drawing changes: an old set on disk is then reported, not

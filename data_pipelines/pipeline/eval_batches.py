@@ -16,9 +16,9 @@ import grain
 import numpy as np
 
 from data_pipelines import records as records_lib
+from data_pipelines.errors import PipelineError
 from data_pipelines.pipeline import image_cache
 from data_pipelines.pipeline import transforms
-from pshrnet_jax.errors import PipelineError
 
 
 class _EvalBatchLoader:

@@ -26,8 +26,8 @@ import numpy as np
 from data_pipelines import records as records_lib
 from data_pipelines.pipeline import transforms
 
-from pshrnet_jax import errors
-from pshrnet_jax.errors import PipelineError
+from data_pipelines import errors
+from data_pipelines.errors import PipelineError
 
 
 class ImageArray:

@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pshrnet_jax.errors import SamplerError
+from data_pipelines.errors import SamplerError
 
 # Distinct SeedSequence streams for the sampler and the augmentation, so the
 # two never draw from the same Philox key.

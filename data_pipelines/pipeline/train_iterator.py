@@ -75,10 +75,10 @@ import grain
 import numpy as np
 
 from data_pipelines import records as records_lib
+from data_pipelines.errors import PipelineError
 from data_pipelines.pipeline import image_cache
 from data_pipelines.pipeline import sampler
 from data_pipelines.pipeline import transforms
-from pshrnet_jax.errors import PipelineError
 
 # MapDataset.range needs an end; no run gets anywhere near this many steps.
 _LAST_STEP = 2**62

@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from pshrnet_jax import errors
+from data_pipelines import errors
 
 PAD = 10
 FLIP_PROB = 0.5

@@ -52,7 +52,7 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
-from pshrnet_jax import errors
+from data_pipelines import errors
 from data_pipelines.readers import checks
 from data_pipelines.records import Benchmark, ImageRecord
 

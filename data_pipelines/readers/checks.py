@@ -12,11 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Iterable, Sequence
 
-from pshrnet_jax.errors import DatasetLayoutError
-from pshrnet_jax.errors import DatasetNotFoundError
-from pshrnet_jax.errors import EmptySplitError
-from pshrnet_jax.errors import FileNameError
-from pshrnet_jax.errors import SplitError
+from data_pipelines.errors import (DatasetLayoutError, DatasetNotFoundError,
+                                   EmptySplitError, FileNameError, SplitError)
 
 # File name endings that readers treat as images; anything else in a split
 # folder (Thumbs.db, .DS_Store, readme.txt) is ignored, not an error.

@@ -41,9 +41,9 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from pshrnet_jax import errors
+from data_pipelines import atomic
+from data_pipelines import errors
 from data_pipelines.readers import checks
-from pshrnet_jax import atomic
 from data_pipelines.records import Benchmark, ImageRecord
 
 MAT_NAME = "cuhk-03.mat"

@@ -31,11 +31,11 @@ import os
 
 import numpy as np
 
+from data_pipelines import errors
 from data_pipelines.readers import checks
+from data_pipelines.records import Benchmark, ImageRecord
 from data_pipelines.records import QUERY_IMAGE_ONLY
 from data_pipelines.records import SAME_IDENTITY_SAME_CAMERA
-from data_pipelines.records import Benchmark, ImageRecord
-from pshrnet_jax import errors
 
 NAME = "folder"
 FOLDER_TREE = """\

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from pshrnet_jax import errors
+from data_pipelines import errors
 from data_pipelines.readers import checks
 from data_pipelines.records import Benchmark, ImageRecord
 

@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from pshrnet_jax import errors
+from data_pipelines import errors
 from data_pipelines.readers import checks
 from data_pipelines.records import Benchmark, ImageRecord
 

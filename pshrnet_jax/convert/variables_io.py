@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from pshrnet_jax import atomic
+from data_pipelines import atomic
 
 Variables = dict[str, Any]
 

@@ -10,13 +10,12 @@ Three kinds of folder are understood:
 - a workdir: its `config.json` and the export of the chosen model
   (`phase2/student`, or `phase1/teacher` / `--config.teacher_dir`);
 - an export (`.../phase2/student`, `.../phase1/teacher`): variables and
-  `model.json` (written by training since this layout);
+  `model.json`, written by training;
 - a converted checkpoint (scripts/convert_pytorch_hrnet.py): variables and
   `conversion.json`.
 
-The model's arguments come from those files; the number of identities from
-the classifier's shape when a workdir's config is the only record. A folder
-that lacks what is needed is an error naming the file.
+The model's arguments come from `model.json` or `conversion.json`; a folder
+that lacks them is an error naming the files.
 """
 
 from __future__ import annotations
@@ -64,34 +63,17 @@ def _read_json(path: str) -> dict[str, Any]:
     raise ConfigError(f"cannot read {path}: {e}") from e
 
 
-def _num_classes(variables: Mapping[str, Any], path: str) -> int:
-  params = variables.get("params", {})
-  head = params.get("reid", params).get("head", {})
-  if "fc2" not in head:
-    raise ConfigError(f"{path} holds no ReID classifier (params/.../head/fc2)"
-                      "; it is not a trained teacher or student.")
-  return int(head["fc2"]["kernel"].shape[-1])
-
-
 def _from_workdir(workdir: str, which: str):
-  config_path = os.path.join(workdir, workdir_layout.CONFIG_FILE)
-  config = ml_collections.ConfigDict(_read_json(config_path))
+  config = ml_collections.ConfigDict(
+      _read_json(os.path.join(workdir, workdir_layout.CONFIG_FILE)))
   directory = (workdir_layout.export_dir(workdir, "phase2")
                if which == "student" else
                workdir_layout.teacher_dir(config, workdir))
-  if os.path.isfile(os.path.join(directory, workdir_layout.MODEL_FILE)):
-    return _from_export(directory, which)
   if not os.path.isdir(directory):
     raise ConfigError(f"{workdir} has no trained {which} ({directory} does "
                       "not exist); train it first, or pick --which="
                       f"{'teacher' if which == 'student' else 'student'}.")
-  variables = convert.restore_variables(directory)
-  build = (factory.build_student if which == "student"
-           else factory.build_teacher)
-  model = build(config.model, _num_classes(variables, directory))
-  info = ModelInfo(which, directory, tuple(config.data.image_size),
-                   factory.lr_interpolation(config), factory.describe(model))
-  return model, variables, info
+  return _from_export(directory, which)
 
 
 def _from_export(directory: str, which: str | None):
@@ -102,13 +84,11 @@ def _from_export(directory: str, which: str | None):
   else:
     raise ConfigError(
         f"{directory} has neither {workdir_layout.MODEL_FILE} nor "
-        "conversion.json, so the model cannot be rebuilt; point at the "
-        "workdir it was trained in instead.")
+        "conversion.json, so the model cannot be rebuilt; training and "
+        "scripts/convert_pytorch_hrnet.py write one beside the variables.")
   description = _read_json(path)
   model = factory.from_description(description, path)
-  kind = description.get("kind") or (
-      "student" if description.get("model") in ("PSHRNet", "SRReID")
-      else "teacher")
+  kind = description["kind"]
   if which is not None and kind != which:
     raise ConfigError(f"{directory} holds a {kind}, not a {which}.")
   variables = convert.restore_variables(directory)

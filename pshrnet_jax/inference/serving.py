@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from pshrnet_jax import atomic
+from data_pipelines import atomic
 from pshrnet_jax.inference.loading import ModelInfo
 from pshrnet_jax.models import inputs
 

@@ -7,8 +7,9 @@ temporary sibling, and only a complete folder is renamed to the target. A
 crash or an exception leaves the target as it was (absent, or the previous
 version) and removes the temporary folder.
 
-This module imports nothing from the project, so data builders and the
-trainer use the same helper.
+It lives in the lowest layer, the data package, and imports nothing from
+the project, so data builders and the library above them (conversion,
+export) use the same helper.
 """
 
 from __future__ import annotations
