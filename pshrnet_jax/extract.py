@@ -39,8 +39,7 @@ def main(argv):
     paths = gallery.list_images(_IMAGES.value)
     embedded = gallery.embed(model, variables, info, paths,
                              batch_size=_BATCH.value)
-    gallery.save_features(_OUT.value, embedded, info,
-                          gallery.model_fingerprint(variables))
+    gallery.save_features(_OUT.value, embedded, info)
   except errors.INPUT_ERRORS as e:
     return console.fatal(e)
   for path, reason in embedded.failed:

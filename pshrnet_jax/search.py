@@ -48,9 +48,8 @@ _LAMBDA = flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking lambda.")
 
 
 def _gallery_features(model, variables, info):
-  fingerprint = gallery.model_fingerprint(variables)
   if os.path.isfile(_GALLERY.value):
-    feats, paths, _ = gallery.load_features(_GALLERY.value, fingerprint)
+    feats, paths, _ = gallery.load_features(_GALLERY.value, info.fingerprint)
     return feats, paths, []
   embedded = gallery.embed(model, variables, info,
                            gallery.list_images(_GALLERY.value),

@@ -7,6 +7,7 @@ reads, and training uses for the exported teacher and student
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, Mapping
@@ -80,3 +81,16 @@ def restore_variables(directory: str | os.PathLike) -> Variables:
   with _local_checkpointer() as checkpointer:
     restored = checkpointer.restore(path)
   return jax.tree.map(np.asarray, restored)
+
+
+def fingerprint(variables: Mapping[str, Any]) -> str:
+  """sha256 over every array's path, dtype, shape and bytes: names the
+  weights a checkpoint's teacher, a log line or a features file came from."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(
+      jax.device_get(dict(variables))):
+    leaf = np.ascontiguousarray(leaf)
+    digest.update(f"{jax.tree_util.keystr(path)}|{leaf.dtype}|{leaf.shape}"
+                  .encode())
+    digest.update(leaf.tobytes())
+  return digest.hexdigest()[:32]

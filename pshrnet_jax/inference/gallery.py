@@ -10,7 +10,6 @@ to the model's input; files that cannot be read are listed and skipped.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -142,20 +141,10 @@ def embed(model, variables, info: ModelInfo, images: Iterable[str], *,
   return Embedded(feats, kept, failed, srs if keep_sr else None)
 
 
-def model_fingerprint(variables) -> str:
-  """sha256 of the parameters: a features file names the model it used."""
-  import jax  # pylint: disable=g-import-not-at-top
-  digest = hashlib.sha256()
-  for leaf in jax.tree.leaves(jax.device_get(variables)):
-    digest.update(np.ascontiguousarray(leaf).tobytes())
-  return digest.hexdigest()[:32]
-
-
-def save_features(path: str, embedded: Embedded, info: ModelInfo,
-                  fingerprint: str) -> None:
+def save_features(path: str, embedded: Embedded, info: ModelInfo) -> None:
   """Writes features, file names and the model's identity to an .npz."""
   meta = {"format": FEATURES_FORMAT, "model_path": info.path,
-          "kind": info.kind, "fingerprint": fingerprint,
+          "kind": info.kind, "fingerprint": info.fingerprint,
           "image_size": list(info.image_size),
           "failed": embedded.failed}
   tmp = f"{path}.tmp-{os.getpid()}.npz"

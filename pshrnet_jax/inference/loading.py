@@ -47,12 +47,15 @@ class ModelInfo:
     image_size: (height, width) of the network input.
     lr_interpolation: how images are resized to the network size.
     description: the recorded model description ({'model', 'model_kwargs'}).
+    fingerprint: `convert.fingerprint` of the variables (features files
+      name the model they came from by it).
   """
   kind: str
   path: str
   image_size: tuple[int, int]
   lr_interpolation: str
   description: Mapping[str, Any]
+  fingerprint: str
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -95,7 +98,7 @@ def _from_export(directory: str, which: str | None):
   info = ModelInfo(kind, directory,
                    tuple(description.get("image_size", inputs.NETWORK_SIZE)),
                    description.get("lr_interpolation", "bilinear"),
-                   description)
+                   description, convert.fingerprint(variables))
   return model, variables, info
 
 

@@ -9,14 +9,12 @@ come from (`initialization.py`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 from flax import linen as nn
 
@@ -119,20 +117,8 @@ def run_settings(config: ml_collections.ConfigDict, phase: Phase,
   settings = dict(config_settings(config, phase), num_classes=num_classes,
                   steps_per_epoch=steps_per_epoch)
   if teacher_variables is not None:
-    settings["teacher_fingerprint"] = variables_fingerprint(teacher_variables)
+    settings["teacher_fingerprint"] = convert.fingerprint(teacher_variables)
   return settings
-
-
-def variables_fingerprint(variables: Mapping[str, Any]) -> str:
-  """sha256 over every array's path, dtype, shape and bytes."""
-  digest = hashlib.sha256()
-  for path, leaf in jax.tree_util.tree_leaves_with_path(
-      jax.device_get(dict(variables))):
-    leaf = np.ascontiguousarray(leaf)
-    digest.update(f"{jax.tree_util.keystr(path)}|{leaf.dtype}|{leaf.shape}"
-                  .encode())
-    digest.update(leaf.tobytes())
-  return digest.hexdigest()[:32]
 
 
 def check_resumable(config: ml_collections.ConfigDict, workdir: str,
@@ -296,7 +282,7 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: Phase,
                "batch_stats": jax.device_get(state.batch_stats)}
   # Every process logs it: with several, they must all say the same.
   logging.info("%s: final variables fingerprint %s (process %d of %d).",
-               phase.name, variables_fingerprint(variables),
+               phase.name, convert.fingerprint(variables),
                jax.process_index(), jax.process_count())
   if jax.process_index() == 0:
     description = dict(
