@@ -32,6 +32,7 @@ from pshrnet_jax import driver
 from pshrnet_jax.models import factory
 from pshrnet_jax.training import checkpoint
 from pshrnet_jax.training import loop
+from pshrnet_jax.training import phases
 from pshrnet_jax.training import sharding
 from pshrnet_jax.training import steps
 
@@ -128,13 +129,14 @@ def test_equals_one_process_on_two_devices_and_restores_there(
   # The checkpoint the two processes wrote (once) restores in one process,
   # on another mesh, to the state they exported.
   mesh = sharding.make_data_mesh(1)
-  _, _, optimizer, abstract_vars, _ = loop.phase_step(
-      config, "phase1", tiny.NUM_TRAIN_IDS, _STEPS, mesh)
+  built = loop.build_step(config, phases.TEACHER, tiny.NUM_TRAIN_IDS, _STEPS,
+                          mesh)
   abstract_state = jax.eval_shape(
-      lambda v: steps.create_state(v, optimizer.tx), abstract_vars)
+      lambda v: steps.create_state(v, built.optimizer.tx),
+      built.abstract_variables)
   ckpt = checkpoint.PhaseCheckpointer(
       os.path.join(workdir, "phase1", "checkpoints"))
-  settings = loop.run_settings(config, "phase1", tiny.NUM_TRAIN_IDS,
+  settings = loop.run_settings(config, phases.TEACHER, tiny.NUM_TRAIN_IDS,
                                _STEPS, None)
   step, state, _ = ckpt.restore_latest(
       checkpoint.abstract_like(abstract_state, sharding.replicated(mesh)),
