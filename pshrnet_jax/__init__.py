@@ -1,20 +1,9 @@
 """PS-HRNet in JAX/Flax: cross-resolution person re-identification.
 
-| subpackage / module | concern |
-|---|---|
-| `main`, `driver` | the command line and the run behind it |
-| `models/` | Flax networks and the factory that builds them from a config |
-| `training/` | steps, losses, optimiser, checkpoints, sharding, the loop |
-| `evaluation/` | metrics, features, SR quality, reports, pictures |
-| `inference/`, `search`, `extract`, `export` | a trained model on one's own photos, and exported |
-| `convert/` | PyTorch `.pth` -> Flax variables, Orbax variable folders |
-| `errors` | every bad-input error type (the data ones from `data_pipelines.errors`), and the tuple `main` catches |
-| `workdir_layout`, `console` | where a run keeps what; what the terminal shows |
-
-The datasets and input pipelines are the package `data_pipelines`, the
-lowest layer, which imports nothing from this one (atomic folder writes live
-there too). `from pshrnet_jax import load_model` rebuilds a trained model
-from its folder (`inference/loading.py`).
+One subpackage per concern (models, training, evaluation, inference,
+convert); the data pipelines are the package `data_pipelines`; WORKSPACE.md
+maps the code. `from pshrnet_jax import load_model` rebuilds a trained model
+from its folder.
 """
 
 __version__ = "0.2.0"

@@ -1,28 +1,28 @@
-"""Every error that means bad input, in one place.
+"""Every error that means bad input, each with a message naming the cause.
 
-A bad config value, a dataset folder in the wrong layout, a checkpoint of
-another model, an unreadable `.pth` file: each raises one of the types below
-with a message that names the cause (the flag, the file, the key, the path).
-`main` catches `INPUT_ERRORS` and prints that message as one FATAL line
-instead of a traceback; anything else is a bug and keeps its traceback.
-
-The config, dataset, pipeline and sampler errors are defined in the lowest
-layer, `data_pipelines.errors`, and re-exported here. Nothing else is
-imported from the project, so every layer can raise these types.
+`main` prints `INPUT_ERRORS` as one FATAL line; anything else is a bug and
+keeps its traceback. The data errors come from the lowest layer,
+`data_pipelines.errors`; nothing else is imported from the project.
 """
 
 from __future__ import annotations
 
 import signal
 
-from data_pipelines.errors import (  # pylint: disable=unused-import
+from data_pipelines.errors import (
     DATA_ERRORS, BuildDirError, ConfigError, DatasetError, DatasetLayoutError,
     DatasetNotFoundError, DemoSetMismatchError, EmptySplitError, FileNameError,
     LRPairingError, PipelineError, SamplerError, SplitError,
     UnreadableImageError)
 
-
-# --- configuration, rank inputs --------------------------------------------
+__all__ = [
+    "DATA_ERRORS", "BuildDirError", "ConfigError", "DatasetError",
+    "DatasetLayoutError", "DatasetNotFoundError", "DemoSetMismatchError",
+    "EmptySplitError", "FileNameError", "LRPairingError", "PipelineError",
+    "SamplerError", "SplitError", "UnreadableImageError", "OptimConfigError",
+    "ParamGroupError", "RankInputError", "TorchFileError", "ConversionError",
+    "CheckpointMismatchError", "CheckpointSaveError", "WorkdirBusyError",
+    "MissingTeacherError", "NonFiniteLossError", "Preempted", "INPUT_ERRORS"]
 
 
 class OptimConfigError(ConfigError):
@@ -37,26 +37,20 @@ class RankInputError(ValueError):
   """Distances, identities or cameras the rank metrics cannot evaluate."""
 
 
-# --- weights, checkpoints, runs ---------------------------------------------
-
-
 class TorchFileError(ValueError):
-  """A `.pth` file that is unreadable, corrupt, or pickles something other
-  than tensors and plain containers."""
+  """A `.pth` file that is unreadable, corrupt, or pickles non-tensors."""
 
 
 class ConversionError(ValueError):
-  """A PyTorch state dict does not match the Flax model (the message names
-  the key, both shapes, or the missing and unexpected keys)."""
+  """A PyTorch state dict that does not match the Flax model."""
 
 
 class CheckpointMismatchError(ValueError):
-  """A saved checkpoint does not belong to the model/data being trained."""
+  """A saved checkpoint of another model or data than the one trained."""
 
 
 class CheckpointSaveError(OSError):
-  """A checkpoint could not be written (disk full, permissions); the ones
-  written before are intact."""
+  """A checkpoint could not be written; the earlier ones are intact."""
 
 
 class WorkdirBusyError(RuntimeError):
@@ -72,8 +66,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class Preempted(Exception):
-  """A phase stopped on SIGTERM/SIGINT after saving a checkpoint at `step`
-  (not an error: `main` exits with 128 + the signal number)."""
+  """A phase stopped by SIGTERM/SIGINT after a checkpoint at `step`; `main`
+  exits with 128 + the signal number."""
 
   def __init__(self, phase: str, step: int, signal_name: str,
                directory: str):
@@ -85,9 +79,8 @@ class Preempted(Exception):
                                        signal.SIGTERM))
 
 
-# What `main` reports as one FATAL line: bad input, and conditions of the
-# machine a user can fix (a full disk, a busy workdir). FileNotFoundError
-# covers paths the user gave that do not exist (images, checkpoints).
+# What `main` reports as one FATAL line: bad input, and machine conditions a
+# user can fix (a full disk, a busy workdir, a path that does not exist).
 INPUT_ERRORS = DATA_ERRORS + (
     RankInputError, TorchFileError, ConversionError, CheckpointMismatchError,
     CheckpointSaveError, WorkdirBusyError, MissingTeacherError,

@@ -3,12 +3,9 @@ r"""Export a trained feature extractor for serving (jax.export).
     python -m pshrnet_jax.export --model=workdirs/demo --out=exported/demo \
         [--which=student|teacher]
 
-writes OUT/feature_extractor.jax (uint8 images -> L2-normalised flip-summed
-features and the SR output; weights included, batch size free) and
-OUT/feature_extractor.json (input size, normalisation, outputs). Running it
-needs only jax; see pshrnet_jax/inference/serving.py.
+writes OUT/feature_extractor.jax and OUT/feature_extractor.json; running it
+needs only jax (pshrnet_jax/inference/serving.py).
 """
-
 
 from absl import app
 from absl import flags
@@ -18,12 +15,8 @@ from pshrnet_jax import errors
 from pshrnet_jax.inference import loading
 from pshrnet_jax.inference import serving
 
-_MODEL = flags.DEFINE_string("model", None, "Workdir, export or converted "
-                             "checkpoint.", required=True)
+_MODEL, _WHICH = loading.define_flags()
 _OUT = flags.DEFINE_string("out", None, "Folder to create.", required=True)
-_WHICH = flags.DEFINE_enum("which", None, list(loading.WHICH),
-                           "student or teacher (default: the folder's, or "
-                           "a workdir's student).")
 
 
 def main(argv):

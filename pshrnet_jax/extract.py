@@ -3,13 +3,10 @@ r"""Features of a folder of photos, written once to be searched many times.
     python -m pshrnet_jax.extract --model=workdirs/demo --images=DIR \
         --out=gallery_features.npz [--which=student|teacher] [--batch_size=32]
 
-`--model` is a workdir (its student by default), an exported student or
-teacher, or a converted checkpoint. Every image under DIR (any size and
-mode; EXIF rotation applied) is decoded as in training; unreadable files
-are listed and skipped. The .npz holds `features` (N, D), `paths` (N,) and
-the model's identity, which `python -m pshrnet_jax.search --gallery=` checks.
+Every image under DIR is decoded as in training; unreadable files are
+listed and skipped. The .npz holds `features` (N, D), `paths` (N,) and the
+model's identity, which `python -m pshrnet_jax.search --gallery=` checks.
 """
-
 
 from absl import app
 from absl import flags
@@ -19,15 +16,11 @@ from pshrnet_jax import errors
 from pshrnet_jax.inference import gallery
 from pshrnet_jax.inference import loading
 
-_MODEL = flags.DEFINE_string("model", None, "Workdir, export or converted "
-                             "checkpoint.", required=True)
+_MODEL, _WHICH = loading.define_flags()
 _IMAGES = flags.DEFINE_string("images", None, "Folder of images.",
                               required=True)
 _OUT = flags.DEFINE_string("out", None, "Features file to write (.npz).",
                            required=True)
-_WHICH = flags.DEFINE_enum("which", None, list(loading.WHICH),
-                           "student or teacher (default: the folder's, or "
-                           "a workdir's student).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per batch.")
 
 

@@ -4,15 +4,10 @@ r"""Search a gallery for the people in query photos, with a trained model.
         --query=me_far.jpg [more.jpg ...] --gallery=DIR_OR_FEATURES \
         [--top_k=10] [--out=DIR] [--which=student|teacher]
 
-`--gallery` is a folder of images (embedded now, with a progress bar) or a
-features file from `python -m pshrnet_jax.extract` (embedded once, searched
-many times; it must come from the same model). Prints, per query, the top-k
-gallery images with their distance (1 - cosine similarity) and, when file
-names follow Market-1501's `PPPP_cC...` pattern, identity and camera. With
-`--out`: `ranked_list.png` (each query, its SR restoration, the top-k;
-frames green/red when identities are known) and `search.json`. `--rerank`
-ranks by k-reciprocal re-ranked distances (the distance column then shows
-those).
+`--gallery` is a folder of images or a features file of the same model
+(`python -m pshrnet_jax.extract`). Prints each query's top-k with distance
+(1 - cosine; re-ranked with `--rerank`) and, for Market-style file names,
+identity and camera; `--out` adds ranked_list.png and search.json.
 """
 
 import os
@@ -25,8 +20,7 @@ from pshrnet_jax import errors
 from pshrnet_jax.inference import gallery
 from pshrnet_jax.inference import loading
 
-_MODEL = flags.DEFINE_string("model", None, "Workdir, export or converted "
-                             "checkpoint.", required=True)
+_MODEL, _WHICH = loading.define_flags()
 _QUERY = flags.DEFINE_multi_string(
     "query", None, "Query image(s); more may follow as plain arguments.",
     required=True)
@@ -35,9 +29,6 @@ _GALLERY = flags.DEFINE_string("gallery", None, "Folder of images, or a "
 _TOP_K = flags.DEFINE_integer("top_k", 10, "Matches shown per query.")
 _OUT = flags.DEFINE_string("out", None, "Folder for ranked_list.png and "
                            "search.json.")
-_WHICH = flags.DEFINE_enum("which", None, list(loading.WHICH),
-                           "student or teacher (default: the folder's, or "
-                           "a workdir's student).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per batch.")
 _RERANK = flags.DEFINE_boolean(
     "rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017) of the "

@@ -1,19 +1,12 @@
 """Matchers that learn nothing, on the same queries as the model.
 
-A trained model is worth what it adds over these. Each turns an image (the
-same uint8 network-size input the model sees: the LR query resized up, the
-HR gallery image) into a vector, L2-normalised, ranked by cosine distance:
-
-| name | vector |
-|---|---|
-| `pixels` | the image resized to 24 x 8 (area), each channel standardised (zero mean, unit variance over the image) |
-| `pixels_centre` | the same on the centre crop (the middle 60% of height and width: the person's torso, little background) |
-| `histogram` | joint colour histogram of the channel-standardised image (each channel's values in 8 bins over -2 to 2 standard deviations), 512 bins, L1-normalised then square-rooted (the Hellinger embedding) |
-| `histogram_centre` | the same on the centre crop |
-
-Standardising each channel per image removes a camera's global colour cast
-and gain (raw histograms of the demo set rank below chance for that
-reason), which is what a matcher with no learning can do against them.
+A trained model is worth what it adds over these. Each turns the network-size
+uint8 input the model sees into an L2-normalised vector (ranked by cosine):
+`pixels` (24 x 8 area-resized), `histogram` (joint colour histogram, 8 bins
+per channel over -2..2 standard deviations, Hellinger-embedded), and both on
+the centre crop (`_centre`: the middle 60%, the torso). Each channel is first
+standardised per image, which removes a camera's colour cast and gain (raw
+histograms of the demo set rank below chance).
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 Model contract: `apply_fn(variables, x, train=False) -> (logits, aux)` with
 `x` NHWC float32 ImageNet-normalised, `aux['feature']` = concat(seq5, l_f)
-and, for the student, `aux['sr']` (the super-resolved input, normalised).
-A feature is feature(image) + feature(horizontally flipped image), then
-L2-normalised; ranking uses distance = 1 - dot product (cosine).
+and, for the student, `aux['sr']` (the normalised SR output). Ranking uses
+distance = 1 - dot product.
 """
 
 from __future__ import annotations
@@ -28,45 +27,37 @@ _NORM_EPS = 1e-12  # torch.nn.functional.normalize's eps.
 
 ApplyFn = Callable[..., Any]
 ImageSource = Union[str, os.PathLike, np.ndarray, Image.Image]
+_FEATURE_FNS: dict[Any, Callable[..., Any]] = {}  # See make_feature_fn.
 
 
-# Jitted feature functions by model: a Flax module compares by its fields,
-# so two equal modules share one traced and compiled function.
-_FEATURE_FNS: dict[Any, Callable[..., Any]] = {}
+def flip_summed(apply_fn: ApplyFn, variables: Any,
+                images: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(B, D) L2-normalised feature(x) + feature(flipped x) of uint8 images, and
+  the SR output of the unflipped ones (the normalised input without SR)."""
+  x = normalize_images(images)
+  both = jnp.concatenate([x, x[:, :, ::-1, :]], axis=0)
+  _, aux = apply_fn(variables, both, train=False)
+  feats = aux["feature"].astype(jnp.float32)
+  batch = x.shape[0]
+  summed = feats[:batch] + feats[batch:]
+  norm = jnp.linalg.norm(summed, axis=1, keepdims=True)
+  sr = aux["sr"][:batch] if "sr" in aux else x
+  return summed / jnp.maximum(norm, _NORM_EPS), sr
 
 
 def make_feature_fn(apply_fn: ApplyFn) -> Callable[..., tuple[jax.Array,
                                                              jax.Array]]:
-  """A jit'd `(variables, images_uint8) -> (features, sr_or_input)`.
+  """`flip_summed` jitted, `(variables, images_uint8) -> (features, sr)`.
 
-  Cached per model: for `module.apply` the key is the module's value, so
-  the query and gallery passes, and later evaluations of an equal model,
-  reuse one traced and compiled function.
-
-  Args:
-    apply_fn: the model's apply (module.apply), following the contract above.
-
-  Returns:
-    A function giving L2-normalised flip-summed features (B, D) and the SR
-    output of the unflipped images (the normalised input when the model has
-    no SR module).
+  Cached per model (for `module.apply`, by the module's value: a Flax module
+  compares by its fields), so the query and gallery passes, and later
+  evaluations of an equal model, share one compiled function.
   """
-
-  @functools.partial(jax.jit, compiler_options=layers.compiler_options())
-  def feature_fn(variables, images):
-    x = normalize_images(images)
-    both = jnp.concatenate([x, x[:, :, ::-1, :]], axis=0)
-    _, aux = apply_fn(variables, both, train=False)
-    feats = aux["feature"].astype(jnp.float32)
-    batch = x.shape[0]
-    summed = feats[:batch] + feats[batch:]
-    norm = jnp.linalg.norm(summed, axis=1, keepdims=True)
-    sr = aux["sr"][:batch] if "sr" in aux else x
-    return summed / jnp.maximum(norm, _NORM_EPS), sr
-
   owner = getattr(apply_fn, "__self__", None)
   key = apply_fn if owner is None else (owner, apply_fn.__func__)
-  return _FEATURE_FNS.setdefault(key, feature_fn)
+  return _FEATURE_FNS.setdefault(key, jax.jit(
+      functools.partial(flip_summed, apply_fn),
+      compiler_options=layers.compiler_options()))
 
 
 SRCallback = Callable[[Mapping[str, np.ndarray], np.ndarray], None]
@@ -78,22 +69,20 @@ def extract_features(apply_fn: ApplyFn, variables: Any,
                      sr_callback: SRCallback | None = None) -> Any:
   """Features of every (valid) image in `batches`, in order.
 
-  Each batch is padded to `batch_size` so one compiled function serves all
-  batches, and the padding rows are dropped afterwards.
+  Each batch is padded to `batch_size` (one compiled shape).
 
   Args:
     apply_fn: the model's apply function (module docstring).
     variables: the model variables ({'params': ..., 'batch_stats': ...}).
     batches: dicts with 'image' uint8 (B, H, W, 3), B <= batch_size, and
-      optionally 'valid' (B,) bool marking the real rows (rows with False are
-      padding, as `data_pipelines.pipeline.make_eval_batches` emits).
+      optionally 'valid' (B,) bool, False on padding rows (as
+      `data_pipelines.pipeline.make_eval_batches` emits).
     batch_size: the fixed compiled batch size.
     return_sr: also return the SR output as RGB float32 in [0, 1]
       (N, H, W, 3); 393 KB per 256x128 image, so for small sets only.
     sr_callback: called per batch as `sr_callback(rows, sr)` with the batch's
-      valid rows (every key of the batch) and their SR outputs
-      (ImageNet-normalised), so a caller can score or keep some of them
-      without holding all of them.
+      valid rows (every key) and their normalised SR outputs, so a caller can
+      score or keep some without holding all.
 
   Returns:
     (N, D) float32 features; with return_sr, (features, sr_images).
@@ -134,16 +123,13 @@ def extract_features(apply_fn: ApplyFn, variables: Any,
 
 def load_image(source: ImageSource, size: tuple[int, int] = NETWORK_SIZE,
                interpolation: str = "bilinear") -> np.ndarray:
-  """One image as uint8 RGB (H, W, 3), resized to `size`, decoded as the
-  training pipeline decodes (any mode to RGB, EXIF orientation applied).
+  """One image as uint8 RGB (size[0], size[1], 3), decoded as in training
+  (any mode to RGB, EXIF orientation applied).
 
   Args:
     source: a file path, a PIL image, or a uint8 array (H, W, 3) or (H, W).
     size: (height, width) of the network input.
     interpolation: 'bilinear' (default) or 'bicubic'.
-
-  Returns:
-    uint8 (size[0], size[1], 3).
 
   Raises:
     FileNotFoundError: a path that does not exist.
@@ -153,11 +139,9 @@ def load_image(source: ImageSource, size: tuple[int, int] = NETWORK_SIZE,
   if isinstance(source, Image.Image):
     image = source.convert("RGB")
   else:
-    if isinstance(source, os.PathLike):
-      source = os.fspath(source)
-    elif not isinstance(source, str):
-      source = np.asarray(source)
-    image = transforms.decode_image(source)
+    image = transforms.decode_image(
+        os.fspath(source) if isinstance(source, (str, os.PathLike))
+        else np.asarray(source))
   return transforms.resize_to(image, size, interpolation)
 
 
@@ -165,18 +149,8 @@ def features_from_images(apply_fn: ApplyFn, variables: Any,
                          sources: Sequence[ImageSource], *,
                          batch_size: int = 32,
                          size: tuple[int, int] = NETWORK_SIZE) -> np.ndarray:
-  """Features of one's own photos (paths or arrays of any size).
-
-  Args:
-    apply_fn: the model's apply function.
-    variables: the model variables.
-    sources: image paths, PIL images or uint8 arrays, any size.
-    batch_size: images per compiled batch.
-    size: network input (height, width); images are resized bilinearly.
-
-  Returns:
-    (len(sources), D) float32 L2-normalised features.
-  """
+  """(len(sources), D) features of one's own photos (paths, PIL images or
+  uint8 arrays, any size, resized bilinearly to `size`)."""
   sources = list(sources)
   batches = ({"image": np.stack([load_image(s, size)
                                  for s in sources[i:i + batch_size]])}
@@ -186,16 +160,16 @@ def features_from_images(apply_fn: ApplyFn, variables: Any,
 
 def rank_gallery(query_features: np.ndarray, gallery_features: np.ndarray,
                  top_k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-  """The `top_k` nearest gallery entries of each query (distance 1 - dot).
+  """The `top_k` (clipped to G) nearest gallery entries of each query.
 
   Args:
     query_features: (Q, D) L2-normalised features.
     gallery_features: (G, D) L2-normalised features.
-    top_k: how many to return (clipped to G).
+    top_k: how many to return.
 
   Returns:
-    (indices int64 (Q, k), distances float32 (Q, k)), nearest first; equal
-    distances among the returned entries are ordered by gallery index.
+    (indices int64 (Q, k), distances 1 - dot float32 (Q, k)), nearest first;
+    equal distances among the returned entries are ordered by gallery index.
   """
   qf = np.atleast_2d(np.asarray(query_features, np.float32))
   gf = np.atleast_2d(np.asarray(gallery_features, np.float32))
@@ -204,17 +178,25 @@ def rank_gallery(query_features: np.ndarray, gallery_features: np.ndarray,
                      f"{gf.shape}")
   if gf.shape[0] == 0:
     raise ValueError("empty gallery: no gallery features to rank")
-  k = min(top_k, gf.shape[0])
-  indices = np.empty((qf.shape[0], k), np.int64)
-  distances = np.empty((qf.shape[0], k), np.float32)
-  chunk = max(1, (64 << 20) // (4 * gf.shape[0]))
-  for s in range(0, qf.shape[0], chunk):
-    dist = 1.0 - qf[s:s + chunk] @ gf.T
+  return nearest(lambda s, e: 1.0 - qf[s:e] @ gf.T, len(qf), len(gf), top_k,
+                 rows_per_chunk=max(1, (64 << 20) // (4 * len(gf))))
+
+
+def nearest(distance_rows: Callable[[int, int], np.ndarray], num_query: int,
+            num_gallery: int, top_k: int, *, rows_per_chunk: int = 256
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """`rank_gallery`'s result from `(start, stop) -> distances` of queries
+  start..stop-1, computed `rows_per_chunk` queries at a time."""
+  k = min(top_k, num_gallery)
+  indices = np.empty((num_query, k), np.int64)
+  distances = np.empty((num_query, k), np.float32)
+  for s in range(0, num_query, rows_per_chunk):
+    dist = distance_rows(s, min(s + rows_per_chunk, num_query))
     part = np.argpartition(dist, k - 1, axis=1)[:, :k]
     # Sort candidates by (distance, index) so ties are deterministic.
     part.sort(axis=1)
     d = np.take_along_axis(dist, part, axis=1)
     order = np.argsort(d, axis=1, kind="stable")
-    indices[s:s + chunk] = np.take_along_axis(part, order, axis=1)
-    distances[s:s + chunk] = np.take_along_axis(d, order, axis=1)
+    indices[s:s + len(dist)] = np.take_along_axis(part, order, axis=1)
+    distances[s:s + len(dist)] = np.take_along_axis(d, order, axis=1)
   return indices, distances

@@ -1,12 +1,8 @@
-"""Pictures people would rather look at than read: CMC curves, ranked lists.
-
-`plot_cmc` draws CMC curves with matplotlib (Agg backend: no display needed).
-`save_ranked_list` draws, per query, the LR query, its SR restoration and
-the top-k gallery images framed green (same person) or red (another).
-"""
+"""Pictures: CMC curves (matplotlib, Agg backend), ranked lists (PIL)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Mapping, Optional, Sequence, Union
 
 import matplotlib
@@ -31,18 +27,8 @@ GalleryImages = Union[Sequence, Callable[[int], np.ndarray]]
 def plot_cmc(path: str, results: Union[RankResult, Mapping[str, RankResult]],
              *, max_rank: int = 50, size_px: tuple[int, int] = (600, 400),
              dpi: int = 100) -> str:
-  """Saves CMC curves (percent vs rank) as a PNG of `size_px` (width, height).
-
-  Args:
-    path: the PNG to write.
-    results: one RankResult, or label -> RankResult for several curves.
-    max_rank: last rank plotted.
-    size_px: image (width, height) in pixels.
-    dpi: resolution used to size the figure.
-
-  Returns:
-    `path`.
-  """
+  """Saves CMC curves (percent vs rank) of one RankResult or of label ->
+  RankResult as a `size_px` (width, height) PNG at `path`; returns `path`."""
   if isinstance(results, RankResult):
     results = {"": results}
   fig, ax = plt.subplots(figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi)
@@ -66,21 +52,11 @@ def ranked_matches(distances: np.ndarray, q_pids: np.ndarray,
                    g_pids: np.ndarray, q_camids: np.ndarray,
                    g_camids: np.ndarray, top_k: int = 10
                    ) -> tuple[np.ndarray, np.ndarray]:
-  """Top-k gallery indices per query and whether each is a correct match.
+  """(Q, top_k) gallery indices of each query's nearest, nearest first, and
+  whether each is the query's identity.
 
   Gallery entries with the query's identity and camera are skipped, as in the
-  metrics; ties are ordered by gallery index.
-
-  Args:
-    distances: (Q, G) distances.
-    q_pids: (Q,) query identities.
-    g_pids: (G,) gallery identities.
-    q_camids: (Q,) query cameras.
-    g_camids: (G,) gallery cameras.
-    top_k: how many per query.
-
-  Returns:
-    (indices (Q, top_k) int64, correct (Q, top_k) bool).
+  metrics; ties go by gallery index.
   """
   distances = np.array(distances, dtype=np.float64)
   g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
@@ -109,10 +85,8 @@ def _to_uint8(image) -> np.ndarray:
 def ranked_list_box_origin(row: int, column: int, *,
                            cell_size: tuple[int, int] = (128, 64),
                            border: int = 4, gap: int = 6) -> tuple[int, int]:
-  """(y, x) of the top-left pixel of a framed cell in `save_ranked_list`.
-
-  Column 0 is the LR query, 1 its SR output (when given), then ranks 1..k.
-  """
+  """(y, x) of the top-left pixel of a framed cell in `save_ranked_list`:
+  column 0 the LR query, 1 its SR output (when given), then ranks 1..k."""
   box_h, box_w = cell_size[0] + 2 * border, cell_size[1] + 2 * border
   return (HEADER_HEIGHT + gap + row * (box_h + gap), gap + column *
           (box_w + gap))
@@ -130,15 +104,14 @@ def save_ranked_list(path: str, query_images: Sequence,
   Args:
     path: the PNG to write.
     query_images: Q LR query images (paths, uint8 arrays or [0, 1] floats).
-    gallery_images: gallery images by index: a sequence of paths/arrays, or a
-      function index -> uint8 image (to avoid loading the whole gallery).
+    gallery_images: a sequence of paths/arrays, or a function index -> image
+      (to avoid loading the whole gallery).
     ranked_indices: (Q, k) gallery indices, nearest first.
-    correct: (Q, k) bool, True where the gallery image is the query's person;
-      None when identities are unknown (your own photos): grey frames.
-    sr_images: Q SR outputs (RGB [0, 1] float or uint8), drawn beside the
-      queries; None for no SR column.
+    correct: (Q, k) bool, True for the query's person; None when identities
+      are unknown (grey frames).
+    sr_images: Q SR outputs (RGB [0, 1] float or uint8), or None.
     cell_size: (height, width) every image is resized to (bilinear).
-    border: frame width in pixels (green correct, red wrong, grey query).
+    border: frame width in pixels.
     gap: white space between cells.
 
   Returns:
@@ -158,17 +131,14 @@ def save_ranked_list(path: str, query_images: Sequence,
   get = gallery_images if callable(gallery_images) else (
       lambda i: gallery_images[i])
   first = 2 if sr_images is not None else 1
-  columns = first + top_k
-  height = ranked_list_box_origin(num_q, 0, cell_size=cell_size,
-                                  border=border, gap=gap)[0]
-  width = ranked_list_box_origin(0, columns, cell_size=cell_size,
-                                 border=border, gap=gap)[1]
-  canvas = np.empty((height, width, 3), np.uint8)
+  origin = functools.partial(ranked_list_box_origin, cell_size=cell_size,
+                             border=border, gap=gap)
+  canvas = np.empty((origin(num_q, 0)[0], origin(0, first + top_k)[1], 3),
+                    np.uint8)
   canvas[:] = BACKGROUND
 
   def put(row, col, image, color):
-    y, x = ranked_list_box_origin(row, col, cell_size=cell_size, border=border,
-                                  gap=gap)
+    y, x = origin(row, col)
     box = _framed(load_image(_to_uint8(image) if not isinstance(image, str)
                              else image, cell_size), color, border)
     canvas[y:y + box.shape[0], x:x + box.shape[1]] = box
@@ -186,8 +156,6 @@ def save_ranked_list(path: str, query_images: Sequence,
   labels = ["query"] + (["SR"] if sr_images is not None else []) + [
       str(k + 1) for k in range(top_k)]
   for c, label in enumerate(labels):
-    x = ranked_list_box_origin(0, c, cell_size=cell_size, border=border,
-                               gap=gap)[1]
-    draw.text((x + border, 2), label, fill=(0, 0, 0))
+    draw.text((origin(0, c)[1] + border, 2), label, fill=(0, 0, 0))
   picture.save(path)
   return picture.size

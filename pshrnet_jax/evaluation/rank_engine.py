@@ -1,22 +1,14 @@
 """Per-query ranking statistics for re-ID, exact and fast.
 
-A query's CMC, AP and INP depend only on the ranks of its positives (gallery
-entries of the same identity from another camera) among the gallery entries
-that are kept for it (all but those with the same identity AND the same
-camera). Positives are few, so instead of argsorting every row of the
-distance matrix (what torchreid does) we take, for each query, the entries no
-farther than its farthest positive, sort only those, and read the positives'
-ranks with `searchsorted`. Ties are broken by gallery index (a stable
-argsort); a row with a tie at a positive's distance takes an exact slow path.
-
-AP in the torchreid convention is summed the way `numpy.sum` sums
-torchreid's mostly-zero per-rank array (pairwise summation, emulated on the
-non-zero entries only, which is exact since adding 0.0 is exact), so mAP
-agrees with torchreid's Python evaluator bit for bit, not just to rounding.
-
-Queries are processed in chunks; a chunk's distances can come from a
-precomputed matrix or be computed from features on the fly, so memory stays
-bounded for 10,000 x 100,000 problems.
+A query's CMC, AP and INP depend only on the ranks of its positives among the
+kept gallery entries, so instead of argsorting every row (as torchreid does)
+only the entries no farther than the farthest positive are sorted, and the
+positives' ranks read with `searchsorted`; ties go by gallery index, a row
+with a tie at a positive taking an exact slow path. torchreid's AP is summed
+as `numpy.sum` sums its mostly-zero per-rank array (pairwise, emulated on
+the non-zero entries), so mAP equals torchreid's bit for bit. Queries go in
+chunks whose distances come from a matrix or from features, so memory stays
+bounded.
 """
 
 from __future__ import annotations
@@ -35,22 +27,18 @@ from pshrnet_jax.errors import RankInputError
 # 128 in 8 interleaved lanes, more are split in two halves (multiple of 8).
 _PAIRWISE_BLOCK = 128
 _PAIRWISE_UNROLL = 8
-
-DistanceChunkFn = Callable[[int, int], np.ndarray]
+METRICS = ("cosine", "euclidean")
 
 
 @dataclasses.dataclass(frozen=True)
 class QueryStats:
-  """Per-query ranking results, one entry per query in query order.
+  """Per-query results in query order.
 
   Attributes:
-    valid: whether the query has at least one kept positive (torchreid skips
-      the others).
-    first_rank: 0-based rank of the first positive among kept entries (-1 for
-      invalid queries).
-    ap_torchreid: non-interpolated AP (0 for invalid queries).
-    ap_released: trapezoid-interpolated AP of the released PS-HRNet code (0
-      for invalid queries).
+    valid: whether the query has a kept positive (else first_rank -1, APs 0).
+    first_rank: 0-based rank of the first positive among kept entries.
+    ap_torchreid: non-interpolated AP.
+    ap_released: trapezoid-interpolated AP of the released PS-HRNet code.
     inp: inverse negative penalty, num_positives / (rank of hardest + 1).
   """
   valid: np.ndarray
@@ -60,23 +48,17 @@ class QueryStats:
   inp: np.ndarray
 
 
-def numpy_pairwise_sum(positions: list[int], values: list[float],
-                       length: int) -> float:
-  """Returns `numpy.sum` of a float64 array that is zero except at `positions`.
+def numpy_pairwise_sum(pos: list[int], val: list[float], n: int, a: int = 0,
+                       b: int | None = None, lo: int = 0) -> float:
+  """`numpy.sum` (pairwise) of a float64 array of length `n`, zero but at `pos`.
 
   Args:
-    positions: ascending indices of the non-zero entries.
-    values: the entries at those indices.
-    length: the array's length.
-
-  Returns:
-    The same float numpy's pairwise summation gives for the full array.
+    pos: ascending indices of the non-zero entries.
+    val: the entries at those indices.
+    n: the array's length.
+    a, b, lo: the recursion's state: visits pos[a:b] over [lo, lo + n).
   """
-  return _pairwise(positions, values, 0, len(positions), 0, length)
-
-
-def _pairwise(pos, val, a, b, lo, n):
-  """numpy's pairwise_sum over [lo, lo+n), visiting only pos[a:b]."""
+  b = len(pos) if b is None else b
   if a == b:
     return 0.0  # An all-zero block adds exactly nothing.
   if n < _PAIRWISE_UNROLL:
@@ -102,31 +84,22 @@ def _pairwise(pos, val, a, b, lo, n):
   half = n // 2
   half -= half % _PAIRWISE_UNROLL
   split = bisect.bisect_left(pos, lo + half, a, b)
-  return (_pairwise(pos, val, a, split, lo, half) +
-          _pairwise(pos, val, split, b, lo + half, n - half))
+  return (numpy_pairwise_sum(pos, val, half, a, split, lo) +
+          numpy_pairwise_sum(pos, val, n - half, split, b, lo + half))
 
 
 class GalleryIndex:
   """Gallery entries grouped by identity, for finding a query's positives."""
 
   def __init__(self, g_pids: np.ndarray, g_camids: np.ndarray):
-    self.g_pids = g_pids
     self.g_camids = g_camids
     self.order = np.argsort(g_pids, kind="stable")
     self.uniq, self.starts, self.counts = np.unique(
         g_pids[self.order], return_index=True, return_counts=True)
 
   def same_identity_pairs(self, q_pids: np.ndarray, q_camids: np.ndarray):
-    """Every (query, gallery) pair with the same identity.
-
-    Args:
-      q_pids: identities of a chunk of queries.
-      q_camids: their cameras.
-
-    Returns:
-      (query index within the chunk, gallery index, removed), where removed
-      marks pairs that also share the camera.
-    """
+    """Every same-identity (query in the chunk, gallery) pair, and whether
+    it is removed (same camera too)."""
     slot = np.minimum(np.searchsorted(self.uniq, q_pids), len(self.uniq) - 1)
     found = self.uniq[slot] == q_pids
     n_same = np.where(found, self.counts[slot], 0)
@@ -141,21 +114,14 @@ def _exact_ranks(row, pos_g, removed_g):
   """Ranks of positives among kept entries, ties broken by gallery index."""
   kept = np.ones(row.shape[0], dtype=bool)
   kept[removed_g] = False
-  ranks = []
-  for g in pos_g:
-    v = row[g]
-    ranks.append(np.count_nonzero(kept & (row < v)) +
-                 np.count_nonzero(kept[:g] & (row[:g] == v)))
+  ranks = [np.count_nonzero(kept & (row < row[g])) +
+           np.count_nonzero(kept[:g] & (row[:g] == row[g])) for g in pos_g]
   return np.sort(np.asarray(ranks, dtype=np.int64))
 
 
 def _chunk_positive_ranks(dist, q_pids, q_camids, gallery):
-  """Ranks of every kept positive of a chunk of queries.
-
-  Returns:
-    (query index within the chunk, 0-based rank) sorted by query then rank,
-    and the number of kept gallery entries per query.
-  """
+  """(query in the chunk, 0-based rank) of every kept positive, sorted by
+  query then rank, and the number of kept gallery entries per query."""
   if np.isnan(dist).any():
     rows = np.unique(np.nonzero(np.isnan(dist))[0])
     raise RankInputError(
@@ -204,10 +170,8 @@ def _chunk_stats(dist, q_pids, q_camids, gallery):
     old_precision = np.where(ranks != 0, j / ranks, 1.0)
   d_recall = np.repeat(1.0 / np.maximum(n_pos, 1), n_pos)
   released_terms = d_recall * (old_precision + precision) / 2
-  ap_torchreid = np.zeros(num_q)
-  ap_released = np.zeros(num_q)
+  ap_torchreid, ap_released, inp = np.zeros((3, num_q))
   first_rank = np.full(num_q, -1, dtype=np.int64)
-  inp = np.zeros(num_q)
   for r in np.nonzero(valid)[0]:
     a, b = bounds[r], bounds[r + 1]
     ap_torchreid[r] = numpy_pairwise_sum(
@@ -223,32 +187,21 @@ def default_chunk_size(num_gallery: int, budget_bytes: int = 256 << 20) -> int:
   return int(max(1, min(4096, budget_bytes // max(1, 4 * num_gallery))))
 
 
-def query_stats(distance_chunk: DistanceChunkFn, q_pids: np.ndarray,
-                g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray,
-                *, chunk_size: int | None = None,
-                num_threads: int | None = None) -> QueryStats:
+def query_stats(distance_chunk: Callable[[int, int], np.ndarray],
+                q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
+                g_camids: np.ndarray, *,
+                chunk_size: int | None = None) -> QueryStats:
   """Ranking statistics of every query, computed chunk by chunk.
 
   Args:
     distance_chunk: `(start, stop) -> (stop - start, num_gallery)` distances
       of queries start..stop-1 to the whole gallery.
-    q_pids: (num_query,) query identities.
-    g_pids: (num_gallery,) gallery identities.
-    q_camids: (num_query,) query cameras.
-    g_camids: (num_gallery,) gallery cameras.
+    q_pids, g_pids, q_camids, g_camids: identities and cameras, 1-D.
     chunk_size: queries per chunk (default: about 256 MB of float32 per chunk).
-    num_threads: worker threads (numpy releases the GIL while comparing and
-      sorting); default: the number of CPU cores, at most 4.
-
-  Returns:
-    QueryStats over all queries.
   """
   num_q, num_g = len(q_pids), len(g_pids)
   chunk_size = chunk_size or default_chunk_size(num_g)
-  if num_threads is None:
-    num_threads = min(4, os.cpu_count() or 1)
   gallery = GalleryIndex(np.asarray(g_pids), np.asarray(g_camids))
-  starts = list(range(0, num_q, chunk_size))
 
   def run(start):
     stop = min(start + chunk_size, num_q)
@@ -259,24 +212,19 @@ def query_stats(distance_chunk: DistanceChunkFn, q_pids: np.ndarray,
           f"expected {(stop - start, num_g)}")
     return _chunk_stats(dist, q_pids[start:stop], q_camids[start:stop], gallery)
 
-  if num_threads > 1 and len(starts) > 1:
-    # At most num_threads chunks are alive at once, so memory stays bounded.
-    with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-      parts = list(pool.map(run, starts))
-  else:
-    parts = [run(s) for s in starts]
-  fields = [np.concatenate(f) for f in zip(*parts)] if parts else [
-      np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
-      np.zeros(0)]
-  return QueryStats(*fields)
+  # numpy releases the GIL while comparing and sorting; at most 4 chunks are
+  # alive at once, so memory stays bounded.
+  with concurrent.futures.ThreadPoolExecutor(min(4, os.cpu_count() or 1)
+                                             ) as pool:
+    parts = list(pool.map(run, range(0, num_q, chunk_size)))
+  return QueryStats(*[np.concatenate(f) for f in zip(*parts)])
 
 
 def validate_inputs(shape, q_pids, g_pids, q_camids, g_camids):
   """Checks shapes and lengths; returns the id/camera arrays as numpy."""
-  q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
-  q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
-  for name, arr in (("q_pids", q_pids), ("g_pids", g_pids),
-                    ("q_camids", q_camids), ("g_camids", g_camids)):
+  arrays = [np.asarray(a) for a in (q_pids, g_pids, q_camids, g_camids)]
+  q_pids, g_pids, q_camids, g_camids = arrays
+  for name, arr in zip(("q_pids", "g_pids", "q_camids", "g_camids"), arrays):
     if arr.ndim != 1:
       raise RankInputError(f"{name} must be 1-D, got shape {arr.shape}")
   if len(shape) != 2:
@@ -294,7 +242,19 @@ def validate_inputs(shape, q_pids, g_pids, q_camids, g_camids):
     raise RankInputError("empty gallery: distmat has 0 columns")
   if num_q == 0:
     raise RankInputError("no queries: distmat has 0 rows")
-  return q_pids, g_pids, q_camids, g_camids
+  return arrays
+
+
+def check_features(query, gallery, metric: str):
+  """(query, gallery) as float32 (n, dim) arrays of one dim, and a known
+  metric ("cosine" or "euclidean"), else RankInputError."""
+  if metric not in METRICS:
+    raise RankInputError(f"unknown metric {metric!r}; use one of {METRICS}")
+  query, gallery = (np.asarray(a, np.float32) for a in (query, gallery))
+  if query.ndim != 2 or gallery.ndim != 2 or query.shape[1] != gallery.shape[1]:
+    raise RankInputError(f"features must be (n, dim) with the same dim, got "
+                         f"query {query.shape} and gallery {gallery.shape}")
+  return query, gallery
 
 
 def no_valid_query_error(num_q):
@@ -302,9 +262,3 @@ def no_valid_query_error(num_q):
       f"no query identity appears in the gallery under another camera: all "
       f"{num_q} queries would be skipped (torchreid: 'all query identities do "
       f"not appear in gallery')")
-
-
-def cmc_counts(first_rank, max_rank):
-  """Queries matched within each rank (first_rank >= 0 only)."""
-  hist = np.bincount(first_rank[first_rank < max_rank], minlength=max_rank)
-  return np.cumsum(hist)

@@ -1,16 +1,11 @@
-"""Results people can read: results.json and results.md.
-
-All figures in results.json and results.md are percentages (rank-k, mAP,
-mINP), rounded to 2 decimals, with the protocol and AP convention named, so a
-number is never quoted without the rules that produced it.
-"""
+"""results.json and results.md: percentages (rank-k, mAP, mINP) rounded to 2
+decimals, always beside the protocol and AP convention that produced them."""
 
 from __future__ import annotations
 
 import json
 import os
 from typing import Any, Mapping, Optional, Union
-
 
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.evaluation.metrics import RankResult
@@ -24,25 +19,22 @@ def _pct(x) -> float:
   return round(float(x) * 100.0, 2)
 
 
+def _ranks(values, suffix: str = "") -> dict:
+  """rank1, rank5, rank10 (+ suffix) of a CMC in percent; None past its end."""
+  return {f"rank{k}{suffix}": _pct(values[k - 1]) if len(values) >= k else None
+          for k in (1, 5, 10)}
+
+
 def _summary(result: RankResult) -> dict:
   """The headline numbers of one RankResult, in percent."""
-  out = {
-      "rank1": _pct(result.rank(1)),
-      "rank5": _pct(result.rank(5)) if len(result.cmc) >= 5 else None,
-      "rank10": _pct(result.rank(10)) if len(result.cmc) >= 10 else None,
-      "mAP": _pct(result.mAP),
-      "mINP": _pct(result.mINP),
-      "num_valid_queries": result.num_valid_queries,
-      "num_queries": result.num_queries,
-  }
+  out = {**_ranks(result.cmc), "mAP": _pct(result.mAP),
+         "mINP": _pct(result.mINP),
+         "num_valid_queries": result.num_valid_queries,
+         "num_queries": result.num_queries}
   if result.trials is not None:
     trials = result.trials
-    std = trials.cmc_std
     out["single_shot"] = {
-        "trials": int(trials.mAP.shape[0]),
-        "rank1_std": _pct(std[0]),
-        "rank5_std": _pct(std[4]) if len(std) >= 5 else None,
-        "rank10_std": _pct(std[9]) if len(std) >= 10 else None,
+        "trials": int(trials.mAP.shape[0]), **_ranks(trials.cmc_std, "_std"),
         "mAP_std": _pct(trials.mAP_std),
         "per_trial_rank1": [_pct(c[0]) for c in trials.cmc],
         "per_trial_mAP": [_pct(m) for m in trials.mAP],
@@ -52,16 +44,7 @@ def _summary(result: RankResult) -> dict:
 
 def results_dict(result: RankResult, *, dataset: str = "",
                  sr: Optional[SRQuality] = None) -> dict:
-  """The content of results.json.
-
-  Args:
-    result: the evaluation (with per_factor and trials when present).
-    dataset: benchmark name, e.g. "mlr_market1501".
-    sr: SR quality, when measured.
-
-  Returns:
-    A JSON-serialisable dict.
-  """
+  """The JSON-serialisable content of results.json for one evaluation."""
   out = {"dataset": dataset, "protocol": result.protocol,
          "ap_convention": result.ap_convention, **_summary(result),
          "cmc": [_pct(c) for c in result.cmc]}
@@ -77,10 +60,8 @@ def results_dict(result: RankResult, *, dataset: str = "",
 def results_markdown(result: RankResult, *, dataset: str = "",
                      sr: Optional[SRQuality] = None,
                      reranked: Optional[RankResult] = None) -> str:
-  """A Markdown table of the results (percent; single shot: mean ± std).
-
-  With `reranked`, its rows follow the plain ones, labelled "+RR".
-  """
+  """A Markdown table of the results (percent; single shot: mean ± std),
+  `reranked`'s rows following, labelled "+RR"."""
 
   def cell(value, spread):
     text = f"{value * 100:.2f}"
@@ -100,14 +81,11 @@ def results_markdown(result: RankResult, *, dataset: str = "",
       + (f"; {result.trials.mAP.shape[0]} single-shot trials (mean ± std)"
          if result.trials is not None else ""), "",
       "| queries | Rank-1 | Rank-5 | Rank-10 | mAP | mINP | valid/all |",
-      "|---|---|---|---|---|---|---|",
-      row("all", result)]
-  for factor, r in sorted(result.per_factor.items()):
-    lines.append(row(f"LR x{factor}", r))
-  if reranked is not None:
-    lines.append(row("all +RR", reranked))
-    for factor, r in sorted(reranked.per_factor.items()):
-      lines.append(row(f"LR x{factor} +RR", r))
+      "|---|---|---|---|---|---|---|"]
+  for suffix, res in (("", result), (" +RR", reranked)):
+    if res is not None:
+      lines += [row("all" + suffix, res)] + [
+          row(f"LR x{f}{suffix}", r) for f, r in sorted(res.per_factor.items())]
   if sr is not None:
     lines += ["", "| SR quality | PSNR (dB) | SSIM | images |", "|---|---|---|---|",
               f"| SR vs HR | {sr.psnr:.2f} | {sr.ssim:.4f} | "
@@ -134,29 +112,24 @@ def write_results(workdir: str,
                   rerank: Optional[Mapping[str, Any]] = None,
                   baselines: Optional[Mapping[str, RankResult]] = None
                   ) -> tuple[dict[str, Any], str]:
-  """Writes results.json and results.md into `workdir`.
+  """Writes results.json and results.md into `workdir` (created).
 
   Args:
-    workdir: the folder to write into (created).
-    results: one RankResult, or label -> RankResult for several evaluated
-      models, the headline model first.
+    workdir: the folder to write into.
+    results: one RankResult, or label -> RankResult, the headline model first.
     dataset: benchmark name, e.g. "mlr_market1501".
     sr: SR quality of the headline model, when measured.
     extra: more top-level JSON entries (e.g. the chance rank-1).
-    reranked: label -> RankResult of the same model's re-ranked distances
-      ("+RR"; same protocol and AP convention), for some or all labels.
-    rerank: the re-ranking's parameters (k1, k2, lambda, ...), recorded as
-      `rerank` when `reranked` is given.
-    baselines: name -> RankResult of matchers that learn nothing
-      (evaluation/baselines.py) on the same queries, recorded under
-      `baselines` and in a table of their own.
+    reranked: label -> RankResult on re-ranked distances ("+RR"), for some
+      or all labels.
+    rerank: the re-ranking's parameters, recorded with `reranked`.
+    baselines: name -> RankResult of `evaluation/baselines.py` matchers.
 
   Returns:
-    (the content of results.json, that of results.md). The JSON holds the headline
-    model's numbers at the top level and, for several models, `model` (the
-    headline label) and `models` (label -> numbers); a re-ranked model's
-    entry (and the top level, for the headline) holds its "+RR" numbers
-    under `reranked`.
+    (results.json's content, results.md's). The JSON holds the headline's
+    numbers at the top level and, for several models, `model` (the headline
+    label) and `models` (label -> numbers); a model's "+RR" numbers are
+    under `reranked` in its entry (and at the top level for the headline).
   """
   if isinstance(results, RankResult):
     results = {"": results}

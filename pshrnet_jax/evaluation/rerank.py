@@ -1,54 +1,22 @@
 """k-reciprocal re-ranking (Zhong et al., CVPR 2017) without N x N matrices.
 
-    from pshrnet_jax.evaluation import re_ranking, re_ranking_features
-    final = re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6,
-                       lambda_value=0.3)          # torchreid / fast-reid API
-    final = re_ranking_features(query_features, gallery_features)
-    reranked = rerank_features(query_features, gallery_features)
-    block = reranked.rows(0, 256)                 # never the whole Q x G
+`re_ranking` has the signature and numbers of the dense numpy code torchreid
+and fast-reid ship (`reference/rerank_numpy.py`); `re_ranking_features` takes
+features; `rerank_features(...).rows(start, stop)` gives the result a block of
+queries at a time. Only O(N * k1) numbers are held (N = queries + gallery):
+the max(k1 + 1, k2) nearest of every image (`rerank_neighbours`), the
+k-reciprocal sets as masks over those lists, the expanded sets as sparse
+exp(-key) rows, their query expansion, and an inverted index of the gallery
+rows for the Jaccard distance of the query rows.
 
-`re_ranking` takes the reference's arguments and returns its
-(num_query, num_gallery) float32 distances (`reference/rerank_numpy.py`, the
-numpy code torchreid and fast-reid ship). The reference builds several N x N
-matrices (N = queries + gallery) and loops over rows in Python; here only
-per-image lists are held, O(N * k1) numbers:
-
-1. the max(k1 + 1, k2) nearest images of every image, by the reference's key
-   (squared distance over its column maximum), a jitted top-k per block of
-   rows (`rerank_neighbours`);
-2. the k-reciprocal sets R(i, k1) and R(c, round(k1 / 2)) as masks over
-   those lists;
-3. R(i, k1) expanded by every candidate set sharing more than 2/3 of its
-   members with it, weighted exp(-key) and normalised: one sparse row per
-   image;
-4. the query expansion: the mean of the rows of the k2 nearest images;
-5. the Jaccard distance for query rows only, through an inverted index of
-   the gallery rows, and (1 - lambda) * jaccard + lambda * key for the
-   query x gallery block, a block of queries at a time.
-
-Every float operation is the reference's, in its dtype and summation order
-(the keys divided in numpy, float32 weights summed per row as `np.sum`
-does, the expansion's mean added in neighbour order, the Jaccard overlap
-added in column order), so on the reference's inputs the results are the
-reference's bit for bit on every test problem and at Market-1501 size; the
-tests require a difference under 1e-5.
-
-Ties. The reference orders each row with `np.argsort` (quicksort, i.e.
-introsort: not stable), so among equal keys its order depends on the rest of
-the row. Here equal keys are ordered by image index (`lax.top_k` keeps the
-lower index first; query images come first, then gallery). Only the sets of
-the k1 + 1, round(k1 / 2) + 1 and k2 nearest are used, so the two can differ
-only when equal keys straddle one of those cut-offs: duplicate images, or
-distances equal in float32.
-
-`re_ranking_features` computes the distances from features (cosine 1 - dot
-on L2-normalised features by default, or squared Euclidean) block by block;
-it equals `re_ranking` on the matrices of those distances to float32
-rounding (the weights' distances come from a dot product per pair, not from
-the GEMM, ~1e-7 apart). Given matrices computed elsewhere (numpy's BLAS
-rounds differently from XLA's GEMM), distances an ulp apart can order
-near-equal neighbours differently; `rerank_neighbours.distance_matrices`
-gives the matrices the features path sees.
+Every float operation is the reference's, in its dtype and summation order,
+so on the reference's inputs the result is the reference's bit for bit.
+Equal keys are ordered by image index (queries first); the reference's
+unstable argsort may order them otherwise, which matters only where equal
+keys straddle the k1 + 1, round(k1 / 2) + 1 or k2 cut-off. From features,
+the weights' distances come from a per-pair dot product (~1e-7 from the
+GEMM's); `rerank_neighbours.distance_matrices` gives the matrices the
+features path ranks.
 """
 
 from __future__ import annotations
@@ -64,22 +32,16 @@ from pshrnet_jax.evaluation import rerank_neighbours
 DEFAULT_K1, DEFAULT_K2, DEFAULT_LAMBDA = 20, 6, 0.3
 # Rows per chunk of the sparse steps; their arrays are O(rows * k1^2 / 2).
 _ROWS_PER_CHUNK = 2048
-# Per Jaccard step: (query, gallery) pairs gathered (about 48 bytes each),
-# and float32 results (queries x gallery, a few arrays of 16 MB: see
-# rerank_neighbours._BLOCK_ELEMENTS).
+# Per Jaccard step: (query, gallery) pairs gathered (~48 bytes each), and
+# float32 (queries x gallery) results (a few arrays of 16 MB).
 _JACCARD_PAIRS = 2 << 20
 _JACCARD_ELEMENTS = 4 << 20
 
 
 @dataclasses.dataclass(frozen=True)
 class SparseRows:
-  """A sparse matrix by rows: row r has columns indices[indptr[r]:indptr[r+1]].
-
-  Attributes:
-    indptr: (rows + 1,) int64.
-    indices: (nnz,) int32, ascending within a row.
-    values: (nnz,) float32.
-  """
+  """Sparse rows: row r has columns indices[indptr[r]:indptr[r+1]] (int32,
+  ascending) holding values[...] (float32); indptr is int64."""
   indptr: np.ndarray
   indices: np.ndarray
   values: np.ndarray
@@ -113,11 +75,8 @@ def _reciprocal_mask(lists: np.ndarray) -> np.ndarray:
 
 
 def _expansion(start, stop, near, near_mask, half, half_mask):
-  """Sorted members of the expanded k-reciprocal set of images start..stop-1.
-
-  Returns:
-    (members per row, the members concatenated row by row).
-  """
+  """(members per row, members row by row, sorted) of the expanded
+  k-reciprocal sets of images start..stop-1."""
   reciprocal = np.where(near_mask[start:stop], near[start:stop], -1)
   candidates = near[start:stop]
   candidate_sets = np.where(half_mask[candidates], half[candidates], -1)
@@ -156,9 +115,8 @@ def _weights(source, lists: np.ndarray, k1: int) -> SparseRows:
 def _row_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
   """Each row's float32 sum, exactly as `np.sum` of that row alone.
 
-  numpy sums a row pairwise, in a pattern set by its length (`reduceat`
-  does not: it starts from the first element), so rows of one length are
-  summed together as a (rows, length) array.
+  numpy's pairwise pattern depends on the row's length (`reduceat` sums in
+  order), so rows of one length are summed together as a 2-D array.
   """
   starts = np.cumsum(counts) - counts
   total = np.zeros(len(counts), np.float32)
@@ -195,9 +153,8 @@ def _query_expansion(weights: SparseRows, lists: np.ndarray,
 class ReRankedDistances:
   """Re-ranked query x gallery distances, computed a block of queries at a time.
 
-  Holds the sparse encodings of the query rows and an inverted index of the
-  gallery rows, O(N * k1) numbers; `rows` computes any block of the
-  (num_query, num_gallery) result, `to_dense` all of it.
+  Holds the query rows' sparse encodings and an inverted index of the gallery
+  rows; `rows` computes any block of the result, `to_dense` all of it.
   """
 
   def __init__(self, source, k1: int = DEFAULT_K1, k2: int = DEFAULT_K2,
@@ -253,15 +210,7 @@ class ReRankedDistances:
     return shared.reshape(stop - start, num_g)
 
   def rows(self, start: int, stop: int) -> np.ndarray:
-    """Re-ranked distances of queries start..stop-1 to the whole gallery.
-
-    Args:
-      start: first query.
-      stop: one past the last query.
-
-    Returns:
-      (stop - start, num_gallery) float32.
-    """
+    """(stop - start, num_gallery) float32 distances of queries start..stop-1."""
     if not 0 <= start <= stop <= self.num_query:
       raise RankInputError(f"query rows {start}:{stop} outside 0:"
                            f"{self.num_query}")
@@ -299,17 +248,6 @@ def _check_parameters(k1, k2, lambda_value) -> None:
                          f"{lambda_value!r}")
 
 
-def rerank_distances(q_g_dist: np.ndarray, q_q_dist: np.ndarray,
-                     g_g_dist: np.ndarray, k1: int = DEFAULT_K1,
-                     k2: int = DEFAULT_K2,
-                     lambda_value: float = DEFAULT_LAMBDA
-                     ) -> ReRankedDistances:
-  """`re_ranking`'s result as a ReRankedDistances (rows on demand)."""
-  return ReRankedDistances(
-      rerank_neighbours.DistanceSource(q_g_dist, q_q_dist, g_g_dist), k1, k2,
-      lambda_value)
-
-
 def rerank_features(query: np.ndarray, gallery: np.ndarray,
                     k1: int = DEFAULT_K1, k2: int = DEFAULT_K2,
                     lambda_value: float = DEFAULT_LAMBDA, *,
@@ -321,16 +259,11 @@ def rerank_features(query: np.ndarray, gallery: np.ndarray,
   Args:
     query: (num_query, dim) features.
     gallery: (num_gallery, dim) features.
-    k1: size of the k-reciprocal neighbourhood.
-    k2: size of the query expansion (1: none).
-    lambda_value: weight of the original distance.
-    metric: "cosine" (1 - dot; features L2-normalised, as
-      `features.extract_features` returns them) or "euclidean" (squared).
+    k1, k2, lambda_value: as for `re_ranking`.
+    metric: "cosine" (1 - dot, for L2-normalised features) or "euclidean"
+      (squared).
     rows_per_block: rows of the jitted neighbour pass (default: a
-      (rows, N) float32 block of about 128 MB).
-
-  Returns:
-    ReRankedDistances.
+      (rows, N) float32 block of about 16 MB).
   """
   return ReRankedDistances(
       rerank_neighbours.FeatureSource(query, gallery, metric, rows_per_block),
@@ -358,8 +291,9 @@ def re_ranking(q_g_dist: np.ndarray, q_q_dist: np.ndarray,
     RankInputError: mismatched shapes, NaN, bad k1 / k2 / lambda_value, or
       an image at distance 0 from every image.
   """
-  return rerank_distances(q_g_dist, q_q_dist, g_g_dist, k1, k2,
-                          lambda_value).to_dense()
+  return ReRankedDistances(
+      rerank_neighbours.DistanceSource(q_g_dist, q_q_dist, g_g_dist), k1, k2,
+      lambda_value).to_dense()
 
 
 def re_ranking_features(query: np.ndarray, gallery: np.ndarray,
@@ -367,16 +301,7 @@ def re_ranking_features(query: np.ndarray, gallery: np.ndarray,
                         lambda_value: float = DEFAULT_LAMBDA, *,
                         metric: str = "cosine",
                         rows_per_block: Optional[int] = None) -> np.ndarray:
-  """`re_ranking` on distances computed from features, never N x N at once.
-
-  Equal to `re_ranking(d(q, g), d(q, q), d(g, g), ...)` with d the metric's
-  distances. For galleries whose (num_query, num_gallery) result is itself
-  too large, `rerank_features(...).rows(start, stop)` gives it in blocks.
-
-  Args: as `rerank_features`.
-
-  Returns:
-    (num_query, num_gallery) float32 re-ranked distances.
-  """
+  """`re_ranking` of the metric's distances between features (arguments as
+  `rerank_features`): (num_query, num_gallery) float32."""
   return rerank_features(query, gallery, k1, k2, lambda_value, metric=metric,
                          rows_per_block=rows_per_block).to_dense()

@@ -1,34 +1,20 @@
 """The distances k-reciprocal re-ranking reads, a block of rows at a time.
 
-Re-ranking treats the N = num_query + num_gallery images as one set, with
-D = [[q_q, q_g], [q_g^T, g_g]] their N x N distances. The reference
-(`reference/rerank_numpy.py`) squares D in the input dtype, casts it to
-float32 and reads, for image i, column i of that divided by the column's
-maximum. Here that value is the "key":
+With D = [[q_q, q_g], [q_g^T, g_g]] the N x N distances, the reference
+(`reference/rerank_numpy.py`) reads for image i the "key"
 
     key(i, j) = float32(D[j, i] ** 2) / m[i],   m[i] = max_j float32(D[j, i] ** 2)
 
-A source gives, without ever holding D:
-
-  * `neighbours(width)`: the `width` images of smallest key for every image,
-    ordered by key, equal keys by image index, and m;
-  * `pair_keys(i, j)`: key(i, j) for a list of pairs;
-  * `query_gallery_keys(start, stop)`: key(q, num_query + g) for a block of
-    queries and the whole gallery.
-
-Neighbours: a jitted top-k per block of rows finds the `width + 8` smallest
-squared distances (equal ones by index); the keys of those are divided on
-the host, in numpy (XLA turns a division by a row's maximum into a
-multiplication by its reciprocal, which rounds differently), and sorted by
-(key, index). A row whose last candidate's key does not exceed its
-`width`-th is one where dividing made keys equal across the cut: it is
-searched again with twice the candidates.
-
-`DistanceSource` reads given distance matrices and reproduces the
-reference's keys bit for bit. `FeatureSource` computes distances from
-features (cosine: 1 - dot; euclidean: squared, as torchreid's default) in a
-jitted GEMM per block of rows; there D is symmetric up to float rounding, so
-rows stand in for columns.
+A source gives, never holding D: `neighbours(width)` (the `width` smallest
+keys of every image, equal keys by index, and m), `pair_keys(i, j)` and
+`query_gallery_keys(start, stop)`. A jitted top-k per block of rows finds the
+`width + 8` smallest squared distances; their keys are divided in numpy (XLA
+multiplies by the reciprocal, which rounds differently) and sorted by (key,
+index); a row whose last candidate's key does not exceed its `width`-th had
+keys made equal across the cut and is searched again with twice the
+candidates. `DistanceSource` reads given matrices (the reference's keys bit
+for bit); `FeatureSource` computes D from features in a jitted GEMM per block
+of rows (D symmetric up to rounding, so rows stand in for columns).
 """
 
 from __future__ import annotations
@@ -41,11 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from pshrnet_jax.errors import RankInputError
+from pshrnet_jax.evaluation import rank_engine
 
-METRICS = ("cosine", "euclidean")
-# Rows per block of the neighbour pass: about this many float32 values
-# (16 MB). Buffers under glibc's 32 MB mmap threshold come back from the
-# heap; larger ones are mapped afresh for every block and page-faulted in.
+# float32 values per block (16 MB): buffers under glibc's 32 MB mmap
+# threshold are reused from the heap, larger ones page-faulted in afresh.
 _BLOCK_ELEMENTS = 4 << 20
 # Candidates beyond the wanted width, for keys made equal by the division.
 _MARGIN = 8
@@ -58,10 +43,8 @@ def block_rows(num_columns: int, limit: int = 2048) -> int:
 
 @functools.partial(jax.jit, static_argnames=("width", "check"))
 def _smallest(squared: jax.Array, width: int, check: bool = False):
-  """Row maxima, and the `width` smallest values of each row with columns.
-
-  With `check`, the maximum of a row holding NaN or Inf is NaN.
-  """
+  """(row maxima, NaN where `check` finds NaN or Inf; the `width` smallest
+  values of each row; their columns)."""
   # lax.top_k keeps the lower index first among equal values.
   values, columns = jax.lax.top_k(-squared, width)
   maxima = jnp.max(squared, axis=1)
@@ -103,8 +86,8 @@ def _padded(block: np.ndarray, rows: int) -> np.ndarray:
 
 
 def _by_key(maxima, squared, columns, width, num_images):
-  """Candidates sorted by (key, index): the first `width`, and which rows
-  are settled (no image outside the candidates can be among them)."""
+  """The first `width` candidates by (key, index), and which rows are settled
+  (no image outside the candidates can be among them)."""
   keys = squared / maxima[:, None]
   order = np.lexsort((columns, keys))
   keys = np.take_along_axis(keys, order, axis=1)
@@ -115,8 +98,7 @@ def _by_key(maxima, squared, columns, width, num_images):
 
 
 class _Source(abc.ABC):
-  """The neighbour search shared by both sources; each says how it finds
-  a block's candidates."""
+  """The neighbour search; a source says how it finds a block's candidates."""
 
   num_query: int
   num_gallery: int
@@ -129,8 +111,8 @@ class _Source(abc.ABC):
 
   @abc.abstractmethod
   def _candidates(self, rows: np.ndarray, width: int):
-    """Device arrays (maxima, squared, columns) of the `width` smallest
-    squared distances of images `rows` (ascending, at most rows_per_block)."""
+    """Device (maxima, squared, columns) of the `width` smallest squared
+    distances of images `rows` (ascending, at most rows_per_block)."""
 
   def _collect(self, rows, outputs, lists, width) -> np.ndarray:
     """Stores a block's neighbours; returns its rows still unsettled."""
@@ -180,15 +162,7 @@ class FeatureSource(_Source):
 
   def __init__(self, query: np.ndarray, gallery: np.ndarray, metric: str,
                rows_per_block: int | None = None):
-    if metric not in METRICS:
-      raise RankInputError(f"unknown metric {metric!r}; use one of {METRICS}")
-    query = np.asarray(query, dtype=np.float32)
-    gallery = np.asarray(gallery, dtype=np.float32)
-    if (query.ndim != 2 or gallery.ndim != 2 or
-        query.shape[1] != gallery.shape[1]):
-      raise RankInputError(
-          f"features must be (n, dim) with the same dim, got query "
-          f"{query.shape} and gallery {gallery.shape}")
+    query, gallery = rank_engine.check_features(query, gallery, metric)
     if not (np.isfinite(query).all() and np.isfinite(gallery).all()):
       raise RankInputError("features hold NaN or Inf values")
     if not len(query) or not len(gallery):
@@ -204,17 +178,18 @@ class FeatureSource(_Source):
     self._device = (jnp.asarray(self.features),
                     jnp.asarray(self.squared_norms))
 
+  def _rows(self, rows, size: int):
+    """Features and squared norms of `rows`, zero-padded to `size` rows."""
+    return (_padded(self.features[rows], size),
+            _padded(self.squared_norms[rows], size))
+
   def _candidates(self, rows, width):
-    size = self.rows_per_block
-    return _feature_smallest(
-        _padded(self.features[rows], size),
-        _padded(self.squared_norms[rows], size), *self._device,
-        width=width, metric=self.metric)
+    return _feature_smallest(*self._rows(rows, self.rows_per_block),
+                             *self._device, width=width, metric=self.metric)
 
   def pair_keys(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """key(rows[n], columns[n]) for each n, float32."""
-    a, b = self.features[rows], self.features[columns]
-    dot = np.einsum("ij,ij->i", a, b)
+    dot = np.einsum("ij,ij->i", self.features[rows], self.features[columns])
     if self.metric == "cosine":
       d = np.float32(1.0) - dot
     else:
@@ -230,10 +205,8 @@ class FeatureSource(_Source):
     out = np.empty((stop - start, self.num_gallery), np.float32)
     for a in range(start, stop, size):
       b = min(a + size, stop)
-      squared = _feature_squared(
-          _padded(self.features[a:b], size),
-          _padded(self.squared_norms[a:b], size), *gallery,
-          metric=self.metric)
+      squared = _feature_squared(*self._rows(slice(a, b), size), *gallery,
+                                 metric=self.metric)
       np.divide(np.asarray(squared)[:b - a], self.maxima[a:b, None],
                 out=out[a - start:b - start])
     return out
@@ -243,23 +216,10 @@ def distance_matrices(query: np.ndarray, gallery: np.ndarray,
                       metric: str = "cosine",
                       rows_per_block: int | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(q_g, q_q, g_g) for `re_ranking`, as the features path computes them.
-
-  XLA's float32 GEMM rounds differently for different operand shapes, so
-  these are computed as `FeatureSource` computes its neighbours: a block of
-  rows against all N images. `re_ranking` on them then sees exactly the
-  distances `re_ranking_features` ranks (tests, benchmarks).
-
-  Args:
-    query: (num_query, dim) features.
-    gallery: (num_gallery, dim) features.
-    metric: "cosine" or "euclidean", as for `FeatureSource`.
-    rows_per_block: as for `FeatureSource` (the same default).
-
-  Returns:
-    float32 (num_query, num_gallery), (num_query, num_query) and
-    (num_gallery, num_gallery) distances.
-  """
+  """float32 (q_g, q_q, g_g) for `re_ranking`, as the features path sees them
+  (arguments as for `rerank.rerank_features`): XLA's GEMM rounds differently
+  for different operand shapes, so these are computed as `FeatureSource` does,
+  a block of rows against all N images."""
   source = FeatureSource(query, gallery, metric, rows_per_block)
   q, size = source.num_query, source.rows_per_block
   q_g = np.empty((q, source.num_gallery), np.float32)
@@ -267,10 +227,9 @@ def distance_matrices(query: np.ndarray, gallery: np.ndarray,
   g_g = np.empty((source.num_gallery, source.num_gallery), np.float32)
   for start in range(0, source.num_images, size):
     rows = np.arange(start, min(start + size, source.num_images))
-    d = np.asarray(_jitted_distances(
-        _padded(source.features[rows], size),
-        _padded(source.squared_norms[rows], size), *source._device,
-        metric=metric))[:len(rows)]
+    d = np.asarray(_jitted_distances(*source._rows(rows, size),
+                                     *source._device,
+                                     metric=metric))[:len(rows)]
     is_query = rows < q
     q_q[rows[is_query]] = d[is_query, :q]
     q_g[rows[is_query]] = d[is_query, q:]

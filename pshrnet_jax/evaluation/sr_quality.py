@@ -1,12 +1,9 @@
 """SR quality (paper Table III): PSNR and SSIM of SR output vs HR originals.
 
-Both images are compared as RGB float in [0, 1]: the student's SR output is
-ImageNet-normalised, so it is de-normalised (x * std + mean) and clipped to
-[0, 1], and the HR original (uint8) is divided by 255. PSNR and SSIM come from
-scikit-image (`peak_signal_noise_ratio`, `structural_similarity` with
-`channel_axis=-1, data_range=1.0`, its default 7x7 uniform window), computed
-per image and averaged over images. The paper does not state its colour
-space or SSIM window; RGB with skimage's defaults is our documented choice.
+Per image, on RGB in [0, 1] (the SR output de-normalised and clipped, the
+uint8 HR divided by 255), with scikit-image's defaults (SSIM: 7x7 uniform
+window), averaged over images. The paper states neither its colour space nor
+its SSIM window; this is our documented choice.
 """
 
 from __future__ import annotations
@@ -32,9 +29,7 @@ def _as_unit_rgb(images, name):
   arr = np.asarray(images)
   if arr.ndim != 4 or arr.shape[-1] != 3:
     raise ValueError(f"{name} must be (N, H, W, 3), got shape {arr.shape}")
-  if arr.dtype == np.uint8:
-    return arr.astype(np.float64) / 255.0
-  return arr.astype(np.float64)
+  return arr.astype(np.float64) / (255.0 if arr.dtype == np.uint8 else 1.0)
 
 
 def sr_quality(sr_images: np.ndarray, hr_images: np.ndarray, *,
@@ -42,15 +37,13 @@ def sr_quality(sr_images: np.ndarray, hr_images: np.ndarray, *,
   """PSNR and SSIM of SR outputs against their HR originals.
 
   Args:
-    sr_images: (N, H, W, 3) SR outputs: ImageNet-normalised float (the
-      model's aux['sr']) when `sr_normalized`, else RGB float in [0, 1] or
-      uint8.
+    sr_images: (N, H, W, 3) SR outputs: the model's normalised aux['sr'] when
+      `sr_normalized`, else RGB float in [0, 1] or uint8.
     hr_images: (N, H, W, 3) HR originals, uint8 or RGB float in [0, 1].
     sr_normalized: whether `sr_images` still need de-normalising.
 
   Returns:
-    SRQuality with the per-image mean of PSNR and SSIM (PSNR is inf when an
-    SR image equals its original).
+    SRQuality: per-image means (PSNR inf for an SR image equal to its HR).
 
   Raises:
     ValueError: shapes differ, are not (N, H, W, 3), or N is 0.

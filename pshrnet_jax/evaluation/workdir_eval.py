@@ -1,26 +1,11 @@
 """Evaluation of a trained workdir on its benchmark (SPEC 4).
 
-Queries (LR on cross-resolution sets) and the HR gallery both go through the
-evaluated model; features are flip-summed and L2-normalised; ranking uses
-1 - dot. On cross-resolution sets both the student (phase 2) and the phase-1
-teacher are evaluated on the same LR queries, so the gain from VDSR-CA and the
-pseudo-siamese training shows beside the baseline. The student's numbers are
-the headline; HR-only configs evaluate the teacher on HR queries.
-
-Writes into the workdir: results.json (headline numbers at the top level, one
-entry per evaluated model), results.md, cmc.png and ranked_list.png.
-
-SR quality (PSNR/SSIM, paper Table III) is measured only on queries with a
-real HR original: a genuinely low-resolution query (CAVIAR's LR camera) has
-none, its "HR" image being the same LR file. `sr_quality_scope` in
-results.json says over how many queries it was measured, or why not.
-
-With `eval.rerank`, each model's features are also ranked after
-k-reciprocal re-ranking (`rerank.py`, on the same 1 - dot distances): its
-"+RR" figures follow the plain ones, same protocol and AP convention. Data
-without camera ids (`benchmark.gallery_exclusion == "query_image_only"`)
-is evaluated with one camera id per image (`metrics.image_camids`), so only
-the query image itself leaves its gallery; results.json names the rule.
+LR queries and the HR gallery go through the student (the headline) and the
+phase-1 teacher (HR-only configs: the teacher on HR queries); results.json,
+results.md, cmc.png and ranked_list.png go into the workdir. SR quality is
+measured only on queries with a real HR original (`sr_quality_scope` says
+over which); `eval.rerank` adds "+RR" figures on re-ranked distances; data
+without camera ids gets one camera id per image (`metrics.image_camids`).
 """
 
 from __future__ import annotations
@@ -51,8 +36,6 @@ from pshrnet_jax.evaluation import sr_quality
 from pshrnet_jax.models import factory
 from pshrnet_jax.models.inputs import denormalize_images
 
-_RANKED_LIST_TOP_K = 10
-
 
 def _models_to_evaluate(config, workdir: str) -> dict[str, tuple[str, Any]]:
   """label -> (variables directory, model builder), the headline first."""
@@ -70,18 +53,9 @@ def _models_to_evaluate(config, workdir: str) -> dict[str, tuple[str, Any]]:
   return out
 
 
-def _picked_queries(num_query: int, num_pictured: int) -> np.ndarray:
-  """Queries shown in ranked_list.png, spread over the query set."""
-  n = min(num_pictured, num_query)
-  return np.unique(np.linspace(0, num_query - 1, n).astype(int))
-
-
 class _SRCollector:
-  """Per-batch SR outputs: quality against HR, and the pictured ones kept.
-
-  The SR outputs are not kept for the whole query set (393 KB each at
-  256x128): quality is accumulated batch by batch.
-  """
+  """Per batch: SR quality against HR, and the pictured SR outputs kept (not
+  all: 393 KB each at 256x128)."""
 
   def __init__(self, keep: np.ndarray, scored: np.ndarray):
     self._keep = set(int(i) for i in keep)
@@ -127,8 +101,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   num_classes = len({r.pid for r in benchmark.train})
   image_size = tuple(d.image_size)
   use_lr = not config.hr_only
-  query = benchmark.query
-  gallery = benchmark.gallery
+  query, gallery = benchmark.query, benchmark.gallery
   q_pids = np.array([r.pid for r in query])
   q_cams = np.array([r.camid for r in query])
   g_pids = np.array([r.pid for r in gallery])
@@ -139,6 +112,10 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
     q_cams, g_cams = metrics.image_camids([r.hr_path for r in query],
                                           [r.hr_path for r in gallery])
   trials, draws = gallery_draws(benchmark.protocol, g_pids, e.trials)
+  ids = (q_pids, g_pids, q_cams, g_cams)
+  rank_args = dict(max_rank=e.max_rank, protocol=benchmark.protocol,
+                   ap_convention=e.ap_convention, trials=trials,
+                   seed=config.seed)
 
   def batches(records, split, lr, hr, title):
     loaded = pipeline.make_eval_batches(
@@ -147,7 +124,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
         source=sources.get(split))
     return _with_progress(loaded, title, len(records), e.batch_size)
 
-  picks = _picked_queries(len(query), e.ranked_list_queries)
+  # The queries pictured in ranked_list.png, spread over the query set.
+  picks = np.unique(np.linspace(0, len(query) - 1, min(
+      e.ranked_list_queries, len(query))).astype(int))
   results, headline, reranked = {}, None, {}
   to_evaluate = _models_to_evaluate(config, workdir)
   if ready is not None:
@@ -172,13 +151,15 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
         batches(gallery, "gallery", False, False, f"{label} gallery"),
         batch_size=e.batch_size)
     results[label] = metrics.evaluate_features(
-        qf, gf, q_pids, g_pids, q_cams, g_cams, max_rank=e.max_rank,
-        protocol=benchmark.protocol, ap_convention=e.ap_convention,
-        trials=trials, seed=config.seed, q_lr_factors=q_factors)
+        qf, gf, *ids, q_lr_factors=q_factors, **rank_args)
     if e.rerank:
-      reranked[label] = _evaluate_reranked(
-          config, benchmark, label, qf, gf, q_pids, g_pids, q_cams, g_cams,
-          q_factors, trials)
+      logging.info("Re-ranking the %s's distances (k-reciprocal, k1=%d, "
+                   "k2=%d, lambda=%g).", label, e.rerank_k1, e.rerank_k2,
+                   e.rerank_lambda)
+      reranked[label] = metrics.evaluate_rows(
+          rerank.rerank_features(qf, gf, e.rerank_k1, e.rerank_k2,
+                                 e.rerank_lambda, metric="cosine").rows,
+          *ids, q_lr_factors=q_factors, **rank_args)
     if headline is None:
       headline = (qf, gf, collector.images(picks), collector.quality())
 
@@ -193,10 +174,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
     g_base = _baseline_features(batches(gallery, "gallery", False, False,
                                         "baselines gallery"))
     baseline_results = {
-        name: metrics.evaluate_features(
-            q_base[name], g_base[name], q_pids, g_pids, q_cams, g_cams,
-            max_rank=e.max_rank, protocol=benchmark.protocol,
-            ap_convention=e.ap_convention, trials=trials, seed=config.seed)
+        name: metrics.evaluate_features(q_base[name], g_base[name], *ids,
+                                        **rank_args)
         for name in baselines.BASELINES}
   extra = {"chance_rank1": round(100.0 / len(set(q_pids.tolist())), 2),
            "gallery_exclusion": benchmark.gallery_exclusion,
@@ -206,13 +185,13 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
     extra["sr_quality_scope"] = _sr_quality_scope(q_has_hr)
   summary, markdown = reports.write_results(
       workdir, results, dataset=benchmark.name, sr=quality, extra=extra,
-      reranked=reranked, rerank=_rerank_parameters(e),
-      baselines=baseline_results)
+      reranked=reranked, rerank={
+          "k1": e.rerank_k1, "k2": e.rerank_k2, "lambda": e.rerank_lambda,
+          "distance": "1 - dot"}, baselines=baseline_results)
   curves = {**results, **{f"{k} +RR": v for k, v in reranked.items()}}
   plots.plot_cmc(os.path.join(workdir, workdir_layout.CMC_PNG), curves,
                  max_rank=min(e.max_rank, len(gallery)))
-  _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks, q_cams,
-               g_cams)
+  _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks, ids)
   if sr_images:
     _sr_grid_to_tensorboard(workdir, [query[i] for i in picks], sr_images,
                             image_size, d.lr_interpolation)
@@ -241,23 +220,19 @@ def gallery_draws(protocol: str, g_pids: np.ndarray,
                   trials: int) -> tuple[int, dict[str, Any]]:
   """How many single-shot gallery draws a split gets, and how to say so.
 
-  `eval.trials` re-draws the one gallery image per identity within a split;
-  where every identity has exactly one gallery image there is nothing to
-  re-draw, so one draw is made. The mean over separately trained splits
-  (the literature's 10 trials of MLR-VIPeR, CAVIAR, MLR-CUHK03) is
-  `scripts/reproduce.py --splits=10`.
+  `eval.trials` re-draws the one gallery image per identity within a split,
+  one draw where each identity has one gallery image. The literature's 10
+  trials (separately trained splits) are `scripts/reproduce.py --splits=10`.
   """
   if protocol != "single_shot":
     return trials, {"draws": None, "note": "multi-shot: the whole gallery"}
-  _, counts = np.unique(g_pids, return_counts=True)
-  if np.all(counts == 1):
+  splits = "; the mean over splits is scripts/reproduce.py --splits=10"
+  if np.all(np.unique(g_pids, return_counts=True)[1] == 1):
     return 1, {"draws": 1, "note": "one gallery image per identity: "
-               "nothing to re-draw; the mean over splits is "
-               "scripts/reproduce.py --splits=10"}
+               "nothing to re-draw" + splits}
   return trials, {"draws": trials, "note": f"{trials} re-draws of one "
                   "gallery image per identity within this split "
-                  "(eval.trials); the mean over splits is "
-                  "scripts/reproduce.py --splits=10"}
+                  "(eval.trials)" + splits}
 
 
 def _baseline_features(batches) -> dict[str, np.ndarray]:
@@ -298,37 +273,14 @@ def _sr_grid_to_tensorboard(workdir, records, sr_images, image_size,
     writer.add_image("sr/lr_sr_hr", grid, 0, dataformats="HWC")
 
 
-def _rerank_parameters(e: ml_collections.ConfigDict) -> dict[str, Any]:
-  return {"k1": e.rerank_k1, "k2": e.rerank_k2, "lambda": e.rerank_lambda,
-          "distance": "1 - dot"}
-
-
-def _evaluate_reranked(config, benchmark, label, qf, gf, q_pids, g_pids,
-                       q_cams, g_cams, q_factors,
-                       trials: int) -> metrics.RankResult:
-  """The "+RR" figures: the same evaluation on re-ranked distances."""
-  e = config.eval
-  logging.info("Re-ranking the %s's distances (k-reciprocal, k1=%d, k2=%d, "
-               "lambda=%g).", label, e.rerank_k1, e.rerank_k2,
-               e.rerank_lambda)
-  reranked = rerank.rerank_features(
-      qf, gf, e.rerank_k1, e.rerank_k2, e.rerank_lambda, metric="cosine")
-  return metrics.evaluate_rows(
-      reranked.rows, q_pids, g_pids, q_cams, g_cams, max_rank=e.max_rank,
-      protocol=benchmark.protocol, ap_convention=e.ap_convention,
-      trials=trials, seed=config.seed, q_lr_factors=q_factors)
-
-
-def _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks, q_cams,
-                 g_cams):
+def _ranked_list(workdir, query, gallery, qf, gf, sr_images, picks, ids):
   """ranked_list.png: a few LR queries, their SR output, top-10 matches."""
   if len(picks) == 0:
     return
-  distances = 1.0 - qf[picks] @ gf.T
+  q_pids, g_pids, q_cams, g_cams = ids
   indices, correct = plots.ranked_matches(
-      distances, np.array([query[i].pid for i in picks]),
-      np.array([r.pid for r in gallery]), q_cams[picks], g_cams,
-      top_k=min(_RANKED_LIST_TOP_K, len(gallery)))
+      1.0 - qf[picks] @ gf.T, q_pids[picks], g_pids, q_cams[picks], g_cams,
+      top_k=min(10, len(gallery)))
   plots.save_ranked_list(
       os.path.join(workdir, workdir_layout.RANKED_LIST_PNG),
       [query[i].input_path for i in picks],

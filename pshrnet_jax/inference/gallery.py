@@ -2,9 +2,7 @@
 
 A gallery is embedded once (`embed` + `save_features`, or `python -m
 pshrnet_jax.extract`) and searched many times (`search`, or `python -m
-pshrnet_jax.search`). Photos of any size and mode are decoded as the
-training pipeline decodes them (RGB, EXIF orientation applied) and resized
-to the model's input; files that cannot be read are listed and skipped.
+pshrnet_jax.search`); files that cannot be read are listed and skipped.
 """
 
 from __future__ import annotations
@@ -34,14 +32,8 @@ FEATURES_FORMAT = "pshrnet_jax.features.v1"
 
 @dataclasses.dataclass
 class Embedded:
-  """Features of images that could be read, and those that could not.
-
-  Attributes:
-    features: (N, D) float32, L2-normalised, flip-summed.
-    paths: the N images, in order.
-    failed: (path, reason) of every image that was skipped.
-    sr: for the student with `keep_sr`, (N, H, W, 3) RGB in [0, 1].
-  """
+  """Features (N, D) of the N readable `paths`, the (path, reason) of each
+  `failed` one, and with `keep_sr` the SR outputs (N, H, W, 3) in [0, 1]."""
   features: np.ndarray
   paths: list[str]
   failed: list[tuple[str, str]]
@@ -100,36 +92,24 @@ def embed(model, variables, info: ModelInfo, images: Iterable[str], *,
   """Flip-summed, L2-normalised features of every readable image.
 
   Args:
-    model: the Flax module (from `load_model`).
-    variables: its variables.
-    info: its ModelInfo (input size, interpolation).
+    model, variables, info: as `load_model` returns them.
     images: image paths.
     batch_size: images per compiled batch.
     keep_sr: also return the SR output (for a few query images).
     title: the progress bar's title.
 
-  Returns:
-    An Embedded.
-
   Raises:
-    UnreadableImageError: no image at all could be read (each failure is
-      named in the message).
+    UnreadableImageError: no image could be read (the message names why).
   """
   paths = list(images)
-  failed, kept, srs = [], [], []
+  failed, kept = [], []
   bar = console.ProgressBar(title, len(paths), unit="images",
                             every=max(1, len(paths) // 10), stream=None)
-  feats = None
   try:
-    batches = _batches(paths, info, batch_size, failed, kept, bar)
-    if keep_sr:
-      feats, sr = features_lib.extract_features(
-          model.apply, variables, batches, batch_size=batch_size,
-          return_sr=True)
-      srs = sr
-    else:
-      feats = features_lib.extract_features(
-          model.apply, variables, batches, batch_size=batch_size)
+    out = features_lib.extract_features(
+        model.apply, variables,
+        _batches(paths, info, batch_size, failed, kept, bar),
+        batch_size=batch_size, return_sr=keep_sr)
   except ValueError as e:
     if not kept:  # extract_features saw no batch: nothing was readable.
       raise UnreadableImageError(
@@ -138,7 +118,8 @@ def embed(model, variables, info: ModelInfo, images: Iterable[str], *,
     raise
   finally:
     bar.close()
-  return Embedded(feats, kept, failed, srs if keep_sr else None)
+  feats, sr = out if keep_sr else (out, None)
+  return Embedded(feats, kept, failed, sr)
 
 
 def save_features(path: str, embedded: Embedded, info: ModelInfo) -> None:
@@ -187,9 +168,7 @@ def search(query: np.ndarray, gallery: np.ndarray, top_k: int, *,
   """The `top_k` nearest gallery entries per query.
 
   Args:
-    query: (Q, D) L2-normalised features.
-    gallery: (G, D) L2-normalised features.
-    top_k: how many per query (clipped to G).
+    query, gallery, top_k: as for `evaluation.features.rank_gallery`.
     rerank: None for distance 1 - dot; else k-reciprocal re-ranking with
       these keyword arguments (k1, k2, lambda_value) of
       `evaluation.rerank.rerank_features`, and its distances.
@@ -199,17 +178,8 @@ def search(query: np.ndarray, gallery: np.ndarray, top_k: int, *,
   """
   if rerank is None:
     return features_lib.rank_gallery(query, gallery, top_k=top_k)
-  rows = rerank_lib.rerank_features(query, gallery, metric="cosine",
-                                    **rerank)
-  k = min(top_k, gallery.shape[0])
-  indices = np.empty((query.shape[0], k), np.int64)
-  distances = np.empty((query.shape[0], k), np.float32)
-  for start in range(0, query.shape[0], 256):
-    block = rows.rows(start, min(query.shape[0], start + 256))
-    order = np.argsort(block, axis=1, kind="stable")[:, :k]
-    indices[start:start + len(block)] = order
-    distances[start:start + len(block)] = np.take_along_axis(block, order, 1)
-  return indices, distances
+  rows = rerank_lib.rerank_features(query, gallery, metric="cosine", **rerank)
+  return features_lib.nearest(rows.rows, len(query), len(gallery), top_k)
 
 
 def write_report(out_dir: str, queries: Embedded, indices: np.ndarray,

@@ -1,21 +1,12 @@
 """A trained model from a folder, rebuilt from what the folder records.
 
     from pshrnet_jax import load_model
-    model, variables, info = load_model("workdirs/demo")            # student
     model, variables, info = load_model("workdirs/demo", which="teacher")
-    model, variables, info = load_model("workdirs/demo/phase2/student")
-    model, variables, info = load_model("weights/ps_hrnet_student")  # converted
 
-Three kinds of folder are understood:
-- a workdir: its `config.json` and the export of the chosen model
-  (`phase2/student`, or `phase1/teacher` / `--config.teacher_dir`);
-- an export (`.../phase2/student`, `.../phase1/teacher`): variables and
-  `model.json`, written by training;
-- a converted checkpoint (scripts/convert_pytorch_hrnet.py): variables and
-  `conversion.json`.
-
-The model's arguments come from `model.json` or `conversion.json`; a folder
-that lacks them is an error naming the files.
+The folder is a workdir (its `config.json` names the export of the chosen
+model: `phase2/student`, or `phase1/teacher` / `--config.teacher_dir`), an
+export (variables and `model.json`, written by training), or a converted
+checkpoint (variables and `conversion.json`, scripts/convert_pytorch_hrnet.py).
 """
 
 from __future__ import annotations
@@ -27,6 +18,7 @@ from typing import Any, Mapping
 
 import jax
 import ml_collections
+from absl import flags
 
 from pshrnet_jax import convert
 from pshrnet_jax import workdir_layout
@@ -47,8 +39,7 @@ class ModelInfo:
     image_size: (height, width) of the network input.
     lr_interpolation: how images are resized to the network size.
     description: the recorded model description ({'model', 'model_kwargs'}).
-    fingerprint: `convert.fingerprint` of the variables (features files
-      name the model they came from by it).
+    fingerprint: `convert.fingerprint` of the variables.
   """
   kind: str
   path: str
@@ -66,17 +57,16 @@ def _read_json(path: str) -> dict[str, Any]:
     raise ConfigError(f"cannot read {path}: {e}") from e
 
 
-def _from_workdir(workdir: str, which: str):
+def _export_of(workdir: str, which: str) -> str:
   config = ml_collections.ConfigDict(
       _read_json(os.path.join(workdir, workdir_layout.CONFIG_FILE)))
-  directory = (workdir_layout.export_dir(workdir, "phase2")
-               if which == "student" else
+  directory = (workdir_layout.student_dir(workdir) if which == "student" else
                workdir_layout.teacher_dir(config, workdir))
   if not os.path.isdir(directory):
     raise ConfigError(f"{workdir} has no trained {which} ({directory} does "
                       "not exist); train it first, or pick --which="
                       f"{'teacher' if which == 'student' else 'student'}.")
-  return _from_export(directory, which)
+  return directory
 
 
 def _from_export(directory: str, which: str | None):
@@ -102,6 +92,14 @@ def _from_export(directory: str, which: str | None):
   return model, variables, info
 
 
+def define_flags():
+  """The --model and --which flags of the search, extract and export commands."""
+  return (flags.DEFINE_string("model", None, "Workdir, export or converted "
+                              "checkpoint.", required=True),
+          flags.DEFINE_enum("which", None, list(WHICH), "student or teacher "
+                            "(default: the folder's, or a workdir's student)."))
+
+
 def load_model(path: str | os.PathLike, which: str | None = None):
   """A trained student or teacher, ready for `model.apply`.
 
@@ -116,8 +114,8 @@ def load_model(path: str | os.PathLike, which: str | None = None):
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    ConfigError: the folder lacks what rebuilding the model needs (the
-      message names the file), or holds another kind of model.
+    ConfigError: the folder lacks what rebuilding the model needs, or holds
+      another kind of model.
   """
   path = os.path.abspath(os.fspath(path))
   if which is not None and which not in WHICH:
@@ -125,7 +123,7 @@ def load_model(path: str | os.PathLike, which: str | None = None):
   if not os.path.isdir(path):
     raise FileNotFoundError(f"no model folder at {path}")
   if os.path.isfile(os.path.join(path, workdir_layout.CONFIG_FILE)):
-    model, variables, info = _from_workdir(path, which or "student")
-  else:
-    model, variables, info = _from_export(path, which)
+    which = which or "student"
+    path = _export_of(path, which)
+  model, variables, info = _from_export(path, which)
   return model, jax.device_put(variables), info

@@ -1,14 +1,8 @@
 """The feature extractor as a self-contained `jax.export` artefact.
 
-    python -m pshrnet_jax.export --model=workdirs/demo --out=exported/demo
-
-writes
-
-    feature_extractor.jax    jax.export serialisation: weights included,
-                             batch dimension symbolic
-    feature_extractor.json   input size, normalisation, outputs, the model
-
-and needs nothing but jax to run:
+`python -m pshrnet_jax.export` writes feature_extractor.jax (weights
+included, batch dimension symbolic) and feature_extractor.json (input size,
+normalisation, outputs, the model); running it needs nothing but jax:
 
     import jax, numpy as np
     with open("exported/demo/feature_extractor.jax", "rb") as f:
@@ -16,10 +10,8 @@ and needs nothing but jax to run:
     features, sr = extractor.call(images_uint8)   # (B, H, W, 3) uint8 RGB
 
 `features` are (B, D) float32, flip-summed and L2-normalised (rank by
-1 - dot product); `sr` is the SR restoration of each image (the student) or
-the image itself (the teacher), RGB float32 in [0, 1]. Images must already
-be at the network size; `feature_extractor.json` says which and how they
-were resized in training.
+1 - dot); `sr` is the SR output (student) or the image (teacher), RGB in
+[0, 1]. Images must already be at the network size the .json names.
 """
 
 from __future__ import annotations
@@ -32,12 +24,12 @@ import jax
 import jax.numpy as jnp
 
 from data_pipelines import atomic
+from pshrnet_jax.evaluation import features
 from pshrnet_jax.inference.loading import ModelInfo
 from pshrnet_jax.models import inputs
 
 ARTEFACT = "feature_extractor.jax"
 DESCRIPTION = "feature_extractor.json"
-_NORM_EPS = 1e-12  # torch.nn.functional.normalize's eps.
 
 
 def feature_function(model, variables):
@@ -45,28 +37,18 @@ def feature_function(model, variables):
   over (they become constants of the exported program)."""
 
   def extract(images):
-    x = inputs.normalize_images(images)
-    both = jnp.concatenate([x, x[:, :, ::-1, :]], axis=0)
-    _, aux = model.apply(variables, both, train=False)
-    feats = aux["feature"].astype(jnp.float32)
-    batch = x.shape[0]
-    summed = feats[:batch] + feats[batch:]
-    norm = jnp.linalg.norm(summed, axis=1, keepdims=True)
-    sr = aux["sr"][:batch] if "sr" in aux else x
+    feats, sr = features.flip_summed(model.apply, variables, images)
     rgb = (sr * jnp.asarray(inputs.IMAGENET_STD)
            + jnp.asarray(inputs.IMAGENET_MEAN))
-    return summed / jnp.maximum(norm, _NORM_EPS), jnp.clip(rgb, 0.0, 1.0)
+    return feats, jnp.clip(rgb, 0.0, 1.0)
 
   return extract
 
 
 def export_model(model, variables, info: ModelInfo,
                  out_dir: str) -> dict[str, Any]:
-  """Writes the artefact and its description into `out_dir` (atomically).
-
-  Returns:
-    The description written to feature_extractor.json.
-  """
+  """Writes the artefact and its description into `out_dir` (atomically);
+  returns the description (feature_extractor.json)."""
   height, width = info.image_size
   batch, = jax.export.symbolic_shape("batch")
   exported = jax.export.export(jax.jit(feature_function(model, variables)))(
