@@ -1,15 +1,11 @@
 """grain evaluation batches: query or gallery records in fixed-size batches.
 
-`make_eval_batches(records, *, image_size, batch_size, ...)` yields batches
-{'image', 'hr' (with include_hr), 'pid', 'camid', 'lr_factor', 'index',
-'valid'} of exactly `batch_size` rows (the last one padded, `valid` False on
-padding), so one compiled feature function serves every batch. Images come
-from the record files or a random-access source, decoded anew each pass.
+Every batch has exactly `batch_size` rows (the last one padded), so one
+compiled feature function serves every batch.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterator, Optional, Sequence
 
 import grain
@@ -34,30 +30,9 @@ class _EvalBatchLoader:
     self._lr_interpolation = lr_interpolation
     self._source = source
 
-  def _images(self, i: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    record = self._records[i]
-    with_lr = self._use_lr and record.lr_path is not None
-    if self._source is None:
-      hr, lr = record.hr_path, record.lr_path
-    else:
-      hr, lr = image_cache.source_images(self._source[i], i, record, with_lr)
-    name = os.path.basename(record.hr_path)
-    hr_image = None
-    if self._include_hr or not with_lr:
-      hr_image = transforms.load_resized(hr, self._image_size, "bilinear",
-                                         what=f"HR image of {name}")
-    if with_lr:
-      image = transforms.load_resized(lr, self._image_size,
-                                      self._lr_interpolation,
-                                      what=f"LR image of {name}")
-    else:
-      image = hr_image
-    return image, hr_image
-
   def __call__(self, batch_index: int) -> dict[str, np.ndarray]:
     size, (height, width) = self._batch_size, self._image_size
     start = int(batch_index) * size
-    count = min(size, len(self._records) - start)
     batch = {"image": np.zeros((size, height, width, 3), np.uint8)}
     if self._include_hr:
       batch["hr"] = np.zeros((size, height, width, 3), np.uint8)
@@ -66,18 +41,21 @@ class _EvalBatchLoader:
     for key in ("pid", "camid", "index", "lr_factor"):
       batch[key] = np.full((size,), -1, np.int32)
     batch["valid"] = np.zeros((size,), bool)
-    for row in range(count):
-      i = start + row
+    for row, i in enumerate(range(start, min(start + size,
+                                             len(self._records)))):
       record = self._records[i]
-      image, hr_image = self._images(i)
-      batch["image"][row] = image
+      with_lr = self._use_lr and record.lr_path is not None
+      hr, lr = image_cache.record_images(
+          self._records, i, self._source, self._image_size,
+          self._lr_interpolation, hr=self._include_hr or not with_lr,
+          lr=with_lr)
+      batch["image"][row] = lr if with_lr else hr
       if self._include_hr:
-        batch["hr"][row] = hr_image
+        batch["hr"][row] = hr
       batch["pid"][row] = record.pid
       batch["camid"][row] = record.camid
       batch["index"][row] = i
-      batch["lr_factor"][row] = (
-          record.lr_factor if self._use_lr and record.lr_path is not None else 1)
+      batch["lr_factor"][row] = record.lr_factor if with_lr else 1
       batch["valid"][row] = True
     return batch
 
