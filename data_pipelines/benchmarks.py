@@ -78,11 +78,9 @@ def _abs(path: str) -> str:
 
 def _normalise(value: Any) -> Any:
   """JSON-stable form of an option value ('' means unset, tuples -> lists)."""
-  if value == "":
-    return None
   if isinstance(value, (tuple, list)):
     return [_normalise(v) for v in value]
-  return value
+  return None if value == "" else value
 
 
 def resolve_options(name: str, options: Optional[Mapping[str, Any]]

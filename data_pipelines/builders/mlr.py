@@ -57,17 +57,8 @@ class BuiltBenchmark:
 
 def draw_factor(seed: int, relative_path: str,
                 factors: Sequence[int] = DEFAULT_FACTORS) -> int:
-  """The seeded down-sampling factor of one image.
-
-  Args:
-    seed: the benchmark seed.
-    relative_path: the HR image's path relative to the dataset root, with
-      '/' separators.
-    factors: the factors to draw from.
-
-  Returns:
-    One of `factors`, uniformly distributed over images.
-  """
+  """The factor of an image (its path relative to the dataset root, '/'
+  separators): one of `factors`, uniformly distributed over images."""
   digest = hashlib.sha256(f"{seed}/{relative_path}".encode()).digest()
   return factors[int.from_bytes(digest, "big") % len(factors)]
 
@@ -266,8 +257,7 @@ def build_mlr(source: Benchmark, *, source_root: str, build_dir: str,
   Raises:
     BuildDirError: `build_dir` lies inside a protected folder, or the build
       folder holds a different build, or the dataset changed since.
-    UnreadableImageError: an HR image cannot be decoded (without
-      `skip_unreadable`).
+    UnreadableImageError: an HR image cannot be decoded.
     EmptySplitError, SplitError: a split is empty or a query identity has no
       gallery match once unreadable images are dropped.
   """

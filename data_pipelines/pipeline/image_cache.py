@@ -154,20 +154,11 @@ def record_images(records: Sequence[records_lib.ImageRecord], index: int,
                   image_size: tuple[int, int], lr_interpolation: str, *,
                   hr: bool, lr: bool
                   ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-  """Record `index`'s HR and LR images at the network size, those asked for.
+  """Record `index`'s (HR, LR) uint8 images at `image_size`, None if not asked.
 
-  Args:
-    records: the records.
-    index: which record.
-    source: item i holds record i's images; None: read the files.
-    image_size: network size (H, W).
-    lr_interpolation: 'bilinear' or 'bicubic' for the LR image; the HR image
-      is resized bilinearly (torchvision's Resize default).
-    hr: decode the HR image.
-    lr: decode the LR image.
-
-  Returns:
-    (HR, LR) uint8 (H, W, 3) arrays, None where not asked for.
+  Images come from `source` (item i holds record i's) or, without one, from
+  the files. HR is resized bilinearly (torchvision's Resize default), LR
+  with `lr_interpolation`.
   """
   record = records[index]
   if source is None:
@@ -183,16 +174,8 @@ def record_images(records: Sequence[records_lib.ImageRecord], index: int,
 
 def check_records(records: Sequence[records_lib.ImageRecord], with_lr: bool,
                   source: Optional[Sequence[Any]]) -> None:
-  """Rejects an empty split, missing LR versions and a misaligned source.
-
-  Args:
-    records: the split's records.
-    with_lr: whether every record needs an LR version.
-    source: the optional image source (must have one item per record).
-
-  Raises:
-    PipelineError: naming the cause (and the file, for a missing LR version).
-  """
+  """PipelineError for an empty split, a record without the LR version
+  `with_lr` needs (naming its file) or a source of another length."""
   if not records:
     raise PipelineError("no records: the split is empty")
   if with_lr:

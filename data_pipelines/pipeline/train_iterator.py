@@ -11,6 +11,7 @@ striding then cannot mix batches).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from typing import Any, Iterator, Optional, Sequence
@@ -29,58 +30,55 @@ from data_pipelines.pipeline import transforms
 _LAST_STEP = 2**62
 
 
+@dataclasses.dataclass
 class _TrainBatchLoader:
   """grain map function: global step -> this shard's batch."""
-
-  def __init__(self, images: image_cache.ImageArray, pids: np.ndarray,
-               labels: np.ndarray, p: int, k: int, seed: int,
-               steps_per_epoch: int, with_lr: bool, rows: slice, pad: int,
-               sampled: np.ndarray, has_hr: np.ndarray):
-    self._images = images
-    self._pad = pad
-    self._pids = pids
-    self._labels = labels
-    # Positions (into the records) the sampler draws from, and their pids.
-    self._sampled = sampled
-    self._sampled_pids = pids[sampled]
-    self._has_hr = has_hr
-    self._p, self._k, self._seed = p, k, seed
-    self._steps_per_epoch = steps_per_epoch
-    self._with_lr = with_lr
-    self._rows = rows
-    self._plans: dict[int, np.ndarray] = {}
+  images: image_cache.ImageArray
+  pids: np.ndarray
+  labels: np.ndarray
+  p: int
+  k: int
+  seed: int
+  steps_per_epoch: int
+  with_lr: bool
+  rows: slice  # this shard's rows of the global batch
+  pad: int
+  sampled: np.ndarray  # positions (into the records) the sampler draws from
+  has_hr: np.ndarray
+  plans: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
   def _plan(self, epoch: int) -> np.ndarray:
     # Steps arrive nearly in order: keep this epoch's plan and the newest
     # other one. grain calls this from several read threads; the dict is
     # replaced, never changed, so they need no lock (a plan lost to a race
     # is only recomputed: it is a pure function).
-    plans = self._plans
+    plans = self.plans
     if epoch not in plans:
       plans = {**{e: plans[e] for e in sorted(plans)[-1:]},
-               epoch: self._sampled[sampler.pk_epoch_plan(
-                   self._sampled_pids, self._p, self._k, self._seed, epoch)]}
-      self._plans = plans
+               epoch: self.sampled[sampler.pk_epoch_plan(
+                   self.pids[self.sampled], self.p, self.k, self.seed,
+                   epoch)]}
+      self.plans = plans
     return plans[epoch]
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
-    epoch, row = divmod(int(step), self._steps_per_epoch)
+    epoch, row = divmod(int(step), self.steps_per_epoch)
     indices = self._plan(epoch)[row]
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence(
-        [self._seed, sampler.AUGMENT_STREAM, epoch, row])))
-    params = transforms.sample_crop_params(rng, len(indices), pad=self._pad)
-    params = transforms.CropParams(*(a[self._rows] for a in params))
-    indices = indices[self._rows]
-    images = self._images.array
+        [self.seed, sampler.AUGMENT_STREAM, epoch, row])))
+    params = transforms.sample_crop_params(rng, len(indices), pad=self.pad)
+    params = transforms.CropParams(*(a[self.rows] for a in params))
+    indices = indices[self.rows]
+    images = self.images.array
     batch = {"hr": transforms.flip_pad_crop(images[0], indices, params,
-                                            pad=self._pad)}
-    if self._with_lr:
+                                            pad=self.pad)}
+    if self.with_lr:
       batch["lr"] = transforms.flip_pad_crop(images[1], indices, params,
-                                             pad=self._pad)
-    batch["label"] = self._labels[indices]
-    batch["pid"] = self._pids[indices].astype(np.int32)
-    if self._with_lr:
-      batch["has_hr"] = self._has_hr[indices]
+                                             pad=self.pad)
+    batch["label"] = self.labels[indices]
+    batch["pid"] = self.pids[indices].astype(np.int32)
+    if self.with_lr:
+      batch["has_hr"] = self.has_hr[indices]
     return batch
 
 

@@ -112,17 +112,9 @@ def sample_crop_params(rng: np.random.Generator, batch_size: int,
 
 def flip_pad_crop(images: np.ndarray, indices: Sequence[int], params: CropParams,
                   pad: int = PAD) -> np.ndarray:
-  """Flips, zero-pads and crops images[indices] back to their size.
-
-  Args:
-    images: uint8 (N, H, W, C) source images (may be memory-mapped).
-    indices: which source image each output example uses.
-    params: one flip / top / left per output example.
-    pad: the zero padding on each side.
-
-  Returns:
-    uint8 (len(indices), H, W, C).
-  """
+  """uint8 (len(indices), H, W, C): images[indices] flipped, zero-padded by
+  `pad` and cropped back to (H, W), one `params` entry per output example
+  (`images` may be memory-mapped)."""
   _, height, width, channels = images.shape
   out = np.zeros((len(indices), height, width, channels), np.uint8)
   for b, index in enumerate(indices):

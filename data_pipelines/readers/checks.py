@@ -27,38 +27,23 @@ def list_names(names: Sequence[object], limit: int = 10) -> str:
   return shown
 
 
-def _subfolders(root: str) -> list[str]:
-  try:
-    children = sorted(os.listdir(root))
-  except OSError:
-    return []
-  return [os.path.join(root, c) for c in children
-          if os.path.isdir(os.path.join(root, c))]
-
-
 def layout_error(root: str, problem: str, tree: str,
                  is_root: Optional[Callable[[str], bool]] = None
                  ) -> DatasetLayoutError:
-  """`problem`, what `root` holds and the expected `tree`.
+  """The error saying `problem`, what `root` holds and the expected `tree`.
 
-  Args:
-    root: the folder the user gave.
-    problem: what is wrong, naming `root`.
-    tree: the expected layout.
-    is_root: tells a sub-folder that holds the dataset (the user pointed at
-      its parent); the first one found is suggested.
-
-  Returns:
-    The DatasetLayoutError to raise.
+  The first sub-folder of `root` for which `is_root` holds is suggested as
+  the root (the user pointed at its parent).
   """
   try:
-    entries = sorted(os.listdir(root))
-    found = list_names([e + "/" * os.path.isdir(os.path.join(root, e))
-                        for e in entries]) or "(empty)"
+    entries = [os.path.join(root, e) for e in sorted(os.listdir(root))]
   except OSError as e:
-    found = f"(cannot list: {e})"
-  hint = next((f"\nDid you mean root={sub} ?" for sub in _subfolders(root)
-               if is_root and is_root(sub)), "")
+    entries, found = [], f"(cannot list: {e})"
+  else:
+    found = list_names([os.path.basename(e) + "/" * os.path.isdir(e)
+                        for e in entries]) or "(empty)"
+  hint = next((f"\nDid you mean root={sub} ?" for sub in entries
+               if is_root and os.path.isdir(sub) and is_root(sub)), "")
   return DatasetLayoutError(
       f"{problem}.\nFound: {found}\nExpected:\n{tree}{hint}")
 
@@ -147,21 +132,12 @@ def known_ids(test_ids: Iterable[int], known: Iterable[int], dataset: str,
 def check_gallery_matches(query: Iterable[ImageRecord],
                           gallery: Iterable[ImageRecord], dataset: str, *,
                           by_image: bool = False) -> None:
-  """Every query identity needs a gallery image the evaluation counts.
+  """Raises SplitError naming the query identities without a gallery match.
 
-  That is a gallery image of its identity from another camera (torchreid
+  A match is a gallery image of the identity from another camera (torchreid
   drops those of the query's identity and camera), or with `by_image` (data
   without cameras) any image but the query itself. A query identity without
   one could only be skipped, silently changing the protocol.
-
-  Args:
-    query: the query records.
-    gallery: the gallery records.
-    dataset: the benchmark name, for the message.
-    by_image: match by image instead of by camera.
-
-  Raises:
-    SplitError: naming the identities without a gallery match.
   """
   key = (lambda r: r.hr_path) if by_image else (lambda r: r.camid)
   gallery_keys: dict[int, set[object]] = {}

@@ -92,10 +92,9 @@ def _read_mat(mat_path: str, image_type: str):
           entries.append([f"{pair}_{person:03d}_{view}_{cell:02d}.png",
                           pid_of(pair, person), 2 * (pair - 1) + view - 1])
           images.append(np.ascontiguousarray(pixels.T).astype(np.uint8))
-    testsets = []
-    for ref in _cell_refs(mat["testsets"]):
-      rows = np.asarray(mat[ref][()]).T.reshape(-1, 2)
-      testsets.append(tuple(pid_of(int(p), int(k)) for p, k in rows))
+    testsets = [tuple(pid_of(int(p), int(k))
+                      for p, k in np.asarray(mat[ref][()]).T.reshape(-1, 2))
+                for ref in _cell_refs(mat["testsets"])]
   return entries, images, testsets
 
 

@@ -152,10 +152,8 @@ def _pick_queries(images: list[ImageRecord], wanted: int,
     candidate = images[index]
     chosen = {r.hr_path for r in queries} | {candidate.hr_path}
     gallery_cams = {r.camid for r in images if r.hr_path not in chosen}
-    if not gallery_cams:
-      continue
-    if has_cameras and any(
-        not gallery_cams - {r.camid} for r in queries + [candidate]):
+    if not gallery_cams or (has_cameras and any(
+        not gallery_cams - {r.camid} for r in queries + [candidate])):
       continue
     queries.append(candidate)
   return {r.hr_path for r in queries}
