@@ -142,7 +142,9 @@ def _market_source(name: str, root: Optional[str], options: dict[str, Any]
     query = tuple(r for r in query if r.camid in cameras)
   splits = {"train": hr.train, "query": query}
   lr_root = options["lr_root"]
-  for split in splits if lr_root else ():
+  if not lr_root:
+    return dataclasses.replace(hr, name=name, **splits), []
+  for split in splits:
     if split == "train" and not os.path.isdir(
         os.path.join(lr_root, market.SPLIT_DIRS["train"])):
       continue  # no pre-built training LR: the builder makes it
@@ -150,8 +152,7 @@ def _market_source(name: str, root: Optional[str], options: dict[str, Any]
     splits[split] = tuple(
         r._replace(lr_path=paired[r.hr_path][0],
                    lr_factor=paired[r.hr_path][1]) for r in splits[split])
-  return (dataclasses.replace(hr, name=name, **splits),
-          [lr_root] if lr_root else [])
+  return dataclasses.replace(hr, name=name, **splits), [lr_root]
 
 
 def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
@@ -164,14 +165,17 @@ def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
     raise ValueError(f"{name} has a single split; split_index must be 0, "
                      f"got {split_index}.")
   build_dir = _abs(build_dir)
-  lr_splits, source_root, protected = ("train", "query"), None, []
+  # The splits that get built LR versions: none on the HR-only sets; CAVIAR's
+  # queries are genuinely LR, so only its training images.
+  lr_splits = (() if name in _HR_ONLY else ("train",) if name == "caviar"
+               else ("train", "query"))
+  source_root, protected = None, []
   if name == "demo":
     from data_pipelines.builders import synthetic  # pylint: disable=g-import-not-at-top
     root = synthetic.generate_demo(
         os.path.join(build_dir, f"demo-source-seed{seed}"), seed)
   if name in _HR_ONLY + ("mlr_market1501", "mlr_dukemtmc", "demo"):
     source, protected = _market_source(name, root, options)
-    lr_splits = () if name in _HR_ONLY else lr_splits
   elif name == "mlr_cuhk03":
     data = cuhk03.extract_cuhk03(root, build_dir=build_dir,
                                  image_type=options["cuhk03_images"])
@@ -188,14 +192,12 @@ def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
         folder_reader.read_folder(root), seed=seed,
         train_fraction=options["train_fraction"],
         query_fraction=options["query_fraction"])
-  else:  # caviar: the query side is genuinely LR; only HR-camera training
-    # images get a built LR version.
+  else:
     source = caviar.caviar_split(
         caviar.read_caviar(root), seed=seed, trial=split_index,
         lr_camera=options["lr_camera"], test_ids=options["test_ids"],
         single_camera_train=options["single_camera_train"],
         genuine_lr_train=options["genuine_lr_train"])
-    lr_splits = ("train",)
   return mlr.build_mlr(
       source, source_root=source_root or _abs(root), build_dir=build_dir,
       build_name=build_name(name, seed, split_index, options),

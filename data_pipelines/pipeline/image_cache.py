@@ -74,7 +74,6 @@ def _build_image_array(load: Callable[[int], Sequence[np.ndarray]],
   An existing `cache_file` of the right shape is reused without decoding.
   PIL releases the GIL while decoding, so threads help.
   """
-  count = shape[1]
   if cache_file is not None and os.path.exists(cache_file):
     array = np.load(cache_file, mmap_mode="r")
     if array.shape == shape and array.dtype == np.uint8:
@@ -97,12 +96,8 @@ def _build_image_array(load: Callable[[int], Sequence[np.ndarray]],
       out[a, i] = image
 
   try:
-    if num_threads > 1 and count > 1:
-      with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-        list(pool.map(fill, range(count)))
-    else:
-      for i in range(count):
-        fill(i)
+    with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
+      list(pool.map(fill, range(shape[1])))
   except BaseException:
     if tmp_path is not None:
       out = None  # Drop the memory map before removing its file.
