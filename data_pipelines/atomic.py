@@ -2,14 +2,8 @@
 
 Every writer of a folder that other code trusts once it exists (exported
 variables, converted weights, MLR builds, the CUHK03 extraction, the demo
-set) goes through `atomic_directory`: the content is written into a private
-temporary sibling, and only a complete folder is renamed to the target. A
-crash or an exception leaves the target as it was (absent, or the previous
-version) and removes the temporary folder.
-
-It lives in the lowest layer, the data package, and imports nothing from
-the project, so data builders and the library above them (conversion,
-export) use the same helper.
+set) goes through `atomic_directory`. A crash or an exception leaves the
+target as it was (absent, or the previous version).
 """
 
 from __future__ import annotations

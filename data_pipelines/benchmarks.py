@@ -13,38 +13,16 @@
 | folder | readers/folder.py | all queries; all train | multi_shot |
 | demo | builders/synthetic.py | as mlr_market1501 | multi_shot |
 
-'demo' generates its Market-style HR set with
-`synthetic.generate_demo(out_dir, seed)` under the build dir, then is read
-like mlr_market1501.
+'demo' generates its Market-style HR set under the build dir first.
+MLR-Market / MLR-Duke: SPEC 5 says "images of one camera" are LR, but the
+distributed MLR folders (and published numbers) down-sample every query, so
+all queries are LR by default; `lr_query_cameras=[c, ...]` (0-based) keeps
+only those cameras' queries, for the one-camera reading.
 
-MLR-Market / MLR-Duke: SPEC 5 (after SING / CAD-Net) says "images of one
-camera" are LR, but the MLR folders the released code and other groups
-distribute down-sample every query image, and that is what published numbers
-were measured on; so all queries are LR by default and
-`lr_query_cameras=[c, ...]` (0-based) keeps only the queries of those
-cameras (all LR), for the one-camera reading. The gallery stays HR.
-
-Options (a mapping; unknown keys are an error listing the valid ones):
-  all:            skip_unreadable (False), factors ([2, 3, 4]; not for the
-                  HR-only sets)
-  Market/Duke/demo MLR: lr_query_cameras (None = all), lr_root (a pre-built
-                  MLR folder in Market layout, paired by file name; its
-                  bounding_box_train/ is used when present, else training
-                  LR images are built)
-  mlr_cuhk03:     cuhk03_images ('labeled' | 'detected'), lr_camera_in_pair
-                  (1 | 0), test_ids (explicit pids instead of testsets row)
-  mlr_viper:      lr_camera ('cam_b' | 'cam_a'), test_ids
-  caviar:         lr_camera ('auto' | 0 | 1), test_ids,
-                  single_camera_train (False: the 22 single-camera people
-                  do not train), genuine_lr_train (True: the training
-                  people's LR-camera images train L_ID only)
-  folder:         train_fraction (0.5, of the identities), query_fraction
-                  (0.2, of each test identity's images); your own data,
-                  ROOT/<identity>/<image> or ROOT/<camera>/<identity>/<image>
-
+Options: `DEFAULT_OPTIONS` (unknown keys are an error listing the valid ones).
 Builds go to `<build_dir>/<name>-seed<S>[-split<I>][-<hash of non-default
-options>]/` (see builders/mlr.py); the HR-only sets get a build too (a
-manifest, no images) so their images are checked once, not at every load.
+options>]/` (builders/mlr.py); the HR-only sets get a build too (a manifest,
+no images), so their images are checked once, not at every load.
 """
 
 from __future__ import annotations
@@ -67,7 +45,14 @@ from data_pipelines.records import Benchmark
 
 _COMMON = {"skip_unreadable": False}
 _MLR = {**_COMMON, "factors": list(mlr.DEFAULT_FACTORS)}
+# lr_root: a pre-built MLR folder in Market layout, paired by file name (its
+# bounding_box_train/ when present, else training LR images are built).
 _MARKET_MLR = {**_MLR, "lr_query_cameras": None, "lr_root": None}
+# test_ids: explicit test pids instead of the published or seeded ones.
+# caviar: single_camera_train adds the 22 single-camera people to training;
+# genuine_lr_train trains on the training people's LR-camera images (L_ID).
+# folder: the fractions of the identities that train, and of each test
+# identity's images that are queries.
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "market1501": dict(_COMMON),
     "dukemtmc": dict(_COMMON),
@@ -84,6 +69,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
 NAMES = tuple(DEFAULT_OPTIONS)
 # Sets with several published or seeded splits; the others have one.
 _SPLIT_SETS = ("mlr_cuhk03", "mlr_viper", "caviar")
+_HR_ONLY = ("market1501", "dukemtmc")
 
 
 def _abs(path: str) -> str:
@@ -92,11 +78,9 @@ def _abs(path: str) -> str:
 
 def _normalise(value: Any) -> Any:
   """JSON-stable form of an option value ('' means unset, tuples -> lists)."""
-  if value == "":
-    return None
   if isinstance(value, (tuple, list)):
     return [_normalise(v) for v in value]
-  return value
+  return None if value == "" else value
 
 
 def resolve_options(name: str, options: Optional[Mapping[str, Any]]
@@ -132,8 +116,7 @@ def resolve_options(name: str, options: Optional[Mapping[str, Any]]
 def build_name(name: str, seed: int, split_index: int,
                options: Mapping[str, Any]) -> str:
   """The build folder name: readable for defaults, hashed overrides."""
-  parts = [name] if name in ("market1501", "dukemtmc") else [
-      f"{name}-seed{seed}"]
+  parts = [name] if name in _HR_ONLY else [f"{name}-seed{seed}"]
   if name in _SPLIT_SETS:
     parts.append(f"split{split_index}")
   changed = {k: v for k, v in options.items()
@@ -145,39 +128,31 @@ def build_name(name: str, seed: int, split_index: int,
   return "-".join(parts)
 
 
-def _market_style(name: str, root: str, dataset: str, seed: int,
-                  options: dict[str, Any], build_dir: str, folder: str
-                  ) -> mlr.BuiltBenchmark:
+def _market_source(name: str, root: Optional[str], options: dict[str, Any]
+                   ) -> tuple[Benchmark, list[str]]:
+  """The Market-style records (LR queries and pre-built LR paired in) and the
+  user folders the build must stay out of."""
+  dataset = "dukemtmc" if name in ("dukemtmc", "mlr_dukemtmc") else "market1501"
   hr = market.read_market_layout(root, dataset)
-  root = _abs(root)
-  if name in ("market1501", "dukemtmc"):
-    return mlr.build_mlr(
-        hr, source_root=root, build_dir=build_dir, build_name=folder, seed=0,
-        lr_splits=(), options=options,
-        skip_unreadable=options["skip_unreadable"])
+  if name in _HR_ONLY:
+    return hr, []
   query = hr.query
   if options["lr_query_cameras"] is not None:
     cameras = set(options["lr_query_cameras"])
     query = tuple(r for r in query if r.camid in cameras)
   splits = {"train": hr.train, "query": query}
-  protected = []
-  if options["lr_root"]:
-    lr_root = options["lr_root"]
-    protected.append(lr_root)
-    for split in ("train", "query"):
-      if split == "train" and not os.path.isdir(
-          os.path.join(lr_root, market.SPLIT_DIRS["train"])):
-        continue  # no pre-built training LR: the builder makes it
-      paired = market.read_prebuilt_lr(lr_root, split, splits[split], dataset)
-      splits[split] = tuple(
-          r._replace(lr_path=paired[r.hr_path][0],
-                     lr_factor=paired[r.hr_path][1]) for r in splits[split])
-  source = dataclasses.replace(hr, name=name, **splits)
-  return mlr.build_mlr(
-      source, source_root=root, build_dir=build_dir, build_name=folder,
-      seed=seed, lr_splits=("train", "query"), options=options,
-      factors=options["factors"], skip_unreadable=options["skip_unreadable"],
-      protected_roots=protected)
+  lr_root = options["lr_root"]
+  if not lr_root:
+    return dataclasses.replace(hr, name=name, **splits), []
+  for split in splits:
+    if split == "train" and not os.path.isdir(
+        os.path.join(lr_root, market.SPLIT_DIRS["train"])):
+      continue  # no pre-built training LR: the builder makes it
+    paired = market.read_prebuilt_lr(lr_root, split, splits[split], dataset)
+    splits[split] = tuple(
+        r._replace(lr_path=paired[r.hr_path][0],
+                   lr_factor=paired[r.hr_path][1]) for r in splits[split])
+  return dataclasses.replace(hr, name=name, **splits), [lr_root]
 
 
 def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
@@ -190,55 +165,45 @@ def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
     raise ValueError(f"{name} has a single split; split_index must be 0, "
                      f"got {split_index}.")
   build_dir = _abs(build_dir)
-  folder = build_name(name, seed, split_index, options)
-  common = dict(build_dir=build_dir, build_name=folder, seed=seed,
-                options=options, factors=options.get("factors", (2, 3, 4)),
-                skip_unreadable=options["skip_unreadable"])
+  # The splits that get built LR versions: none on the HR-only sets; CAVIAR's
+  # queries are genuinely LR, so only its training images.
+  lr_splits = (() if name in _HR_ONLY else ("train",) if name == "caviar"
+               else ("train", "query"))
+  source_root, protected = None, []
   if name == "demo":
     from data_pipelines.builders import synthetic  # pylint: disable=g-import-not-at-top
-    demo_root = synthetic.generate_demo(
+    root = synthetic.generate_demo(
         os.path.join(build_dir, f"demo-source-seed{seed}"), seed)
-    return _market_style(name, demo_root, "market1501", seed, options,
-                         build_dir, folder)
-  if name in ("market1501", "mlr_market1501"):
-    return _market_style(name, root, "market1501", seed, options, build_dir,
-                         folder)
-  if name in ("dukemtmc", "mlr_dukemtmc"):
-    return _market_style(name, root, "dukemtmc", seed, options, build_dir,
-                         folder)
-  if name == "mlr_cuhk03":
+  if name in _HR_ONLY + ("mlr_market1501", "mlr_dukemtmc", "demo"):
+    source, protected = _market_source(name, root, options)
+  elif name == "mlr_cuhk03":
     data = cuhk03.extract_cuhk03(root, build_dir=build_dir,
                                  image_type=options["cuhk03_images"])
     source = cuhk03.cuhk03_split(
         data, split_index, lr_camera_in_pair=options["lr_camera_in_pair"],
         test_ids=options["test_ids"])
-    return mlr.build_mlr(
-        source, source_root=data.images_root, lr_splits=("train", "query"),
-        protected_roots=[_abs(root)], **common)
-  if name == "mlr_viper":
+    source_root, protected = data.images_root, [_abs(root)]
+  elif name == "mlr_viper":
     source = viper.viper_split(
         viper.read_viper(root), seed=seed, trial=split_index,
         lr_camera=options["lr_camera"], test_ids=options["test_ids"])
-    return mlr.build_mlr(
-        source, source_root=_abs(root),
-        lr_splits=("train", "query"), **common)
-  if name == "folder":
+  elif name == "folder":
     source = folder_reader.folder_split(
         folder_reader.read_folder(root), seed=seed,
         train_fraction=options["train_fraction"],
         query_fraction=options["query_fraction"])
-    return mlr.build_mlr(source, source_root=_abs(root),
-                         lr_splits=("train", "query"), **common)
-  # caviar: the query side is genuinely LR; only HR-camera training images
-  # get a built LR version.
-  source = caviar.caviar_split(
-      caviar.read_caviar(root), seed=seed, trial=split_index,
-      lr_camera=options["lr_camera"], test_ids=options["test_ids"],
-      single_camera_train=options["single_camera_train"],
-      genuine_lr_train=options["genuine_lr_train"])
+  else:
+    source = caviar.caviar_split(
+        caviar.read_caviar(root), seed=seed, trial=split_index,
+        lr_camera=options["lr_camera"], test_ids=options["test_ids"],
+        single_camera_train=options["single_camera_train"],
+        genuine_lr_train=options["genuine_lr_train"])
   return mlr.build_mlr(
-      source, source_root=_abs(root), lr_splits=("train",),
-      **common)
+      source, source_root=source_root or _abs(root), build_dir=build_dir,
+      build_name=build_name(name, seed, split_index, options),
+      seed=seed if lr_splits else 0, lr_splits=lr_splits, options=options,
+      factors=options.get("factors", mlr.DEFAULT_FACTORS),
+      skip_unreadable=options["skip_unreadable"], protected_roots=protected)
 
 
 def load_benchmark(name: str, root: Optional[str], *, build_dir: str,

@@ -1,9 +1,6 @@
 """The bad-input errors the data package raises, each with a message that
-names the cause (the flag, the folder, the file).
-
-Every type falls under `DATA_ERRORS`, which `pshrnet_jax.errors.INPUT_ERRORS`
-includes, so `main` prints these as one FATAL line. Imports nothing from the
-project: the data package is the lowest layer.
+names the cause (the flag, the folder, the file). `pshrnet_jax.errors`
+includes `DATA_ERRORS`, so `main` prints these as one FATAL line.
 """
 
 
@@ -44,8 +41,7 @@ class LRPairingError(DatasetError):
 
 
 class BuildDirError(DatasetError):
-  """The build directory is unusable (inside the source, or it holds a
-  different build)."""
+  """The build directory is unusable (inside the source, another build)."""
 
 
 class DemoSetMismatchError(DatasetError, FileExistsError):

@@ -46,7 +46,6 @@ class ImageRecord(NamedTuple):
 # the query image itself (any other image of the identity is a match).
 SAME_IDENTITY_SAME_CAMERA = "same_identity_same_camera"
 QUERY_IMAGE_ONLY = "query_image_only"
-GALLERY_EXCLUSIONS = (SAME_IDENTITY_SAME_CAMERA, QUERY_IMAGE_ONLY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +59,8 @@ class Benchmark:
     gallery: gallery images (HR).
     protocol: "multi_shot" (Market/Duke evaluation) or "single_shot" (one
       random gallery image per identity, averaged over trials).
-    gallery_exclusion: one of GALLERY_EXCLUSIONS; QUERY_IMAGE_ONLY for data
-      without camera ids (their records all have camid 0).
+    gallery_exclusion: SAME_IDENTITY_SAME_CAMERA, or QUERY_IMAGE_ONLY for
+      data without camera ids (their records all have camid 0).
   """
   name: str
   train: tuple[ImageRecord, ...]

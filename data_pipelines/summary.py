@@ -4,14 +4,11 @@
         [--build_dir=DIR] [--seed=0] [--split_index=0] [--option=key=value]... \
         [--json]
 
-For each split (train, query, gallery): the number of images, identities and
-cameras, the camera ids, and for splits with LR versions the count of images
-per down-sampling factor (0 = unknown, from a pre-built folder; 1 = genuine
-LR, not down-sampled); and the evaluation's `gallery_exclusion` rule
-("query_image_only" for data without cameras, whose camera ids are all 0).
-`--json` prints one JSON object, otherwise a table.
-The first run builds the benchmark into --build_dir (see benchmarks.py); a bad
-dataset copy is reported in one message on stderr, exit status 1.
+Per split: images, identities, cameras and, where there are LR versions, the
+images per down-sampling factor (0 = unknown, from a pre-built folder; 1 =
+genuine LR); and the evaluation's gallery_exclusion rule. The first run
+builds the benchmark (benchmarks.py); a bad dataset copy is reported in one
+message on stderr, exit status 1.
 """
 
 from __future__ import annotations
@@ -35,24 +32,17 @@ DEFAULT_BUILD_DIR = os.path.join("~", ".cache", "pshrnet_jax", "data")
 
 
 def split_summary(records: Sequence[ImageRecord]) -> dict[str, Any]:
-  """Counts for one split.
-
-  Args:
-    records: the split's records.
-
-  Returns:
-    {'images', 'identities', 'cameras', 'camera_ids'} and, when any record
-    has an LR version, 'lr_factors': {factor (str): image count}.
-  """
+  """{'images', 'identities', 'cameras', 'camera_ids'} of a split, and
+  'lr_factors' ({factor (str): image count}) when it has LR versions."""
   summary = {
       "images": len(records),
       "identities": len({r.pid for r in records}),
       "cameras": len({r.camid for r in records}),
       "camera_ids": sorted({r.camid for r in records}),
   }
-  lr = [r.lr_factor for r in records if r.lr_path is not None]
-  if lr:
-    counts = collections.Counter(lr)
+  counts = collections.Counter(r.lr_factor for r in records
+                               if r.lr_path is not None)
+  if counts:
     summary["lr_factors"] = {str(k): counts[k] for k in sorted(counts)}
   return summary
 
@@ -100,22 +90,20 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines this tool's flags on `flag_values`."""
+  fv = {"flag_values": flag_values}
   flags.DEFINE_enum("dataset", None, list(benchmarks.NAMES), "Benchmark name.",
-                    flag_values=flag_values)
+                    **fv)
   flags.DEFINE_string("root", None, "The dataset folder (published layout).",
-                      flag_values=flag_values)
+                      **fv)
   flags.DEFINE_string("build_dir", DEFAULT_BUILD_DIR,
-                      "Where built data (LR images, manifests) goes.",
-                      flag_values=flag_values)
-  flags.DEFINE_integer("seed", 0, "MLR / split seed.", flag_values=flag_values)
+                      "Where built data (LR images, manifests) goes.", **fv)
+  flags.DEFINE_integer("seed", 0, "MLR / split seed.", **fv)
   flags.DEFINE_integer("split_index", 0, "CUHK03 test set or trial index.",
-                       flag_values=flag_values)
+                       **fv)
   flags.DEFINE_multi_string(
       "option", [], "A benchmark option as key=value (JSON value or string), "
-      "e.g. lr_root=/data/MLR-Market, lr_query_cameras=[0].",
-      flag_values=flag_values)
-  flags.DEFINE_bool("json", False, "Print JSON instead of a table.",
-                    flag_values=flag_values)
+      "e.g. lr_root=/data/MLR-Market, lr_query_cameras=[0].", **fv)
+  flags.DEFINE_bool("json", False, "Print JSON instead of a table.", **fv)
 
 
 def run(dataset: str, root: str, *, build_dir: str, seed: int = 0,
@@ -124,12 +112,8 @@ def run(dataset: str, root: str, *, build_dir: str, seed: int = 0,
   """Loads (building if needed) a benchmark and returns its summary text.
 
   Args:
-    dataset: a registry name.
-    root: the dataset folder.
-    build_dir: where built data goes.
-    seed: MLR / split seed.
-    split_index: CUHK03 test set or trial index.
-    options: "key=value" option strings.
+    dataset, root, build_dir, seed, split_index: as the flags of those names.
+    options: "key=value" option strings (--option).
     as_json: JSON (sorted keys) instead of a table.
 
   Returns:

@@ -1,38 +1,19 @@
 """tensorflow-datasets builders writing re-ID benchmarks as ArrayRecord files.
 
-No TensorFlow is needed, to write or to read (measured with
-tensorflow-datasets 4.9.10): the builders live in a package (here), yield
-images as file paths (TFDS stores the encoded bytes as they are, never
-re-encodes), and are read back with `as_data_source()`, a
-random-access source that grain and `pipeline.make_train_iterator(...,
-source=...)` consume; images decode with PIL.
+No TensorFlow is needed to write or read: the builders live in a package,
+yield images as file paths (TFDS stores the encoded bytes as they are) and
+are read back with `as_data_source()`, a random-access source that grain and
+the pipelines consume (features: `_features`; 'lr' is a list of 0 or 1
+images, as a fixed feature set needs a way to say "absent"). Examples are
+written in record order (`disable_shuffling`), so item i of a split is record
+i ('index' is checked when read). A split with no records is not written
+(TFDS cannot write an empty split).
 
-Every split (train, query, gallery) has the features
-
-  'hr':        the HR image (the original file's bytes);
-  'lr':        a list of 0 or 1 images: the LR version when the record has one
-               (a fixed feature set needs a way to say "absent");
-  'pid', 'camid', 'lr_factor', 'index' (position in the Benchmark's split):
-               int64 scalars;
-  'file_name': the HR file's base name.
-
-Examples are written in record order (`disable_shuffling`), so item i of a
-split is record i and the pipeline's records and source line up (the 'index'
-feature is checked when read). A split with no records is not written (TFDS
-cannot write an empty split).
-
-Builders:
-  `ReidBenchmark(benchmark=...)`: any `records.Benchmark`; its builder config
-      is named after the benchmark and a hash of its records, so a changed
-      split builds a new dataset next to the old one.
-  `prepare_benchmark_source(benchmark, data_dir)`: builds that on first use,
-      reuses it afterwards, and returns the data sources per split.
-  `MlrMarket1501`, `MlrDukemtmc`, `MlrCuhk03`, `MlrViper`, `Caviar`,
-  `Market1501`, `Dukemtmc`: manual-download builders; the user's copy of the
-      published layout is the manual dir, and
-      `benchmarks.load_benchmark(name, manual_dir, build_dir=..., seed=...,
-      split_index=...)` reads (and for MLR sets builds) it. Choose the seed
-      and trial with `config=ReidBuilderConfig.make(seed, split_index)`.
+`ReidBenchmark` / `prepare_benchmark_source` write any `records.Benchmark`;
+`MlrMarket1501` ... `Dukemtmc` are manual-download builders: the user's copy
+of the published layout is the manual dir, read by
+`benchmarks.load_benchmark` with `config=ReidBuilderConfig.make(seed,
+split_index)`.
 """
 
 from __future__ import annotations
@@ -118,19 +99,8 @@ class _BenchmarkBuilderBase(tfds.core.GeneratorBasedBuilder,
     return _examples(records)
 
 
-def _config_name(text: str) -> str:
-  return re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_") or "benchmark"
-
-
 def benchmark_key(benchmark: records_lib.Benchmark) -> str:
-  """Hash of a benchmark's records and their file sizes.
-
-  Args:
-    benchmark: the benchmark.
-
-  Returns:
-    20 hex digits; changes when a record or an image file's size changes.
-  """
+  """20 hex digits hashing the records and their image files' sizes."""
   parts: list[Any] = [benchmark.name, benchmark.protocol]
   for split in SPLITS:
     for record in getattr(benchmark, split):
@@ -150,16 +120,17 @@ class ReidBenchmark(_BenchmarkBuilderBase):
     """Builder for `benchmark`, or for reading an existing config.
 
     Args:
-      benchmark: the records to write. Needed to build; reading a prepared
-        dataset works without it given the `config` name.
-      config: a config name or BuilderConfig; default: named after the
-        benchmark and `benchmark_key(benchmark)`.
+      benchmark: the records to write; reading a prepared dataset works
+        without it given the `config` name.
+      config: a config name or BuilderConfig; default: the benchmark's name
+        and `benchmark_key(benchmark)`, so changed records build anew.
       **kwargs: `data_dir` and other `GeneratorBasedBuilder` arguments.
     """
     if config is None:
       if benchmark is None:
         raise ValueError("ReidBenchmark needs a benchmark or a config name")
-      config = f"{_config_name(benchmark.name)}_{benchmark_key(benchmark)}"
+      name = re.sub(r"[^A-Za-z0-9_]+", "_", benchmark.name).strip("_")
+      config = f"{name or 'benchmark'}_{benchmark_key(benchmark)}"
     if isinstance(config, str):
       config = tfds.core.BuilderConfig(name=config)
     self._records = benchmark
@@ -211,17 +182,8 @@ class ReidBuilderConfig(tfds.core.BuilderConfig):
   def make(cls, seed: int = 0, split_index: int = 0,
            options: Optional[dict[str, Any]] = None,
            name: Optional[str] = None) -> ReidBuilderConfig:
-    """A config, named `seed{seed}_split{split_index}` unless `name` is given.
-
-    Args:
-      seed: the seed.
-      split_index: the trial.
-      options: per-benchmark options, or None.
-      name: the config (folder) name; needed when options are given.
-
-    Returns:
-      The config.
-    """
+    """A config named `seed{seed}_split{split_index}`, or `name` (needed
+    with options)."""
     if options and not name:
       raise ValueError("name the config when passing options, so builds "
                        "with different options do not share a folder")
@@ -230,9 +192,9 @@ class ReidBuilderConfig(tfds.core.BuilderConfig):
 
 
 class _PublishedBenchmarkBuilder(_BenchmarkBuilderBase, skip_registration=True):
-  """A benchmark read from the user's copy (the manual dir)."""
+  """A benchmark read from the user's copy (the manual dir); the builder's
+  name (from the class name) is its `benchmarks.load_benchmark` name."""
 
-  BENCHMARK_NAME = ""  # the `benchmarks.load_benchmark` name
   BUILDER_CONFIGS = [ReidBuilderConfig.make(0, 0)]
 
   def _benchmark(self, dl_manager) -> records_lib.Benchmark:
@@ -241,48 +203,34 @@ class _PublishedBenchmarkBuilder(_BenchmarkBuilderBase, skip_registration=True):
     config = self.builder_config
     build_dir = os.path.join(os.fspath(dl_manager.download_dir), "mlr_build")
     return benchmarks.load_benchmark(
-        self.BENCHMARK_NAME, os.fspath(dl_manager.manual_dir),
+        self.name, os.fspath(dl_manager.manual_dir),
         build_dir=build_dir, seed=config.seed, split_index=config.split_index,
         options=config.options)
 
 
 class MlrMarket1501(_PublishedBenchmarkBuilder):
   """MLR-Market-1501 (SPEC 5)."""
-  name = "mlr_market1501"
-  BENCHMARK_NAME = "mlr_market1501"
 
 
 class MlrDukemtmc(_PublishedBenchmarkBuilder):
   """MLR-DukeMTMC-reID (SPEC 5)."""
-  name = "mlr_dukemtmc"
-  BENCHMARK_NAME = "mlr_dukemtmc"
 
 
 class MlrCuhk03(_PublishedBenchmarkBuilder):
-  """MLR-CUHK03 (SPEC 5)."""
-  name = "mlr_cuhk03"
-  BENCHMARK_NAME = "mlr_cuhk03"
+  """MLR-CUHK03 (SPEC 5): choose the test set with the config's split_index."""
 
 
 class MlrViper(_PublishedBenchmarkBuilder):
   """MLR-VIPeR (SPEC 5): choose the trial with the config's split_index."""
-  name = "mlr_viper"
-  BENCHMARK_NAME = "mlr_viper"
 
 
 class Caviar(_PublishedBenchmarkBuilder):
   """CAVIAR4REID (SPEC 5): choose the trial with the config's split_index."""
-  name = "caviar"
-  BENCHMARK_NAME = "caviar"
 
 
 class Market1501(_PublishedBenchmarkBuilder):
   """HR Market-1501 (paper Table VI)."""
-  name = "market1501"
-  BENCHMARK_NAME = "market1501"
 
 
 class Dukemtmc(_PublishedBenchmarkBuilder):
   """HR DukeMTMC-reID (paper Table VI)."""
-  name = "dukemtmc"
-  BENCHMARK_NAME = "dukemtmc"

@@ -148,7 +148,7 @@ def test_worker_processes_give_identical_batches(records, reference_run):
     iterator.close()
   # Workers share a memory-mapped cache in a temporary folder, removed with
   # the iterator.
-  cache_path = iterator._loader._images.path  # pylint: disable=protected-access
+  cache_path = iterator._loader.images.path  # pylint: disable=protected-access
   assert os.path.isfile(cache_path)
   del iterator
   gc.collect()
@@ -223,7 +223,7 @@ def test_disk_cache_is_reused_and_pickles_as_a_path(records, reference_run,
   again = pipeline.make_train_iterator(records, image_size=_SIZE, p=2, k=3,
                                        seed=5, cache_dir=str(tmp_path))
   _assert_same(_batches(again, 2), expected[:2])
-  images = again._loader._images  # pylint: disable=protected-access
+  images = again._loader.images  # pylint: disable=protected-access
   pickled = pickle.dumps(images)
   assert len(pickled) < 1000
   np.testing.assert_array_equal(pickle.loads(pickled).array, images.array)

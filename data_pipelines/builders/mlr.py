@@ -1,37 +1,23 @@
 """The seeded MLR builder: LR versions of HR originals, with a manifest.
 
-The cross-resolution ("MLR") benchmarks are the HR originals with their LR
-side down-sampled by a factor r drawn per image from {2, 3, 4} (SING, AAAI
-2018; CAD-Net, ICCV 2019). Nobody published how the draw was made, so the
-sets could not be rebuilt; here it is a pure function of (seed, the image's
-path relative to the dataset root):
+The down-sampling factor of an image is a pure function of (seed, its path
+relative to the dataset root), so it never depends on which other images
+exist or on the split:
 
     r = factors[int(sha256(f"{seed}/{relative_path}")) % len(factors)]
 
-so one image's factor never depends on which other images exist or on the
-split. Down-sampling: PIL bicubic (antialiased) to (ceil(W/r), ceil(H/r)), the
-output size of MATLAB's `imresize(img, 1/r)` that the original recipe used;
-the LR image is saved at that small size as lossless PNG.
+The LR image is PIL bicubic (antialiased) at (ceil(W/r), ceil(H/r)), MATLAB
+`imresize(img, 1/r)`'s output size that the original recipe used, saved as
+lossless PNG. A build lives in `<build_dir>/<build_name>/`:
 
-Which images get an LR version is the caller's choice (see benchmarks.py):
-every record of the `lr_splits` that has no `lr_path` yet. Records that
-already carry one (a pre-built MLR folder, CAVIAR's genuine LR camera) are
-kept and only recorded.
-
-A build lives in `<build_dir>/<build_name>/`:
-
-    manifest.json        dataset, seed, options, builder version, the split
-                         identity lists, image -> factor, sha256 of every file
+    manifest.json        the key (dataset, seed, options, factors, builder
+                         version), the split identity lists, image -> factor,
+                         sha256 of every file
     lr/<relative path of the HR image, ending .png>
 
-It is written to a temporary sibling folder and renamed when complete, so an
-interrupted build leaves nothing that looks finished. A finished build with
-the same key (dataset, seed, options, factors, builder version) is reused; a
-different key in the same folder is an error, never overwritten. The build
-directory may not lie inside the user's dataset folders: nothing the user
-owns is modified. Every HR image is decoded once at build time; an unreadable
-one is an error, or with `skip_unreadable` is dropped and counted (the
-manifest lists them).
+It is written atomically; a finished build with the same key is reused, one
+with another key is an error, never overwritten. Nothing is written inside
+the user's dataset folders.
 """
 
 from __future__ import annotations
@@ -52,7 +38,7 @@ from PIL import Image
 from data_pipelines import atomic
 from data_pipelines import errors
 from data_pipelines.readers import checks
-from data_pipelines.records import Benchmark, ImageRecord
+from data_pipelines.records import Benchmark
 from data_pipelines.records import QUERY_IMAGE_ONLY
 
 BUILDER_VERSION = 1
@@ -71,17 +57,8 @@ class BuiltBenchmark:
 
 def draw_factor(seed: int, relative_path: str,
                 factors: Sequence[int] = DEFAULT_FACTORS) -> int:
-  """The seeded down-sampling factor of one image.
-
-  Args:
-    seed: the benchmark seed.
-    relative_path: the HR image's path relative to the dataset root, with
-      '/' separators.
-    factors: the factors to draw from.
-
-  Returns:
-    One of `factors`, uniformly distributed over images.
-  """
+  """The factor of an image (its path relative to the dataset root, '/'
+  separators): one of `factors`, uniformly distributed over images."""
   digest = hashlib.sha256(f"{seed}/{relative_path}".encode()).digest()
   return factors[int.from_bytes(digest, "big") % len(factors)]
 
@@ -103,32 +80,25 @@ def _relative(path: str, root: str) -> str:
   return rel.replace(os.sep, "/")
 
 
-def _inside(path: str, root: str) -> bool:
-  path, root = os.path.realpath(path), os.path.realpath(root)
-  return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _lr_relative(hr_relative: str) -> str:
-  return "lr/" + os.path.splitext(hr_relative)[0] + ".png"
-
-
-def _process(record: ImageRecord, lr_abs: Optional[str], factor: int
-             ) -> tuple[Optional[str], Optional[str]]:
-  """Decodes one HR image and writes its LR version when asked.
+def _process(item, tmp: str) -> tuple[Optional[str], Optional[str]]:
+  """Decodes a planned HR image and writes its LR version (if any) in `tmp`.
 
   Returns:
     (error message or None, sha256 of the written LR file or None).
   """
+  record, _, lr_rel, factor = item
   try:
     with Image.open(record.hr_path) as image:
       image = image.convert("RGB")
   except (OSError, ValueError) as e:
     return f"{record.hr_path}: {e}", None
-  if lr_abs is None:
+  if lr_rel is None:
     return None, None
   buffer = io.BytesIO()
   downsample(image, factor).save(buffer, format="PNG")
   data = buffer.getvalue()
+  lr_abs = os.path.join(tmp, lr_rel)
+  os.makedirs(os.path.dirname(lr_abs), exist_ok=True)
   with open(lr_abs, "wb") as f:
     f.write(data)
   return None, hashlib.sha256(data).hexdigest()
@@ -137,17 +107,15 @@ def _process(record: ImageRecord, lr_abs: Optional[str], factor: int
 def _plan(source: Benchmark, source_root: str, seed: int,
           lr_splits: Sequence[str], factors: Sequence[int]):
   """What each record becomes: {split: [(record, hr_rel, lr_rel|None, r)]}."""
-  plan = {}
+  plan = {split: [] for split in SPLITS}
   for split in SPLITS:
-    items = []
     for record in getattr(source, split):
       rel = _relative(record.hr_path, source_root)
       if split in lr_splits and record.lr_path is None:
-        items.append((record, rel, _lr_relative(rel),
-                      draw_factor(seed, rel, factors)))
+        plan[split].append((record, rel, "lr/" + os.path.splitext(rel)[0]
+                            + ".png", draw_factor(seed, rel, factors)))
       else:
-        items.append((record, rel, None, record.lr_factor))
-    plan[split] = items
+        plan[split].append((record, rel, None, record.lr_factor))
   return plan
 
 
@@ -170,32 +138,24 @@ def _finish(source: Benchmark, plan, build_path: str, source_root: str,
         # to the dataset root when inside it, so the manifest holds no
         # machine-specific paths for them.
         given = (_relative(record.lr_path, source_root)
-                 if _inside(record.lr_path, source_root) else record.lr_path)
+                 if checks.is_inside(record.lr_path, source_root)
+                 else record.lr_path)
         images[rel] = {"factor": record.lr_factor, "lr": given,
                        "origin": "given"}
       records.append(record)
     checks.require_nonempty(split, records, source.name)
     splits[split] = tuple(records)
     identities[split] = sorted({r.pid for r in records})
-  if source.gallery_exclusion == QUERY_IMAGE_ONLY:
-    checks.check_gallery_matches(
-        ((r.pid, r.hr_path) for r in splits["query"]),
-        ((r.pid, r.hr_path) for r in splits["gallery"]), source.name,
-        removed="other than the query itself")
-  else:
-    checks.check_gallery_matches(
-        ((r.pid, r.camid) for r in splits["query"]),
-        ((r.pid, r.camid) for r in splits["gallery"]), source.name)
+  checks.check_gallery_matches(
+      splits["query"], splits["gallery"], source.name,
+      by_image=source.gallery_exclusion == QUERY_IMAGE_ONLY)
   benchmark = dataclasses.replace(source, **splits)
   return benchmark, {"identities": identities, "lr_images": images,
                      "skipped_unreadable": sorted(skipped)}
 
 
-def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]
-                         ) -> str:
-  keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-  return "; ".join(f"{k}: built {old.get(k)!r}, requested {new.get(k)!r}"
-                   for k in keys)
+def _changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
 def _reuse(source: Benchmark, plan, build_path: str, source_root: str,
@@ -209,15 +169,16 @@ def _reuse(source: Benchmark, plan, build_path: str, source_root: str,
         f"{build_path} exists but its manifest cannot be read ({e}); it is "
         f"not a complete build. Remove it or choose another build_dir.") from e
   if manifest.get("key") != key:
+    old = manifest.get("key", {})
     raise errors.BuildDirError(
         f"{build_path} holds a different build ("
-        f"{_describe_difference(manifest.get('key', {}), key)}). It is not "
-        f"overwritten: choose another build_dir or remove it.")
+        + "; ".join(f"{k}: built {old.get(k)!r}, requested {key.get(k)!r}"
+                    for k in _changed(old, key))
+        + "). It is not overwritten: choose another build_dir or remove it.")
   benchmark, data = _finish(source, plan, build_path, source_root,
                             set(manifest.get("skipped_unreadable", [])))
   if data["lr_images"] != manifest.get("lr_images"):
-    old, new = manifest.get("lr_images", {}), data["lr_images"]
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    changed = _changed(manifest.get("lr_images", {}), data["lr_images"])
     raise errors.BuildDirError(
         f"The dataset changed since {build_path} was built: "
         f"{len(changed)} image(s) differ: {checks.list_names(changed)}. "
@@ -236,14 +197,8 @@ def _write_build(tmp: str, source: Benchmark, plan, build_path: str,
                  skip_unreadable: bool) -> tuple[Benchmark, dict[str, Any]]:
   """Down-samples the planned images into `tmp` and writes the manifest."""
   jobs = [item for split in SPLITS for item in plan[split]]
-  for _, _, lr_rel, _ in jobs:
-    if lr_rel is not None:
-      os.makedirs(os.path.dirname(os.path.join(tmp, lr_rel)), exist_ok=True)
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-    results = list(pool.map(
-        lambda item: _process(
-            item[0], None if item[2] is None
-            else os.path.join(tmp, item[2]), item[3]), jobs))
+    results = list(pool.map(lambda item: _process(item, tmp), jobs))
   failures = [(rel, msg) for (_, rel, _, _), (msg, _) in zip(jobs, results)
               if msg is not None]
   if failures and not skip_unreadable:
@@ -255,17 +210,11 @@ def _write_build(tmp: str, source: Benchmark, plan, build_path: str,
     logging.warning("%s: skipped %d unreadable image(s): %s", source.name,
                     len(failures),
                     checks.list_names([r for r, _ in failures]))
-  skipped = {rel for rel, _ in failures}
-  files = {lr_rel: digest for (_, rel, lr_rel, _), (_, digest)
-           in zip(jobs, results) if digest is not None and rel not in skipped}
-  for (_, rel, lr_rel, _) in jobs:
-    if rel in skipped and lr_rel is not None:
-      # Can only exist if a partially-decodable image produced output.
-      path = os.path.join(tmp, lr_rel)
-      if os.path.exists(path):
-        os.remove(path)
+  # An image that fails to decode has no LR file (_process writes none).
+  files = {lr_rel: digest for (_, _, lr_rel, _), (_, digest)
+           in zip(jobs, results) if digest is not None}
   benchmark, data = _finish(source, plan, build_path, source_root,
-                            skipped)
+                            {rel for rel, _ in failures})
   manifest = {"key": key, **data, "files": dict(sorted(files.items()))}
   with open(os.path.join(tmp, MANIFEST_NAME), "w") as f:
     json.dump(manifest, f, indent=1, sort_keys=True)
@@ -280,6 +229,11 @@ def build_mlr(source: Benchmark, *, source_root: str, build_dir: str,
               skip_unreadable: bool = False,
               protected_roots: Sequence[str] = ()) -> BuiltBenchmark:
   """Builds (or reuses) the LR side of a benchmark; see the module doc.
+
+  Which images get an LR version is the caller's choice: every record of
+  `lr_splits` without an `lr_path`. Records that carry one (a pre-built MLR
+  folder, CAVIAR's genuine LR camera) are kept and recorded. Every HR image
+  is decoded once here.
 
   Args:
     source: the benchmark with HR records (and any given LR versions).
@@ -303,8 +257,7 @@ def build_mlr(source: Benchmark, *, source_root: str, build_dir: str,
   Raises:
     BuildDirError: `build_dir` lies inside a protected folder, or the build
       folder holds a different build, or the dataset changed since.
-    UnreadableImageError: an HR image cannot be decoded (without
-      `skip_unreadable`).
+    UnreadableImageError: an HR image cannot be decoded.
     EmptySplitError, SplitError: a split is empty or a query identity has no
       gallery match once unreadable images are dropped.
   """
@@ -313,11 +266,7 @@ def build_mlr(source: Benchmark, *, source_root: str, build_dir: str,
     raise ValueError(f"factors must be integers >= 2, got {factors}")
   build_dir = os.path.abspath(os.path.expanduser(build_dir))
   source_root = os.path.abspath(source_root)
-  for root in (source_root, *protected_roots):
-    if root and _inside(build_dir, root):
-      raise errors.BuildDirError(
-          f"build_dir {build_dir} lies inside the dataset folder {root}; "
-          f"built data must go elsewhere (the dataset is never modified).")
+  checks.require_outside(build_dir, (source_root, *protected_roots))
   key = {"builder_version": BUILDER_VERSION, "dataset": source.name,
          "seed": seed, "factors": list(factors),
          "lr_splits": sorted(lr_splits), "skip_unreadable": skip_unreadable,
@@ -338,26 +287,3 @@ def build_mlr(source: Benchmark, *, source_root: str, build_dir: str,
                len(manifest["files"]), build_path)
   return BuiltBenchmark(benchmark, build_path, manifest)
 
-
-def verify_build(build_path: str) -> list[str]:
-  """Re-hashes every file a build wrote.
-
-  Args:
-    build_path: a build folder (holding manifest.json).
-
-  Returns:
-    The relative paths whose content is missing or differs from the manifest
-    (empty when the build is intact).
-  """
-  with open(os.path.join(build_path, MANIFEST_NAME)) as f:
-    manifest = json.load(f)
-  bad = []
-  for rel, digest in manifest["files"].items():
-    path = os.path.join(build_path, rel)
-    try:
-      with open(path, "rb") as f:
-        if hashlib.sha256(f.read()).hexdigest() != digest:
-          bad.append(rel)
-    except OSError:
-      bad.append(rel)
-  return bad

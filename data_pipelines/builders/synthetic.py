@@ -1,22 +1,15 @@
 """A built-in synthetic re-ID set: procedurally drawn people seen by cameras.
 
-`generate_demo` writes a Market-1501-style HR layout (`bounding_box_train/`,
-`query/`, `bounding_box_test/`, names `PPPP_cCsS_FFFFFF_BB.jpg`) that the demo
-config trains on without any download. The MLR builder later down-samples one
-camera's images; this module only draws the HR originals.
-
-How people and cameras are drawn: `synthetic_drawing.py`.
-
-Everything is a pure function of (seed, arguments): each image draws from its
-own `numpy` generator keyed by (seed, pid, camera, index), so the output is
-byte-identical on regeneration.
+`generate_demo` writes a Market-1501-style HR layout that the demo config
+trains on without any download (synthetic_drawing.py draws the people and
+cameras). Each image draws from its own generator keyed by (seed, pid,
+camera, index), so the output is byte-identical on regeneration.
 """
 
 from __future__ import annotations
 
 import json
 import os
-
 
 import numpy as np
 
@@ -27,11 +20,11 @@ from data_pipelines.errors import DemoSetMismatchError
 JPEG_QUALITY = 90
 # Bump when the drawing changes: an old set on disk is then reported, not
 # silently reused with different pixels.
-# 2: harder poses and light (shift, scale, poles, light ramps), drawn at the
-# network's 64x32 so that LR versions lose detail.
 GENERATOR_VERSION = 2
 MANIFEST_NAME = "synthetic_demo.json"
 SPLIT_DIRS = ("bounding_box_train", "query", "bounding_box_test")
+
+
 def _validate(seed: int, num_train_ids: int, num_test_ids: int,
               num_cameras: int, images_per_camera: int,
               image_size: tuple[int, int]) -> None:
@@ -110,10 +103,9 @@ def _write_images(root: str, seed: int, num_train_ids: int, num_test_ids: int,
         rng = np.random.default_rng([seed, 4, pid, cam, index])
         img = synthetic_drawing.render_image(people[pid - 1], cameras[cam],
                                              rng, image_size)
-        if pid not in test_pids:
-          split = "bounding_box_train"
-        else:  # One query per (identity, camera), the rest in the gallery.
-          split = "query" if index == 0 else "bounding_box_test"
+        # One query per test (identity, camera), the rest in the gallery.
+        split = ("bounding_box_train" if pid not in test_pids
+                 else "query" if index == 0 else "bounding_box_test")
         frame = ((pid - 1) * images_per_camera + index) * 5 + 1
         name = f"{pid:04d}_c{cam + 1}s1_{frame:06d}_01.jpg"
         img.save(os.path.join(root, split, name), "JPEG", quality=JPEG_QUALITY)
@@ -128,16 +120,11 @@ def generate_demo(out_dir: str, seed: int = 0, *, num_train_ids: int = 120,
   """Writes (or reuses) the synthetic demo set in Market-1501 HR layout.
 
   Identities 1..num_train_ids+num_test_ids are split at random (seeded) into
-  train and test. Every identity gets `images_per_camera` images from each of
-  `num_cameras` cameras. Train images go to `bounding_box_train/`; for a test
-  identity, the first image of each camera goes to `query/` and the rest to
-  `bounding_box_test/`, so each query has gallery matches in every other
-  camera. Names are `PPPP_cCsS_FFFFFF_BB.jpg` (camera 1-based, sequence 1).
-
-  The set is rendered into a temporary sibling folder and renamed into place,
-  so a crash never leaves a half-written out_dir. `synthetic_demo.json` in
-  out_dir records the arguments; a second call with the same arguments reuses
-  the set, different arguments raise `DemoSetMismatchError`.
+  train and test; each gets `images_per_camera` images from every camera.
+  For a test identity the first image of each camera is a query, the rest
+  gallery, so each query has gallery matches in every other camera. The set
+  is written atomically; `synthetic_demo.json` records the arguments, and a
+  second call with the same ones reuses the set.
 
   Args:
     out_dir: folder to create (or an empty one).

@@ -1,19 +1,11 @@
 """Drawing for the synthetic demo set: people, cameras, one image at a time.
 
-Identity lives in a few attributes drawn from small palettes (skin, hair,
-hat, shirt colour and pattern, logo, trousers/shorts/skirt, shoes, bag, body
-proportions), so several people share any single attribute and only the
-combination is unique. Cameras change what a colour histogram sees: their own
-background texture, lighting gain, contrast and colour cast, blur, person
-scale and the direction people walk past them (front or back view: a logo is
-only visible from the front, a backpack mostly from the back). Every image
-also gets its own shift, scale, mirror, stride, clutter, noise and a light
-ramp across the frame, which a global colour correction cannot undo: a
-matcher that compares whole-image pixels or colour histograms (evaluation/
-baselines.py) stays far below one that learns where the person is.
-
-`render_image(person, camera, rng, size)` is a pure function of its
-arguments; `synthetic.py` decides which images exist and writes them.
+Identity lives in a combination of attributes drawn from small palettes
+(several people share any one). Cameras change what a colour histogram sees
+(background, lighting, colour cast, blur, scale, front or back view), and
+every image gets its own shift, scale, mirror, clutter, noise and light ramp,
+so whole-image pixel or histogram matchers stay far below one that learns
+where the person is. `render_image` is a pure function of its arguments.
 """
 
 from __future__ import annotations

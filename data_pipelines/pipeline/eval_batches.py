@@ -1,15 +1,12 @@
 """grain evaluation batches: query or gallery records in fixed-size batches.
 
-`make_eval_batches(records, *, image_size, batch_size, ...)` yields batches
-{'image', 'hr' (with include_hr), 'pid', 'camid', 'lr_factor', 'index',
-'valid'} of exactly `batch_size` rows (the last one padded, `valid` False on
-padding), so one compiled feature function serves every batch. Images come
-from the record files or a random-access source, decoded anew each pass.
+Every batch has exactly `batch_size` rows (the last one padded), so one
+compiled feature function serves every batch.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from typing import Any, Iterator, Optional, Sequence
 
 import grain
@@ -21,82 +18,60 @@ from data_pipelines.pipeline import image_cache
 from data_pipelines.pipeline import transforms
 
 
+@dataclasses.dataclass
 class _EvalBatchLoader:
   """grain map function: batch number -> a padded evaluation batch."""
-
-  def __init__(self, records, image_size, batch_size, use_lr, include_hr,
-               lr_interpolation, source):
-    self._records = records
-    self._image_size = tuple(image_size)
-    self._batch_size = batch_size
-    self._use_lr = use_lr
-    self._include_hr = include_hr
-    self._lr_interpolation = lr_interpolation
-    self._source = source
-
-  def _images(self, i: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    record = self._records[i]
-    with_lr = self._use_lr and record.lr_path is not None
-    if self._source is None:
-      hr, lr = record.hr_path, record.lr_path
-    else:
-      hr, lr = image_cache.source_images(self._source[i], i, record, with_lr)
-    name = os.path.basename(record.hr_path)
-    hr_image = None
-    if self._include_hr or not with_lr:
-      hr_image = transforms.load_resized(hr, self._image_size, "bilinear",
-                                         what=f"HR image of {name}")
-    if with_lr:
-      image = transforms.load_resized(lr, self._image_size,
-                                      self._lr_interpolation,
-                                      what=f"LR image of {name}")
-    else:
-      image = hr_image
-    return image, hr_image
+  records: tuple[records_lib.ImageRecord, ...]
+  image_size: tuple[int, int]
+  batch_size: int
+  use_lr: bool
+  include_hr: bool
+  lr_interpolation: str
+  source: Optional[Sequence[Any]]
 
   def __call__(self, batch_index: int) -> dict[str, np.ndarray]:
-    size, (height, width) = self._batch_size, self._image_size
+    size, (height, width) = self.batch_size, self.image_size
     start = int(batch_index) * size
-    count = min(size, len(self._records) - start)
     batch = {"image": np.zeros((size, height, width, 3), np.uint8)}
-    if self._include_hr:
+    if self.include_hr:
       batch["hr"] = np.zeros((size, height, width, 3), np.uint8)
     # Padding rows: zero images, -1 everywhere (lr_factor 0 means "unknown"
     # in records.py, so padding must not use it), valid False.
     for key in ("pid", "camid", "index", "lr_factor"):
       batch[key] = np.full((size,), -1, np.int32)
     batch["valid"] = np.zeros((size,), bool)
-    for row in range(count):
-      i = start + row
-      record = self._records[i]
-      image, hr_image = self._images(i)
-      batch["image"][row] = image
-      if self._include_hr:
-        batch["hr"][row] = hr_image
+    for row, i in enumerate(range(start, min(start + size,
+                                             len(self.records)))):
+      record = self.records[i]
+      with_lr = self.use_lr and record.lr_path is not None
+      hr, lr = image_cache.record_images(
+          self.records, i, self.source, self.image_size,
+          self.lr_interpolation, hr=self.include_hr or not with_lr,
+          lr=with_lr)
+      batch["image"][row] = lr if with_lr else hr
+      if self.include_hr:
+        batch["hr"][row] = hr
       batch["pid"][row] = record.pid
       batch["camid"][row] = record.camid
       batch["index"][row] = i
-      batch["lr_factor"][row] = (
-          record.lr_factor if self._use_lr and record.lr_path is not None else 1)
+      batch["lr_factor"][row] = record.lr_factor if with_lr else 1
       batch["valid"][row] = True
     return batch
 
 
+@dataclasses.dataclass
 class EvalBatches:
   """A re-iterable sequence of fixed-size evaluation batches."""
-
-  def __init__(self, loader: _EvalBatchLoader, num_batches: int,
-               read_options: grain.ReadOptions):
-    self._loader = loader
-    self._num_batches = num_batches
-    self._read_options = read_options
+  loader: _EvalBatchLoader
+  num_batches: int
+  read_options: grain.ReadOptions
 
   def __len__(self) -> int:
-    return self._num_batches
+    return self.num_batches
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    dataset = grain.MapDataset.range(self._num_batches).map(self._loader)
-    return iter(dataset.to_iter_dataset(self._read_options))
+    dataset = grain.MapDataset.range(self.num_batches).map(self.loader)
+    return iter(dataset.to_iter_dataset(self.read_options))
 
 
 def make_eval_batches(
@@ -143,7 +118,7 @@ def make_eval_batches(
   transforms.interpolation_mode(lr_interpolation)
   if batch_size < 1:
     raise PipelineError(f"batch_size must be >= 1, got {batch_size}")
-  loader = _EvalBatchLoader(records, image_size, batch_size, use_lr,
+  loader = _EvalBatchLoader(records, tuple(image_size), batch_size, use_lr,
                             include_hr, lr_interpolation, source)
   num_batches = -(-len(records) // batch_size)
   return EvalBatches(loader, num_batches, grain.ReadOptions(

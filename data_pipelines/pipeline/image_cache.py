@@ -1,15 +1,12 @@
 """Decode and resize every image once, into a uint8 cache the pipelines slice.
 
-Decoding a JPEG and resizing it costs far more than the augmentation
-(300-700 images/s on 2 cores, measured) and is deterministic, so
-`build_record_images` does it once per record: HR resized (bilinear) to the network size, LR resized
-back up with the chosen interpolation, stacked into an (A, N, H, W, 3) uint8
-`ImageArray` held in memory or in a memory-mapped .npy file whose name hashes
-everything that determines its content (so a second run reuses it).
-
-Images come from the records' files, or from a random-access `source` aligned
-with the records (item i = record i), such as a TFDS split from
-tfds_builder: items with 'hr' and 'lr' (a list of 0 or 1 images), each
+Decoding and resizing cost far more than the augmentation and are
+deterministic, so `build_record_images` does them once per record into an
+(A, N, H, W, 3) uint8 `ImageArray`, in memory or in a memory-mapped .npy file
+named by a hash of everything that determines its content (a later run
+reuses it). Images come from the records' files or from a random-access
+`source` aligned with the records (item i = record i, e.g. a TFDS split from
+tfds_builder): items with 'hr' and 'lr' (a list of 0 or 1 images), each
 encoded bytes or a decoded uint8 array.
 """
 
@@ -23,11 +20,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from data_pipelines import records as records_lib
-from data_pipelines.pipeline import transforms
-
 from data_pipelines import errors
+from data_pipelines import records as records_lib
 from data_pipelines.errors import PipelineError
+from data_pipelines.pipeline import transforms
 
 
 class ImageArray:
@@ -43,16 +39,13 @@ class ImageArray:
     self.path = path
 
   def __getstate__(self) -> dict[str, Any]:
-    if self.path is not None:
-      return {"path": self.path}
-    return {"array": self.array, "path": None}
+    return ({"array": self.array, "path": None} if self.path is None
+            else {"path": self.path})
 
   def __setstate__(self, state: dict[str, Any]) -> None:
     self.path = state["path"]
-    if self.path is not None:
-      self.array = np.load(self.path, mmap_mode="r")
-    else:
-      self.array = state["array"]
+    self.array = (state["array"] if self.path is None
+                  else np.load(self.path, mmap_mode="r"))
 
 
 def cache_key(parts: Sequence[Any]) -> str:
@@ -73,27 +66,14 @@ def file_fingerprint(path: str) -> tuple[str, int, int]:
   return (path, stat.st_size, stat.st_mtime_ns)
 
 
-def build_image_array(load: Callable[[int], Sequence[np.ndarray]], count: int,
-                      kinds: int, image_size: tuple[int, int], *,
-                      cache_file: Optional[str] = None,
-                      num_threads: int = 2) -> ImageArray:
-  """Calls `load(i)` once per record and stacks the images it returns.
+def _build_image_array(load: Callable[[int], Sequence[np.ndarray]],
+                       shape: tuple[int, ...], cache_file: Optional[str],
+                       num_threads: int) -> ImageArray:
+  """Stacks `load(i)` (A images) for every record i into `shape`.
 
-  Args:
-    load: returns the `kinds` uint8 (H, W, 3) images of record i.
-    count: number of records N.
-    kinds: images per record A (1 for HR only, 2 for HR and LR).
-    image_size: (H, W).
-    cache_file: when given, the array lives in this .npy file (memory-mapped);
-      an existing file of the right shape is reused without decoding anything,
-      so callers put a hash of everything that determines the content in the
-      name.
-    num_threads: decoding threads (PIL releases the GIL while decoding).
-
-  Returns:
-    The (A, N, H, W, 3) images as an `ImageArray`.
+  An existing `cache_file` of the right shape is reused without decoding.
+  PIL releases the GIL while decoding, so threads help.
   """
-  shape = (kinds, count, image_size[0], image_size[1], 3)
   if cache_file is not None and os.path.exists(cache_file):
     array = np.load(cache_file, mmap_mode="r")
     if array.shape == shape and array.dtype == np.uint8:
@@ -112,20 +92,12 @@ def build_image_array(load: Callable[[int], Sequence[np.ndarray]], count: int,
     out = np.empty(shape, np.uint8)
 
   def fill(i: int, out: np.ndarray = out) -> None:
-    images = load(i)
-    for a in range(kinds):
-      if images[a].shape != shape[2:]:
-        raise ValueError(
-            f"record {i}: image shape {images[a].shape}, expected {shape[2:]}")
-      out[a, i] = images[a]
+    for a, image in enumerate(load(i)):
+      out[a, i] = image
 
   try:
-    if num_threads > 1 and count > 1:
-      with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-        list(pool.map(fill, range(count)))
-    else:
-      for i in range(count):
-        fill(i)
+    with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
+      list(pool.map(fill, range(shape[1])))
   except BaseException:
     if tmp_path is not None:
       out = None  # Drop the memory map before removing its file.
@@ -139,24 +111,12 @@ def build_image_array(load: Callable[[int], Sequence[np.ndarray]], count: int,
   return ImageArray(np.load(cache_file, mmap_mode="r"), cache_file)
 
 
-def source_images(item: Any, index: int, record: records_lib.ImageRecord,
-                  with_lr: bool) -> tuple[Any, Any]:
-  """The HR and LR image of a source item (TFDS features of tfds_builder).
+def _source_images(item: Any, index: int, record: records_lib.ImageRecord,
+                   with_lr: bool) -> tuple[Any, Any]:
+  """(hr, lr) of a source item; lr is None without with_lr.
 
   Items carrying 'index' / 'file_name' (tfds_builder's) are checked against
   the record, so a source of another split or order fails loudly.
-
-  Args:
-    item: the source's item for record `index`.
-    index: the record's position.
-    record: the record.
-    with_lr: whether the LR image is needed.
-
-  Returns:
-    (hr, lr): encoded bytes or decoded arrays; lr is None without with_lr.
-
-  Raises:
-    PipelineError: a missing image or a misaligned item.
   """
   try:
     hr = item["hr"]
@@ -184,50 +144,33 @@ def source_images(item: Any, index: int, record: records_lib.ImageRecord,
   return hr, lr
 
 
-class RecordImageLoader:
-  """Record i -> [HR, LR] at the network size, from files or a source.
+def record_images(records: Sequence[records_lib.ImageRecord], index: int,
+                  source: Optional[Sequence[Any]],
+                  image_size: tuple[int, int], lr_interpolation: str, *,
+                  hr: bool, lr: bool
+                  ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+  """Record `index`'s (HR, LR) uint8 images at `image_size`, None if not asked.
 
-  HR images are resized bilinearly (torchvision's Resize default), LR images
-  with the chosen interpolation.
+  Images come from `source` (item i holds record i's) or, without one, from
+  the files. HR is resized bilinearly (torchvision's Resize default), LR
+  with `lr_interpolation`.
   """
-
-  def __init__(self, records: Sequence[records_lib.ImageRecord],
-               image_size: tuple[int, int], with_lr: bool,
-               lr_interpolation: str, source: Optional[Sequence[Any]]):
-    self._records = records
-    self._image_size = image_size
-    self._with_lr = with_lr
-    self._lr_interpolation = lr_interpolation
-    self._source = source
-
-  def __call__(self, i: int) -> list[np.ndarray]:
-    record = self._records[i]
-    if self._source is None:
-      hr, lr = record.hr_path, record.lr_path
-    else:
-      hr, lr = source_images(self._source[i], i, record, self._with_lr)
-    name = os.path.basename(record.hr_path)
-    images = [transforms.load_resized(hr, self._image_size, "bilinear",
-                                      what=f"HR image of {name}")]
-    if self._with_lr:
-      images.append(transforms.load_resized(
-          lr, self._image_size, self._lr_interpolation,
-          what=f"LR image of {name}"))
-    return images
+  record = records[index]
+  if source is None:
+    hr_source, lr_source = record.hr_path, record.lr_path
+  else:
+    hr_source, lr_source = _source_images(source[index], index, record, lr)
+  name = os.path.basename(record.hr_path)
+  return (transforms.load_resized(hr_source, image_size, "bilinear",
+                                  what=f"HR image of {name}") if hr else None,
+          transforms.load_resized(lr_source, image_size, lr_interpolation,
+                                  what=f"LR image of {name}") if lr else None)
 
 
 def check_records(records: Sequence[records_lib.ImageRecord], with_lr: bool,
                   source: Optional[Sequence[Any]]) -> None:
-  """Rejects an empty split, missing LR versions and a misaligned source.
-
-  Args:
-    records: the split's records.
-    with_lr: whether every record needs an LR version.
-    source: the optional image source (must have one item per record).
-
-  Raises:
-    PipelineError: naming the cause (and the file, for a missing LR version).
-  """
+  """PipelineError for an empty split, a record without the LR version
+  `with_lr` needs (naming its file) or a source of another length."""
   if not records:
     raise PipelineError("no records: the split is empty")
   if with_lr:
@@ -274,8 +217,11 @@ def build_record_images(records: Sequence[records_lib.ImageRecord],
       files = ("source", tuple(records))
     key = cache_key([files, tuple(image_size), with_lr, lr_interpolation])
     cache_file = os.path.join(cache_dir, f"images_{key}.npy")
-  loader = RecordImageLoader(records, tuple(image_size), with_lr,
-                             lr_interpolation, source)
-  return build_image_array(
-      loader, len(records), 2 if with_lr else 1, tuple(image_size),
-      cache_file=cache_file, num_threads=num_threads)
+  image_size, kinds = tuple(image_size), 2 if with_lr else 1
+
+  def load(i: int) -> tuple[np.ndarray, ...]:
+    return record_images(records, i, source, image_size, lr_interpolation,
+                         hr=True, lr=with_lr)[:kinds]
+
+  return _build_image_array(load, (kinds, len(records), *image_size, 3),
+                            cache_file, num_threads)

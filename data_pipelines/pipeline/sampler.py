@@ -69,11 +69,6 @@ def _max_steps(counts: np.ndarray, p: int) -> int:
   return lo
 
 
-def _check_pk(p: int, k: int) -> None:
-  if p < 1 or k < 1:
-    raise SamplerError(f"P and K must be >= 1, got P={p}, K={k}")
-
-
 def steps_per_epoch(pids: Sequence[int], p: int, k: int) -> int:
   """Number of P x K steps in one epoch; independent of seed and epoch.
 
@@ -88,7 +83,8 @@ def steps_per_epoch(pids: Sequence[int], p: int, k: int) -> int:
   Raises:
     SamplerError: fewer than P distinct identities.
   """
-  _check_pk(p, k)
+  if p < 1 or k < 1:
+    raise SamplerError(f"P and K must be >= 1, got P={p}, K={k}")
   counts, _ = _group_counts(pids, k)
   if len(counts) < p:
     raise SamplerError(

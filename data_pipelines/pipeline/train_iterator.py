@@ -1,73 +1,19 @@
 """grain training input: P x K batches of paired HR/LR images, resumable.
 
-Training: `make_train_iterator(records, ...)` returns a `TrainIterator` that
-iterates forever over global steps and yields dicts of host numpy arrays
-
-  'hr':    uint8 (B_local, H, W, 3), the augmented HR images;
-  'lr':    uint8 (B_local, H, W, 3), their LR versions resized back to (H, W)
-           and augmented with the same flip / pad / crop (absent when
-           with_lr=False);
-  'label': int32 (B_local,), identities remapped to 0..M-1 in sorted pid order;
-  'pid':   int32 (B_local,), the original pids;
-  'has_hr': bool (B_local,), with_lr only: False for a pair without a real
-           HR original (a genuinely LR image paired with itself, CAVIAR's
-           LR camera), which the phase-2 step keeps out of L_SR and L_PS.
-
-With with_lr=False (phase 1: HR images only), records without an HR original
-are not sampled; the labels still cover every identity of `records`, so both
-phases of a run share one label map and M.
-
-Keywords of `make_train_iterator`:
-  image_size=(256, 128)  network size (H, W).
-  p=4, k=6               identities per batch, images per identity (sampler.py
-                         defines the epoch exactly).
-  seed=0                 drives the sampler and the augmentation.
-  with_lr=True           also produce 'lr' and 'has_hr'; every record needs an
-                         lr_path. False: HR images of the records with an
-                         HR original only.
-  lr_interpolation       'bilinear' (default, released code) or 'bicubic':
-                         how LR images are resized back to (H, W). HR images
-                         are resized bilinearly when not already (H, W).
-  shard_index=0, shard_count=1
-                         multi-host: process i gets rows
-                         [i * B / n, (i + 1) * B / n) of each global batch of
-                         B = p * k (B must divide evenly).
-  worker_count=0         grain worker processes (0: threads in this process).
-  start_step=0           first global step to produce.
-  source=None            a random-access source aligned with `records`
-                         (item i = record i) holding the images, e.g. a TFDS
-                         ArrayRecord split from tfds_builder; items are dicts
-                         with 'hr' and 'lr' (a list of 0 or 1 images), each an
-                         encoded image or a decoded uint8 array. None: read
-                         the records' files.
-  cache_dir=None         where the decoded, resized images are kept as a
-                         memory-mapped .npy (named by a hash of the files,
-                         image size and interpolation; reused across runs).
-                         None: in memory with worker_count=0, else a
-                         temporary directory removed with the iterator (the
-                         workers share the memory-mapped file). Needs
-                         2 x 98 KB per training pair at 256x128 (Market-1501:
-                         2.5 GB).
-  read_threads=2, prefetch=4
-                         grain ReadOptions: batches prepared ahead.
-
-Each image is decoded and resized once (image_cache.build_record_images); a
-step only gathers, flips, pads and crops uint8 arrays. Global step s is epoch
-s // steps_per_epoch, row s % steps_per_epoch of `pk_epoch_plan(pids, p, k,
-seed, epoch)`; its augmentation parameters come from
+Global step s is epoch s // steps_per_epoch, row s % steps_per_epoch of
+`sampler.pk_epoch_plan(pids, p, k, seed, epoch)`; its augmentation comes from
 Philox(SeedSequence([seed, AUGMENT_STREAM, epoch, row])) for all B global
-slots, so shards and worker counts never change a batch. One grain element is
-one whole batch (grain's worker striding then cannot mix batches).
-
-`get_state()` returns {'step', 'fingerprint'} (JSON-serialisable);
-`set_state(state)` continues from that step, with any worker count.
+slots, so shards and worker counts never change a batch. Images are decoded
+and resized once (image_cache.py); a step only gathers, flips, pads and
+crops uint8 arrays. One grain element is one whole batch (grain's worker
+striding then cannot mix batches).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
-import threading
 from typing import Any, Iterator, Optional, Sequence
 import weakref
 
@@ -84,103 +30,81 @@ from data_pipelines.pipeline import transforms
 _LAST_STEP = 2**62
 
 
-
+@dataclasses.dataclass
 class _TrainBatchLoader:
   """grain map function: global step -> this shard's batch."""
-
-  def __init__(self, images: image_cache.ImageArray, pids: np.ndarray,
-               labels: np.ndarray, p: int, k: int, seed: int,
-               steps_per_epoch: int, with_lr: bool, rows: slice,
-               pad: int = transforms.PAD,
-               sampled: Optional[np.ndarray] = None,
-               has_hr: Optional[np.ndarray] = None):
-    self._images = images
-    self._pad = pad
-    self._pids = pids
-    self._labels = labels
-    # Positions (into the records) the sampler draws from, and their pids.
-    self._sampled = np.arange(len(pids)) if sampled is None else sampled
-    self._sampled_pids = pids[self._sampled]
-    self._has_hr = np.ones(len(pids), bool) if has_hr is None else has_hr
-    self._p, self._k, self._seed = p, k, seed
-    self._steps_per_epoch = steps_per_epoch
-    self._with_lr = with_lr
-    self._rows = rows
-    self._plans: dict[int, np.ndarray] = {}
-    # grain calls this from several read threads.
-    self._lock = threading.Lock()
-
-  def __getstate__(self) -> dict[str, Any]:
-    state = dict(self.__dict__)
-    state["_plans"] = {}
-    del state["_lock"]
-    return state
-
-  def __setstate__(self, state: dict[str, Any]) -> None:
-    self.__dict__.update(state)
-    self._lock = threading.Lock()
+  images: image_cache.ImageArray
+  pids: np.ndarray
+  labels: np.ndarray
+  p: int
+  k: int
+  seed: int
+  steps_per_epoch: int
+  with_lr: bool
+  rows: slice  # this shard's rows of the global batch
+  pad: int
+  sampled: np.ndarray  # positions (into the records) the sampler draws from
+  has_hr: np.ndarray
+  plans: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
   def _plan(self, epoch: int) -> np.ndarray:
-    with self._lock:
-      if epoch not in self._plans:
-        # Keep the newest epoch too: steps arrive nearly in order, and an
-        # evicted plan is only recomputed (it is a pure function).
-        for old in sorted(self._plans)[:-1]:
-          del self._plans[old]
-        self._plans[epoch] = self._sampled[sampler.pk_epoch_plan(
-            self._sampled_pids, self._p, self._k, self._seed, epoch)]
-      return self._plans[epoch]
+    # Steps arrive nearly in order: keep this epoch's plan and the newest
+    # other one. grain calls this from several read threads; the dict is
+    # replaced, never changed, so they need no lock (a plan lost to a race
+    # is only recomputed: it is a pure function).
+    plans = self.plans
+    if epoch not in plans:
+      plans = {**{e: plans[e] for e in sorted(plans)[-1:]},
+               epoch: self.sampled[sampler.pk_epoch_plan(
+                   self.pids[self.sampled], self.p, self.k, self.seed,
+                   epoch)]}
+      self.plans = plans
+    return plans[epoch]
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
-    epoch, row = divmod(int(step), self._steps_per_epoch)
+    epoch, row = divmod(int(step), self.steps_per_epoch)
     indices = self._plan(epoch)[row]
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence(
-        [self._seed, sampler.AUGMENT_STREAM, epoch, row])))
-    params = transforms.sample_crop_params(rng, len(indices), pad=self._pad)
-    params = transforms.CropParams(*(a[self._rows] for a in params))
-    indices = indices[self._rows]
-    images = self._images.array
+        [self.seed, sampler.AUGMENT_STREAM, epoch, row])))
+    params = transforms.sample_crop_params(rng, len(indices), pad=self.pad)
+    params = transforms.CropParams(*(a[self.rows] for a in params))
+    indices = indices[self.rows]
+    images = self.images.array
     batch = {"hr": transforms.flip_pad_crop(images[0], indices, params,
-                                            pad=self._pad)}
-    if self._with_lr:
+                                            pad=self.pad)}
+    if self.with_lr:
       batch["lr"] = transforms.flip_pad_crop(images[1], indices, params,
-                                             pad=self._pad)
-    batch["label"] = self._labels[indices]
-    batch["pid"] = self._pids[indices].astype(np.int32)
-    if self._with_lr:
-      batch["has_hr"] = self._has_hr[indices]
+                                             pad=self.pad)
+    batch["label"] = self.labels[indices]
+    batch["pid"] = self.pids[indices].astype(np.int32)
+    if self.with_lr:
+      batch["has_hr"] = self.has_hr[indices]
     return batch
 
 
 class TrainIterator:
-  """Infinite iterator over P x K training batches; see the module docstring.
+  """Infinite iterator over P x K training batches (`make_train_iterator`).
 
   Attributes:
     num_classes: number of training identities M.
     records: the records the sampler draws from (with_lr=False: those with
       an HR original).
     steps_per_epoch: steps in one epoch (sampler.steps_per_epoch).
-    global_batch_size: P * K.
-    local_batch_size: rows this shard yields per step.
     step: the global step the next batch belongs to.
   """
 
   def __init__(self, loader: _TrainBatchLoader, *, num_classes: int,
-               steps_per_epoch: int, global_batch_size: int,
-               local_batch_size: int, start_step: int, fingerprint: str,
-               worker_count: int, read_threads: int, prefetch: int,
-               records: tuple[records_lib.ImageRecord, ...] = ()):
+               records: tuple[records_lib.ImageRecord, ...],
+               steps_per_epoch: int, start_step: int, fingerprint: str,
+               worker_count: int, read_options: grain.ReadOptions):
     self._loader = loader
     self.num_classes = num_classes
     self.records = records
     self.steps_per_epoch = steps_per_epoch
-    self.global_batch_size = global_batch_size
-    self.local_batch_size = local_batch_size
     self.step = start_step
     self._fingerprint = fingerprint
     self._worker_count = worker_count
-    self._read_options = grain.ReadOptions(
-        num_threads=read_threads, prefetch_buffer_size=prefetch)
+    self._read_options = read_options
     self._iterator: Optional[Iterator[dict[str, np.ndarray]]] = None
 
   def _start(self) -> Iterator[dict[str, np.ndarray]]:
@@ -237,29 +161,45 @@ def make_train_iterator(
     start_step: int = 0, source: Optional[Sequence[Any]] = None,
     cache_dir: Optional[str] = None, read_threads: int = 2,
     prefetch: int = 4, pad: int = transforms.PAD) -> TrainIterator:
-  """Builds the P x K paired training iterator (keywords: module docstring).
+  """Builds the P x K paired training iterator.
+
+  It iterates forever over global steps, yielding dicts of host arrays:
+  'hr', 'lr' (uint8 (B_local, H, W, 3); LR resized back to (H, W), both
+  with the same flip / pad / crop), 'label' (int32, identities remapped to
+  0..M-1 in sorted pid order), 'pid' (int32) and 'has_hr' (bool: False for
+  a genuine LR image paired with itself, which phase 2 keeps out of L_SR
+  and L_PS). 'lr' and 'has_hr' only with `with_lr`.
 
   Args:
     records: the training records.
     image_size: network size (H, W).
     p: identities per global batch.
-    k: images per identity.
+    k: images per identity (sampler.py defines the epoch).
     seed: sampler and augmentation seed.
-    with_lr: produce LR images too.
-    lr_interpolation: 'bilinear' or 'bicubic'.
-    shard_index: this process's index.
-    shard_count: number of processes sharing each global batch.
-    worker_count: grain worker processes.
+    with_lr: produce 'lr' and 'has_hr'; every record needs an lr_path.
+      False (phase 1): only records with an HR original are sampled, but the
+      labels still cover every identity, so both phases share M.
+    lr_interpolation: 'bilinear' (released code) or 'bicubic': how LR
+      images are resized to (H, W); HR images are resized bilinearly.
+    shard_index: this process's index; it gets rows
+      [i * B / n, (i + 1) * B / n) of each global batch of B = p * k.
+    shard_count: number of processes n sharing each global batch.
+    worker_count: grain worker processes (0: threads in this process).
     start_step: first global step.
-    source: random-access image source aligned with records, or None.
-    cache_dir: directory for the memory-mapped image cache, or None.
+    source: a random-access source aligned with `records` holding the images
+      (image_cache.py), e.g. a TFDS split from tfds_builder; None: the files.
+    cache_dir: where the decoded images are kept as a memory-mapped .npy,
+      reused across runs (2 x 98 KB per pair at 256x128). None: in memory
+      with worker_count=0, else a temporary folder removed with the
+      iterator (the workers share the file).
     read_threads: grain read threads.
     prefetch: batches prepared ahead.
     pad: zero padding on each side before the random crop (SPEC: 10 at
       256x128; smaller network sizes should scale it).
 
   Returns:
-    The iterator. Decoding and resizing happen here, once.
+    The iterator; `get_state()` / `set_state()` resume it at a step, with
+    any worker count.
 
   Raises:
     PipelineError: empty records, missing LR, bad sharding, too few ids.
@@ -299,11 +239,11 @@ def make_train_iterator(
   fingerprint = image_cache.cache_key([pids[sampled].tolist(), p, k, seed] +
                                       ([pad] if pad != transforms.PAD else []))
   iterator = TrainIterator(
-      loader, num_classes=len(unique), steps_per_epoch=num_steps,
-      global_batch_size=global_batch, local_batch_size=local_batch,
+      loader, num_classes=len(unique),
+      records=tuple(records[i] for i in sampled), steps_per_epoch=num_steps,
       start_step=start_step, fingerprint=fingerprint,
-      worker_count=worker_count, read_threads=read_threads, prefetch=prefetch,
-      records=tuple(records[i] for i in sampled))
+      worker_count=worker_count, read_options=grain.ReadOptions(
+          num_threads=read_threads, prefetch_buffer_size=prefetch))
   if temporary_cache is not None:
     weakref.finalize(iterator, shutil.rmtree, temporary_cache, True)
   return iterator

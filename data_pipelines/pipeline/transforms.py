@@ -1,14 +1,9 @@
 """Image decoding, resizing to the network size, and the paired augmentation.
 
-Decoding and resizing run once per image (image_cache.py); a training step
-only flips, pads and crops uint8 arrays (`flip_pad_crop`).
-
-Augmentation (SPEC 3), the same parameters for both images of an HR/LR pair:
-horizontal flip with p = 0.5, zero-pad 10 on every side, random crop back to
-(H, W) (the crop's top-left corner uniform in [0, 2 * pad] in each axis, as
-torchvision's `RandomCrop` on the padded image). The order is flip, then
-pad + crop, as in torchvision's Compose([RandomHorizontalFlip, Pad,
-RandomCrop]).
+Augmentation (SPEC 3), the same parameters for both images of an HR/LR pair,
+in torchvision's Compose([RandomHorizontalFlip, Pad, RandomCrop]) order:
+flip with p = 0.5, zero-pad 10 on every side, crop back to (H, W) with the
+top-left corner uniform in [0, 2 * pad] in each axis.
 """
 
 from __future__ import annotations
@@ -32,17 +27,7 @@ _INTERPOLATIONS = {
 
 
 def interpolation_mode(name: str) -> Image.Resampling:
-  """PIL resampling filter for 'bilinear' or 'bicubic'.
-
-  Args:
-    name: the interpolation name.
-
-  Returns:
-    The PIL filter.
-
-  Raises:
-    ValueError: any other name.
-  """
+  """The PIL filter of 'bilinear' or 'bicubic'; ValueError for other names."""
   if name not in _INTERPOLATIONS:
     raise ValueError(
         f"unknown interpolation {name!r}; expected one of {sorted(_INTERPOLATIONS)}")
@@ -61,7 +46,7 @@ def decode_image(source: Union[str, bytes, np.ndarray],
     what: how to name the image in error messages when it is not a path.
 
   Returns:
-    The image as an RGB PIL image.
+    The RGB PIL image.
 
   Raises:
     errors.DatasetNotFoundError: the path does not exist.
@@ -90,16 +75,7 @@ def decode_image(source: Union[str, bytes, np.ndarray],
 
 def resize_to(image: Image.Image, image_size: tuple[int, int],
               interpolation: str = "bilinear") -> np.ndarray:
-  """Resizes to (H, W) (a no-op when already that size) as a uint8 array.
-
-  Args:
-    image: an RGB PIL image.
-    image_size: the network size (H, W).
-    interpolation: 'bilinear' or 'bicubic'.
-
-  Returns:
-    uint8 array (H, W, 3).
-  """
+  """An RGB image resized to (H, W) (unless already that size), as uint8."""
   height, width = image_size
   if image.size != (width, height):
     image = image.resize((width, height), interpolation_mode(interpolation))
@@ -108,17 +84,7 @@ def resize_to(image: Image.Image, image_size: tuple[int, int],
 
 def load_resized(source: Union[str, bytes, np.ndarray], image_size: tuple[int, int],
                  interpolation: str = "bilinear", what: str = "image") -> np.ndarray:
-  """Decodes and resizes one image to the network size.
-
-  Args:
-    source: a file path, encoded bytes or a decoded uint8 array.
-    image_size: (H, W).
-    interpolation: 'bilinear' or 'bicubic'.
-    what: the image's name in error messages when it is not a path.
-
-  Returns:
-    uint8 array (H, W, 3).
-  """
+  """`decode_image` then `resize_to`: uint8 (H, W, 3) at the network size."""
   return resize_to(decode_image(source, what), image_size, interpolation)
 
 
@@ -136,19 +102,9 @@ class CropParams(NamedTuple):
 
 
 def sample_crop_params(rng: np.random.Generator, batch_size: int,
-                       pad: int = PAD, flip_prob: float = FLIP_PROB) -> CropParams:
-  """Draws flip / crop parameters for `batch_size` examples.
-
-  Args:
-    rng: the generator to draw from.
-    batch_size: number of examples.
-    pad: zero padding on each side.
-    flip_prob: probability of a horizontal flip.
-
-  Returns:
-    The parameters.
-  """
-  flip = rng.random(batch_size) < flip_prob
+                       pad: int = PAD) -> CropParams:
+  """Draws flip / crop parameters for `batch_size` examples."""
+  flip = rng.random(batch_size) < FLIP_PROB
   top = rng.integers(0, 2 * pad + 1, size=batch_size)
   left = rng.integers(0, 2 * pad + 1, size=batch_size)
   return CropParams(flip, top, left)
@@ -156,17 +112,9 @@ def sample_crop_params(rng: np.random.Generator, batch_size: int,
 
 def flip_pad_crop(images: np.ndarray, indices: Sequence[int], params: CropParams,
                   pad: int = PAD) -> np.ndarray:
-  """Flips, zero-pads and crops images[indices] back to their size.
-
-  Args:
-    images: uint8 (N, H, W, C) source images (may be memory-mapped).
-    indices: which source image each output example uses.
-    params: one flip / top / left per output example.
-    pad: the zero padding on each side.
-
-  Returns:
-    uint8 (len(indices), H, W, C).
-  """
+  """uint8 (len(indices), H, W, C): images[indices] flipped, zero-padded by
+  `pad` and cropped back to (H, W), one `params` entry per output example
+  (`images` may be memory-mapped)."""
   _, height, width, channels = images.shape
   out = np.zeros((len(indices), height, width, channels), np.uint8)
   for b, index in enumerate(indices):

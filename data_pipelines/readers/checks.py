@@ -1,128 +1,90 @@
-"""Exception types for bad dataset input, and the checks that raise them.
+"""The layout and split checks the readers share, and their messages.
 
-Every error a user can trigger by pointing a reader at the wrong folder, at a
-damaged copy or at an impossible split is a `DatasetError` (a `ValueError`),
-so callers can catch one type; a missing root is also a `FileNotFoundError`.
 Messages name the offending path, file or identities and, for layout errors,
-show the folder tree the reader expects.
+show the folder tree the reader expects (errors are in data_pipelines.errors).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Optional
 
-from data_pipelines.errors import (DatasetLayoutError, DatasetNotFoundError,
-                                   EmptySplitError, FileNameError, SplitError)
+from data_pipelines.errors import (BuildDirError, DatasetLayoutError,
+                                   DatasetNotFoundError, EmptySplitError,
+                                   FileNameError, SplitError)
+from data_pipelines.records import Benchmark, ImageRecord
 
-# File name endings that readers treat as images; anything else in a split
-# folder (Thumbs.db, .DS_Store, readme.txt) is ignored, not an error.
+# Other files in a split folder (Thumbs.db, readme.txt) are ignored.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-# How many offending names a message lists before summarising the rest.
-_MAX_LISTED = 10
 
 
-def list_names(names: Sequence[str], limit: int = _MAX_LISTED) -> str:
-  """Formats names for a message: the first `limit`, then a count of the rest.
-
-  Args:
-    names: the names (file names, identities) to show.
-    limit: how many to show before summarising.
-
-  Returns:
-    A comma-separated string such as "a, b, c (and 12 more)".
-  """
+def list_names(names: Sequence[object], limit: int = 10) -> str:
+  """The first `limit` names, comma-separated, then "(and N more)"."""
   shown = ", ".join(str(n) for n in names[:limit])
   if len(names) > limit:
     shown += f" (and {len(names) - limit} more)"
   return shown
 
 
-def _describe_folder(path: str) -> str:
-  """What a folder holds, for error messages: its entries, folders marked /."""
+def layout_error(root: str, problem: str, tree: str,
+                 is_root: Optional[Callable[[str], bool]] = None
+                 ) -> DatasetLayoutError:
+  """The error saying `problem`, what `root` holds and the expected `tree`.
+
+  The first sub-folder of `root` for which `is_root` holds is suggested as
+  the root (the user pointed at its parent).
+  """
   try:
-    entries = sorted(os.listdir(path))
+    entries = [os.path.join(root, e) for e in sorted(os.listdir(root))]
   except OSError as e:
-    return f"(cannot list: {e})"
-  if not entries:
-    return "(empty)"
-  shown = [e + ("/" if os.path.isdir(os.path.join(path, e)) else "")
-           for e in entries]
-  return list_names(shown)
+    entries, found = [], f"(cannot list: {e})"
+  else:
+    found = list_names([os.path.basename(e) + "/" * os.path.isdir(e)
+                        for e in entries]) or "(empty)"
+  hint = next((f"\nDid you mean root={sub} ?" for sub in entries
+               if is_root and os.path.isdir(sub) and is_root(sub)), "")
+  return DatasetLayoutError(
+      f"{problem}.\nFound: {found}\nExpected:\n{tree}{hint}")
 
 
-def require_root(root: str, expected_tree: str) -> str:
-  """Checks that the dataset root exists and is a folder.
+def require_root(root: str, tree: str, dataset: str = "",
+                 entries: Sequence[str] = ()) -> str:
+  """The absolute dataset root, checked to be a folder holding `entries`.
 
   Args:
     root: the folder the user gave.
-    expected_tree: the layout, shown in the message.
+    tree: the expected layout, shown in messages.
+    dataset: the dataset's name, for messages.
+    entries: names (folders or files) that must exist directly in `root`.
 
   Returns:
     The absolute path of `root`.
 
   Raises:
     DatasetNotFoundError: `root` is missing or not a folder.
+    DatasetLayoutError: an entry is missing; a sub-folder holding them all
+      is suggested.
   """
   if not root:
     raise DatasetNotFoundError(
-        f"No dataset root given; expected a folder like:\n{expected_tree}")
+        f"No dataset root given; expected a folder like:\n{tree}")
   path = os.path.abspath(os.path.expanduser(root))
   if not os.path.isdir(path):
     what = "is not a folder" if os.path.exists(path) else "does not exist"
     raise DatasetNotFoundError(
-        f"Dataset root {path} {what}; expected a folder like:\n"
-        f"{expected_tree}")
+        f"Dataset root {path} {what}; expected a folder like:\n{tree}")
+  missing = [e for e in entries if not os.path.exists(os.path.join(path, e))]
+  if missing:
+    raise layout_error(
+        path, f"{path} is not a {dataset} folder: missing "
+        f"{list_names(missing)}", tree,
+        lambda sub: all(os.path.exists(os.path.join(sub, e)) for e in entries))
   return path
 
 
-def require_entries(root: str, entries: Sequence[str], expected_tree: str,
-                    dataset: str) -> None:
-  """Checks that `root` holds every one of `entries` (folders or files).
-
-  When they are missing but a sub-folder of `root` holds them (the user
-  pointed at the parent folder, e.g. `data/` instead of
-  `data/Market-1501-v15.09.15/`), the message suggests that sub-folder.
-
-  Args:
-    root: the dataset root (absolute).
-    entries: names that must exist directly under `root`.
-    expected_tree: the layout, shown in the message.
-    dataset: the dataset's name, for the message.
-
-  Raises:
-    DatasetLayoutError: some entry is missing.
-  """
-  missing = [e for e in entries if not os.path.exists(os.path.join(root, e))]
-  if not missing:
-    return
-  hint = ""
-  try:
-    children = sorted(os.listdir(root))
-  except OSError:
-    children = []
-  for child in children:
-    sub = os.path.join(root, child)
-    if os.path.isdir(sub) and all(
-        os.path.exists(os.path.join(sub, e)) for e in entries):
-      hint = f"\nDid you mean root={sub} ?"
-      break
-  raise DatasetLayoutError(
-      f"{root} is not a {dataset} folder: missing {list_names(missing)}.\n"
-      f"Found: {_describe_folder(root)}\n"
-      f"Expected:\n{expected_tree}{hint}")
-
-
 def list_images(folder: str) -> list[str]:
-  """The image file names directly in `folder`, sorted; other files ignored.
-
-  Args:
-    folder: an existing folder.
-
-  Returns:
-    Sorted base names whose extension is in IMAGE_EXTENSIONS (any case),
-    hidden files (".*") excluded.
-  """
+  """Sorted names of the image files directly in `folder`, hidden ones not."""
   return sorted(
       n for n in os.listdir(folder)
       if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)
@@ -130,22 +92,12 @@ def list_images(folder: str) -> list[str]:
 
 
 def raise_unparsable(folder: str, bad_names: Sequence[str], rule: str,
-                     expected_tree: str) -> None:
-  """Raises one FileNameError listing every name in `folder` that failed.
-
-  Args:
-    folder: the folder holding the files.
-    bad_names: the base names that did not parse.
-    rule: the naming rule, e.g. "PPPP_cCsS_FFFFFF_BB.jpg".
-    expected_tree: the layout, shown in the message.
-
-  Raises:
-    FileNameError: always (when `bad_names` is not empty).
-  """
+                     tree: str) -> None:
+  """Raises one FileNameError listing `bad_names` of `folder`, if any."""
   if bad_names:
     raise FileNameError(
         f"{len(bad_names)} file name(s) in {folder} do not follow {rule}: "
-        f"{list_names(list(bad_names))}\nExpected:\n{expected_tree}")
+        f"{list_names(list(bad_names))}\nExpected:\n{tree}")
 
 
 def require_nonempty(split_name: str, records: Sequence[object],
@@ -155,34 +107,62 @@ def require_nonempty(split_name: str, records: Sequence[object],
     raise EmptySplitError(f"{dataset}: the {split_name} split has no images.")
 
 
-def check_gallery_matches(query: Iterable[tuple[int, Hashable]],
-                          gallery: Iterable[tuple[int, Hashable]],
-                          dataset: str, *,
-                          removed: str = "from another camera") -> None:
-  """Every query identity needs a gallery image of it from another camera.
+def single_shot(name: str, train: Iterable[ImageRecord],
+                query: Iterable[ImageRecord],
+                gallery: Iterable[ImageRecord]) -> Benchmark:
+  """A single-shot Benchmark, each split checked to be non-empty."""
+  splits = {"train": tuple(train), "query": tuple(query),
+            "gallery": tuple(gallery)}
+  for split, records in splits.items():
+    require_nonempty(split, records, name)
+  return Benchmark(name, protocol="single_shot", **splits)
 
-  This is the match the evaluation counts (torchreid drops gallery images of
-  the query's own identity and camera); a query identity without one can only
-  be skipped, which silently changes the protocol, so it is an error. For
-  data without cameras, pass the image path instead of the camera: then any
-  other image of the identity is a match.
 
-  Args:
-    query: (pid, camid or image key) of each query image.
-    gallery: (pid, camid or image key) of each gallery image.
-    dataset: the benchmark name, for the message.
-    removed: what a match must be, for the message.
+def known_ids(test_ids: Iterable[int], known: Iterable[int], dataset: str,
+              unknown_means: str = "not in the data") -> set[int]:
+  """The test identities as a set; SplitError names any not in `known`."""
+  test = set(test_ids)
+  unknown = sorted(test - set(known))
+  if unknown:
+    raise SplitError(f"{dataset} test identities {unknown_means}: "
+                     f"{list_names(unknown)}")
+  return test
 
-  Raises:
-    SplitError: naming the identities without a gallery match.
+
+def check_gallery_matches(query: Iterable[ImageRecord],
+                          gallery: Iterable[ImageRecord], dataset: str, *,
+                          by_image: bool = False) -> None:
+  """Raises SplitError naming the query identities without a gallery match.
+
+  A match is a gallery image of the identity from another camera (torchreid
+  drops those of the query's identity and camera), or with `by_image` (data
+  without cameras) any image but the query itself. A query identity without
+  one could only be skipped, silently changing the protocol.
   """
-  gallery_cams: dict[int, set[int]] = {}
-  for pid, camid in gallery:
-    gallery_cams.setdefault(pid, set()).add(camid)
-  unmatched = sorted({
-      pid for pid, camid in query
-      if not gallery_cams.get(pid, set()) - {camid}})
+  key = (lambda r: r.hr_path) if by_image else (lambda r: r.camid)
+  gallery_keys: dict[int, set[object]] = {}
+  for r in gallery:
+    gallery_keys.setdefault(r.pid, set()).add(key(r))
+  unmatched = sorted({r.pid for r in query
+                      if not gallery_keys.get(r.pid, set()) - {key(r)}})
   if unmatched:
+    removed = ("other than the query itself" if by_image
+               else "from another camera")
     raise SplitError(
         f"{dataset}: {len(unmatched)} query identities have no gallery image "
         f"{removed}: {list_names(unmatched)}")
+
+
+def is_inside(path: str, root: str) -> bool:
+  """Whether `path` is `root` or lies under it (links resolved)."""
+  path, root = os.path.realpath(path), os.path.realpath(root)
+  return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def require_outside(build_dir: str, roots: Iterable[str]) -> None:
+  """Raises BuildDirError when `build_dir` lies inside one of `roots`."""
+  for root in roots:
+    if root and is_inside(build_dir, root):
+      raise BuildDirError(
+          f"build_dir {build_dir} lies inside the dataset folder {root}; "
+          f"built data must go elsewhere (the dataset is never modified).")

@@ -1,32 +1,15 @@
 """Reader for CUHK03 (`cuhk-03.mat`) and its classic 1367/100 splits.
 
-Expected layout (the published archive, unpacked):
+`cuhk-03.mat` (MATLAB v7.3 / HDF5) holds `labeled` and `detected` (1x5 cells,
+one per camera pair, of (identities x 10) cells of HxWx3 uint8 images) and
+`testsets` (1x20 cells of 100x2 [pair, person], 1-based). Cells 1-5 of a
+person's row come from the pair's first camera, 6-10 from its second; empty
+cells are skipped, as torchreid does. Pair p (1-based) has cameras 2(p-1) and
+2(p-1)+1 (0-based); person k of pair p is pid p * 1000 + k.
 
-    cuhk03_release/
-      cuhk-03.mat      MATLAB v7.3 (HDF5), with the variables
-                         labeled   1x5 cell (one per camera pair) of
-                                   (identities x 10) cells of HxWx3 uint8
-                         detected  the same, from the pedestrian detector
-                         testsets  1x20 cell of 100x2 [pair, person] (1-based)
-      README.md        (ignored)
-
-Cell j of a person's row is an image from the pair's first camera for
-j = 1..5 and from its second camera for j = 6..10; empty cells (missing
-images) are skipped, as torchreid does. Camera pair p (1-based) has cameras
-2(p-1) and 2(p-1)+1, 0-based. Identities are "as written": person k of pair p
-becomes pid p * 1000 + k (pair 1 person 1 -> 1001), which is unique (no pair
-holds 1000 people) and reads back to the .mat indices.
-
-The images are written out once as PNG into
-`<build_dir>/cuhk03-<labeled|detected>-images/` (named
-`P_KKK_V_JJ.png`: pair, person, camera of the pair 1/2, cell), together
-with `index.json` (the image list and the 20 test sets), so later runs do not
-open the 1.6 GB .mat again. The user's folder is only read.
-
-Split `i` (0-19) of the classic protocol: the 100 identities of `testsets`
-row i are tested, the other 1367 train. For the cross-resolution set the
-test identities' images from one camera of each pair are the (LR) queries and
-the other camera's are the (HR) gallery: single-shot protocol.
+The images are written once as PNG (`P_KKK_V_JJ.png`: pair, person, camera
+of the pair 1/2, cell) with an `index.json` into the build dir, so later runs
+do not open the 1.6 GB .mat again.
 """
 
 from __future__ import annotations
@@ -77,12 +60,11 @@ class Cuhk03Images:
 
 def _cell_refs(dataset) -> list:
   """The object references of a 1xN (or Nx1) MATLAB cell, in order."""
-  refs = dataset[()]
-  return list(np.asarray(refs).reshape(-1))
+  return list(np.asarray(dataset[()]).reshape(-1))
 
 
 def _read_mat(mat_path: str, image_type: str):
-  """Yields (pair, person, view, cell, HxWx3 array) and returns test sets."""
+  """([name, pid, camid] per image, their HxWx3 arrays, the test sets)."""
   import h5py  # pylint: disable=g-import-not-at-top  (only CUHK03 needs it)
   try:
     mat = h5py.File(mat_path, "r")
@@ -97,7 +79,7 @@ def _read_mat(mat_path: str, image_type: str):
           f"{mat_path} lacks the variable(s) {missing}; it holds "
           f"{sorted(k for k in mat.keys() if not k.startswith('#'))}.\n"
           f"Expected:\n{CUHK03_TREE}")
-    images = []
+    entries, images = [], []
     for pair, pair_ref in enumerate(_cell_refs(mat[image_type]), 1):
       # MATLAB stores arrays column-major: transposing gives (persons, 10).
       cells = np.asarray(mat[pair_ref][()]).T
@@ -107,13 +89,13 @@ def _read_mat(mat_path: str, image_type: str):
           if pixels.ndim < 3 or pixels.size == 0:
             continue  # an empty cell: no image in this slot
           view = 1 if cell <= 5 else 2
-          images.append((pair, person, view, cell,
-                         np.ascontiguousarray(pixels.T).astype(np.uint8)))
-    testsets = []
-    for ref in _cell_refs(mat["testsets"]):
-      rows = np.asarray(mat[ref][()]).T.reshape(-1, 2)
-      testsets.append(tuple(pid_of(int(p), int(k)) for p, k in rows))
-  return images, testsets
+          entries.append([f"{pair}_{person:03d}_{view}_{cell:02d}.png",
+                          pid_of(pair, person), 2 * (pair - 1) + view - 1])
+          images.append(np.ascontiguousarray(pixels.T).astype(np.uint8))
+    testsets = [tuple(pid_of(int(p), int(k))
+                      for p, k in np.asarray(mat[ref][()]).T.reshape(-1, 2))
+                for ref in _cell_refs(mat["testsets"])]
+  return entries, images, testsets
 
 
 def _save_png(path: str, pixels: np.ndarray) -> None:
@@ -140,36 +122,22 @@ def extract_cuhk03(root: str, *, build_dir: str,
   if image_type not in IMAGE_TYPES:
     raise ValueError(
         f"cuhk03_images must be one of {IMAGE_TYPES}, got {image_type!r}")
-  root = checks.require_root(root, CUHK03_TREE)
-  checks.require_entries(root, [MAT_NAME], CUHK03_TREE, "CUHK03")
+  root = checks.require_root(root, CUHK03_TREE, "CUHK03", [MAT_NAME])
   mat_path = os.path.join(root, MAT_NAME)
   build_dir = os.path.abspath(os.path.expanduser(build_dir))
-  if os.path.realpath(build_dir).startswith(
-      os.path.realpath(root).rstrip(os.sep) + os.sep) or (
-          os.path.realpath(build_dir) == os.path.realpath(root)):
-    raise errors.BuildDirError(
-        f"build_dir {build_dir} lies inside the dataset folder {root}; built "
-        f"data must go elsewhere (the dataset is never modified).")
+  checks.require_outside(build_dir, [root])
   out = os.path.join(build_dir, f"cuhk03-{image_type}-images")
   key = {"version": _EXTRACT_VERSION, "image_type": image_type,
          "mat_size": os.path.getsize(mat_path)}
   if not os.path.exists(out):
-    images, testsets = _read_mat(mat_path, image_type)
+    entries, images, testsets = _read_mat(mat_path, image_type)
     try:
       with atomic.atomic_directory(out) as tmp:
-        names = []
         with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-          futures = []
-          for pair, person, view, cell, pixels in images:
-            name = f"{pair}_{person:03d}_{view}_{cell:02d}.png"
-            names.append([name, pid_of(pair, person),
-                          2 * (pair - 1) + view - 1])
-            futures.append(pool.submit(_save_png, os.path.join(tmp, name),
-                                       pixels))
-          for future in futures:
-            future.result()
+          list(pool.map(_save_png, [os.path.join(tmp, e[0]) for e in entries],
+                        images))
         with open(os.path.join(tmp, _INDEX_NAME), "w") as f:
-          json.dump({"key": key, "images": names,
+          json.dump({"key": key, "images": entries,
                      "testsets": [list(t) for t in testsets]}, f, indent=1)
     except atomic.TargetExistsError:
       pass  # Another process extracted it meanwhile; checked below.
@@ -193,6 +161,8 @@ def cuhk03_split(data: Cuhk03Images, split_index: int = 0, *,
                  lr_camera_in_pair: int = 1,
                  test_ids: Optional[Sequence[int]] = None) -> Benchmark:
   """The cross-resolution split: test identities' LR camera vs HR camera.
+
+  The 100 identities of test set `split_index` are tested, the rest train.
 
   Args:
     data: from `extract_cuhk03`.
@@ -219,22 +189,12 @@ def cuhk03_split(data: Cuhk03Images, split_index: int = 0, *,
           f"CUHK03 split_index {split_index} out of range: the .mat holds "
           f"{len(data.testsets)} test sets (0-{len(data.testsets) - 1}).")
     test_ids = data.testsets[split_index]
-  test = set(test_ids)
-  known = {r.pid for r in data.records}
-  unknown = sorted(test - known)
-  if unknown:
-    raise errors.SplitError(
-        f"CUHK03 test identities not in the data: "
-        f"{checks.list_names(unknown)}")
-  train = tuple(r for r in data.records if r.pid not in test)
-  query = tuple(r for r in data.records
-                if r.pid in test and r.camid % 2 == lr_camera_in_pair)
-  gallery = tuple(r for r in data.records
-                  if r.pid in test and r.camid % 2 != lr_camera_in_pair)
-  for name, split in (("train", train), ("query", query),
-                      ("gallery", gallery)):
-    checks.require_nonempty(name, split, "mlr_cuhk03")
-  checks.check_gallery_matches(((r.pid, r.camid) for r in query),
-                               ((r.pid, r.camid) for r in gallery),
+  test = checks.known_ids(test_ids, (r.pid for r in data.records), "CUHK03")
+  tested = [r for r in data.records if r.pid in test]
+  benchmark = checks.single_shot(
+      "mlr_cuhk03", (r for r in data.records if r.pid not in test),
+      (r for r in tested if r.camid % 2 == lr_camera_in_pair),
+      (r for r in tested if r.camid % 2 != lr_camera_in_pair))
+  checks.check_gallery_matches(benchmark.query, benchmark.gallery,
                                "mlr_cuhk03")
-  return Benchmark("mlr_cuhk03", train, query, gallery, "single_shot")
+  return benchmark

@@ -1,26 +1,11 @@
 """Your own data: a folder per identity, optionally inside a folder per camera.
 
-Two layouts, told apart by where the images are (every image at the same
-depth, or it is an error naming the odd path):
-
     ROOT/<identity>/<image>             images 2 levels down: no cameras
     ROOT/<camera>/<identity>/<image>    images 3 levels down: cameras
 
-Identities are folder names, matched across cameras by name; pids are their
-1-based positions in sorted order, camera ids the cameras' 0-based
-positions (camera 0 for everything without cameras). Files that are not
-images (see `checks.IMAGE_EXTENSIONS`) and hidden entries are ignored.
-
-`folder_split` splits by identity, seeded: a `train_fraction` of the
-identities trains; of every other identity a `query_fraction` of its images
-(at least one, never all) are queries, the rest gallery. A query needs a
-match left in the gallery: with cameras, a gallery image of its identity
-from another camera (queries are picked in a seeded order, skipping images
-that would leave one without); without cameras, any other image. Test
-identities that cannot have a match (one image; or, with cameras, one
-camera) stay in the gallery only, as distractors. Without cameras the
-evaluation removes only the query image itself from its gallery
-(`records.QUERY_IMAGE_ONLY`).
+Every image must sit at the same depth. Identities are folder names, matched
+across cameras by name; pids are their 1-based positions in sorted order,
+camera ids the cameras' 0-based positions (0 for everything without cameras).
 """
 
 from __future__ import annotations
@@ -95,7 +80,7 @@ def read_folder(root: str) -> FolderData:
     root: the dataset folder.
 
   Returns:
-    FolderData.
+    The records, identities and cameras found.
 
   Raises:
     DatasetNotFoundError: `root` is missing.
@@ -128,20 +113,15 @@ def read_folder(root: str) -> FolderData:
         root, f"{os.path.join(root, identity)} holds images (an identity "
         f"folder) but {os.path.join(root, camera)} holds folders (a camera "
         f"folder); use one layout")
-  files = []  # (camera name or None, identity name, path)
-  if kinds[top[0]] == "identity":
-    for identity in top:
-      folder = os.path.join(root, identity)
-      files += [(None, identity, os.path.join(folder, image))
-                for image in _identity_images(root, folder)]
-  else:
-    for camera in top:
-      for identity in _entries(os.path.join(root, camera))[0]:
-        folder = os.path.join(root, camera, identity)
-        files += [(camera, identity, os.path.join(folder, image))
-                  for image in _identity_images(root, folder)]
-  identities = tuple(sorted({identity for _, identity, _ in files}))
   cameras = tuple(top) if kinds[top[0]] == "camera" else ()
+  files = []  # (camera name or None, identity name, path)
+  for camera in cameras or (None,):
+    parent = os.path.join(root, camera) if camera else root
+    for identity in _entries(parent)[0] if camera else top:
+      folder = os.path.join(parent, identity)
+      files += [(camera, identity, os.path.join(folder, image))
+                for image in _identity_images(root, folder)]
+  identities = tuple(sorted({identity for _, identity, _ in files}))
   pid = {name: index + 1 for index, name in enumerate(identities)}
   camid = {name: index for index, name in enumerate(cameras)}
   records = tuple(sorted(
@@ -172,10 +152,8 @@ def _pick_queries(images: list[ImageRecord], wanted: int,
     candidate = images[index]
     chosen = {r.hr_path for r in queries} | {candidate.hr_path}
     gallery_cams = {r.camid for r in images if r.hr_path not in chosen}
-    if not gallery_cams:
-      continue
-    if has_cameras and any(
-        not gallery_cams - {r.camid} for r in queries + [candidate]):
+    if not gallery_cams or (has_cameras and any(
+        not gallery_cams - {r.camid} for r in queries + [candidate])):
       continue
     queries.append(candidate)
   return {r.hr_path for r in queries}
@@ -184,7 +162,14 @@ def _pick_queries(images: list[ImageRecord], wanted: int,
 def folder_split(data: FolderData, *, seed: int = 0,
                  train_fraction: float = 0.5,
                  query_fraction: float = 0.2) -> Benchmark:
-  """The seeded split by identity (see the module doc).
+  """The seeded split by identity, multi-shot.
+
+  A `train_fraction` of the identities trains; of every other identity a
+  `query_fraction` of its images are queries (picked in a seeded order,
+  skipping images that would leave a query without a gallery match: with
+  cameras, an image of its identity from another camera; without, any other
+  image), the rest gallery. Test identities that cannot have a match stay in
+  the gallery as distractors.
 
   Args:
     data: from `read_folder`.
@@ -195,8 +180,8 @@ def folder_split(data: FolderData, *, seed: int = 0,
       queries, rounded (half up), at least 1 and at most all but one.
 
   Returns:
-    The 'folder' Benchmark, multi-shot; its gallery_exclusion is
-    QUERY_IMAGE_ONLY without cameras.
+    The 'folder' Benchmark; without cameras its gallery_exclusion is
+    QUERY_IMAGE_ONLY (the evaluation removes only the query itself).
 
   Raises:
     SplitError: a fraction outside (0, 1), fewer than 2 identities, or no

@@ -1,28 +1,12 @@
 """Readers for Market-1501 and DukeMTMC-reID, and pre-built MLR folders.
 
-Expected layout (the published archives, unpacked; point `root` at the folder
-that holds the three split folders):
-
-    Market-1501-v15.09.15/            DukeMTMC-reID/
-      bounding_box_train/               bounding_box_train/
-        0002_c1s1_000451_03.jpg           0001_c2_f0046182.jpg
-      query/                            query/
-        0001_c1s1_001051_00.jpg           0005_c2_f0046985.jpg
-      bounding_box_test/                bounding_box_test/
-        0000_c1s1_000151_01.jpg           0001_c2_f0046999.jpg
-        -1_c1s1_000401_03.jpg
-      (gt_bbox/, gt_query/, ... ignored)
-
-Naming: Market `PPPP_cCsS_FFFFFF_BB.jpg`, Duke `PPPP_cC_fFFFFFFF.jpg`: person
-PPPP, camera C (Market 1-6, Duke 1-8, stored 0-based). Person -1 is junk
-(dropped, as torchreid does); person 0 marks distractors, kept in the gallery
-and an error anywhere else. Files that are not images (Thumbs.db) are ignored;
-an image whose name does not parse is an error naming it. `.png`/`.bmp`
-endings are accepted as well, for re-encoded copies.
-
-Pre-built MLR folders (as the released code and other groups distribute
-MLR-Market / MLR-Duke) use the same layout with LR images under the same file
-names: `read_prebuilt_lr` pairs them with the HR originals by file name.
+`root` is the folder holding the three split folders (README.md shows the
+trees). Names: Market `PPPP_cCsS_FFFFFF_BB.jpg`, Duke `PPPP_cC_fFFFFFFF.jpg`
+(`.png`/`.bmp` accepted for re-encoded copies): person PPPP, camera C (Market
+1-6, Duke 1-8, stored 0-based). Person -1 is junk (dropped, as torchreid
+does); person 0 marks distractors, kept in the gallery and an error anywhere
+else. Pre-built MLR folders (MLR-Market / MLR-Duke as distributed) use the
+same layout with LR images under the same names (`read_prebuilt_lr`).
 """
 
 from __future__ import annotations
@@ -31,6 +15,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -56,23 +41,22 @@ DUKE_TREE = """\
 _EXT = r"\.(?:jpe?g|png|bmp)$"
 
 
-class _Layout:
+class _Layout(NamedTuple):
   """How one dataset names its files."""
-
-  def __init__(self, name: str, pattern: str, rule: str, num_cameras: int,
-               tree: str):
-    self.name = name
-    self.pattern = re.compile(pattern + _EXT, re.IGNORECASE)
-    self.rule = rule
-    self.num_cameras = num_cameras
-    self.tree = tree
+  name: str
+  pattern: re.Pattern
+  rule: str
+  num_cameras: int
+  tree: str
 
 
 LAYOUTS = {
-    "market1501": _Layout("Market-1501", r"^(-1|\d+)_c(\d)s\d+_\d+_\d+",
-                          "PPPP_cCsS_FFFFFF_BB.jpg", 6, MARKET_TREE),
-    "dukemtmc": _Layout("DukeMTMC-reID", r"^(-1|\d+)_c(\d)_f\d+",
-                        "PPPP_cC_fFFFFFFF.jpg", 8, DUKE_TREE),
+    "market1501": _Layout(
+        "Market-1501", re.compile(r"^(-1|\d+)_c(\d)s\d+_\d+_\d+" + _EXT, re.I),
+        "PPPP_cCsS_FFFFFF_BB.jpg", 6, MARKET_TREE),
+    "dukemtmc": _Layout(
+        "DukeMTMC-reID", re.compile(r"^(-1|\d+)_c(\d)_f\d+" + _EXT, re.I),
+        "PPPP_cC_fFFFFFFF.jpg", 8, DUKE_TREE),
 }
 
 
@@ -88,13 +72,10 @@ def _read_split(folder: str, split: str, layout: _Layout) -> list[ImageRecord]:
   records, bad, misplaced = [], [], []
   for name in checks.list_images(folder):
     match = layout.pattern.match(name)
-    if not match:
+    if not match or not 1 <= int(match.group(2)) <= layout.num_cameras:
       bad.append(name)
       continue
     pid, cam = int(match.group(1)), int(match.group(2))
-    if not 1 <= cam <= layout.num_cameras:
-      bad.append(name)
-      continue
     if pid == -1:
       continue
     if pid == 0 and split != "gallery":
@@ -125,36 +106,25 @@ def read_market_layout(root: str, dataset: str = "market1501") -> Benchmark:
     name within each split.
 
   Raises:
-    DatasetNotFoundError, DatasetLayoutError, FileNameError, EmptySplitError,
-    SplitError: see the module docstring.
+    DatasetError: a missing root or split folder, a bad file name, an empty
+      split, a query identity without a gallery match.
   """
   layout = _layout(dataset)
-  root = checks.require_root(root, layout.tree)
-  checks.require_entries(root, list(SPLIT_DIRS.values()), layout.tree,
-                         layout.name)
+  root = checks.require_root(root, layout.tree, layout.name,
+                             list(SPLIT_DIRS.values()))
   splits = {}
   for split, sub in SPLIT_DIRS.items():
     splits[split] = tuple(_read_split(os.path.join(root, sub), split, layout))
     checks.require_nonempty(split, splits[split], dataset)
-  checks.check_gallery_matches(
-      ((r.pid, r.camid) for r in splits["query"]),
-      ((r.pid, r.camid) for r in splits["gallery"]), dataset)
+  checks.check_gallery_matches(splits["query"], splits["gallery"], dataset)
   return Benchmark(name=dataset, protocol="multi_shot", **splits)
 
 
 def infer_factor(hr_size: tuple[int, int], lr_size: tuple[int, int]) -> int:
-  """The down-sampling factor r in {2, 3, 4} that maps hr_size to lr_size.
+  """The factor r in {2, 3, 4} mapping hr_size to lr_size, else 0 (unknown).
 
-  Both sides must equal floor or ceil of the HR side divided by r (tools
-  differ in how they round). Anything else, or an ambiguous match, is 0:
-  "unknown".
-
-  Args:
-    hr_size: (width, height) of the original.
-    lr_size: (width, height) of the LR version.
-
-  Returns:
-    2, 3 or 4, or 0 when the factor cannot be told from the sizes.
+  Both sides must equal floor or ceil of the HR side over r (tools round
+  differently); no match or an ambiguous one gives 0.
   """
   matches = [
       r for r in (2, 3, 4)
@@ -181,15 +151,14 @@ def read_prebuilt_lr(
   Raises:
     DatasetNotFoundError, DatasetLayoutError: `lr_root` or the split folder
       is missing.
-    LRPairingError: an HR image has no LR file, or an LR file has no HR
-      original; the message names them.
+    LRPairingError: naming HR images without an LR file and LR files
+      without an HR original.
   """
   layout = _layout(dataset)
-  lr_root = checks.require_root(lr_root, layout.tree)
-  sub = SPLIT_DIRS[split]
-  checks.require_entries(lr_root, [sub], layout.tree,
-                         f"pre-built MLR {layout.name}")
-  folder = os.path.join(lr_root, sub)
+  lr_root = checks.require_root(lr_root, layout.tree,
+                                f"pre-built MLR {layout.name}",
+                                [SPLIT_DIRS[split]])
+  folder = os.path.join(lr_root, SPLIT_DIRS[split])
   lr_names = set(checks.list_images(folder))
   hr_by_name = {os.path.basename(r.hr_path): r for r in records}
   # Junk (-1) files are dropped from the HR records but may well be in the LR
@@ -197,14 +166,14 @@ def read_prebuilt_lr(
   unknown = sorted(n for n in lr_names - set(hr_by_name)
                    if not n.startswith("-1_"))
   missing = sorted(set(hr_by_name) - lr_names)
-  if unknown or missing:
-    parts = []
-    if missing:
-      parts.append(f"{len(missing)} HR {split} image(s) have no LR file in "
-                   f"{folder}: {checks.list_names(missing)}")
-    if unknown:
-      parts.append(f"{len(unknown)} LR file(s) in {folder} have no HR "
-                   f"original: {checks.list_names(unknown)}")
+  parts = []
+  if missing:
+    parts.append(f"{len(missing)} HR {split} image(s) have no LR file in "
+                 f"{folder}: {checks.list_names(missing)}")
+  if unknown:
+    parts.append(f"{len(unknown)} LR file(s) in {folder} have no HR "
+                 f"original: {checks.list_names(unknown)}")
+  if parts:
     raise errors.LRPairingError("; ".join(parts))
   paired = {}
   for name, record in sorted(hr_by_name.items()):
