@@ -18,10 +18,6 @@ from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.evaluation import metrics
 from pshrnet_jax.models import factory
 from pshrnet_jax.models import hrnet
-<<<<<<< HEAD
-=======
-from pshrnet_jax.models import pshrnet
->>>>>>> h-convimpl
 from pshrnet_jax.models import reid_head
 from pshrnet_jax.training import initialization
 from pshrnet_jax.training import losses
@@ -110,10 +106,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _int(config, "model.sr_features", 1)
   _int(config, "model.sr_blocks", 0)
   _number(config, "model.dropout_rate", 0.0, 1.0, high_open=True)
-<<<<<<< HEAD
-=======
-  _one_of(config, "model.compute_dtype", factory.COMPUTE_DTYPES)
->>>>>>> h-convimpl
 
   # Data.
   if not config.data.name:
