@@ -1,22 +1,11 @@
-"""How long JAX spent tracing and compiling, program by program.
+"""Seconds JAX spent tracing, lowering and compiling (or reading the
+persistent cache), from its monitoring events; a program counts as a cache
+hit when `/jax/compilation_cache/cache_hits` fires while it compiles.
 
-On a CPU, compiling is a large share of a short run (the demo's steps take
-minutes to compile the first time, seconds from the persistent cache). The
-driver reports it per phase so that a user sees what a run paid and whether
-the cache served it:
-
-    from pshrnet_jax import compile_stats
     compile_stats.install()            # once per process; idempotent
     before = compile_stats.snapshot()
     ...                                # anything that compiles
     print(compile_stats.since(before).describe())
-
-The figures come from JAX's own monitoring events: tracing
-(`/jax/core/compile/jaxpr_trace_duration`), lowering to MLIR, and the
-backend compile (`/jax/core/compile/backend_compile_duration`, which also
-covers reading an executable back from the persistent cache; a program is
-counted as a cache hit when JAX records `/jax/compilation_cache/cache_hits`
-while compiling it).
 """
 
 from __future__ import annotations
@@ -34,16 +23,9 @@ _CACHE_HIT = "/jax/compilation_cache/cache_hits"
 
 @dataclasses.dataclass(frozen=True)
 class CompileStats:
-  """Totals since the collector was installed (or between two snapshots).
-
-  Attributes:
-    programs: backend compiles (an executable built or read from the cache).
-    cache_hits: of those, read from the persistent compilation cache.
-    compile_s: seconds in backend compiles (and cache reads).
-    trace_s: seconds tracing Python functions to jaxprs.
-    lower_s: seconds lowering jaxprs to MLIR.
-    slowest: the slowest programs, (seconds, name), longest first.
-  """
+  """Totals since install (or between two snapshots): backend compiles (built
+  or read from the cache), cache hits, seconds compiling, tracing and
+  lowering, and the slowest programs as (seconds, name), longest first."""
   programs: int = 0
   cache_hits: int = 0
   compile_s: float = 0.0
@@ -117,27 +99,18 @@ def install() -> None:
       monitoring.register_event_duration_secs_listener(_collector.on_duration)
 
 
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-  stats: CompileStats
-  index: int
-
-
-def snapshot() -> Snapshot:
-  """The totals so far (requires `install()`)."""
+def snapshot() -> tuple[CompileStats, int]:
+  """The totals so far and how many programs they count (after `install()`)."""
   if _collector is None:
     raise RuntimeError("compile_stats.install() was not called")
-  stats, index = _collector.snapshot()
-  return Snapshot(stats, index)
+  return _collector.snapshot()
 
 
-def since(before: Snapshot) -> CompileStats:
-  """What was compiled after `before`, with the slowest programs."""
-  now = snapshot()
-  a, b = before.stats, now.stats
-  assert _collector is not None
+def since(before: tuple[CompileStats, int]) -> CompileStats:
+  """What was compiled after the `snapshot()` `before`."""
+  (a, start), (b, end) = before, snapshot()
   with _collector._lock:  # pylint: disable=protected-access
-    new = list(_collector.durations[before.index:now.index])
+    new = list(_collector.durations[start:end])
   slowest = tuple(sorted(new, reverse=True)[:_SLOWEST])
   return CompileStats(b.programs - a.programs, b.cache_hits - a.cache_hits,
                       b.compile_s - a.compile_s, b.trace_s - a.trace_s,

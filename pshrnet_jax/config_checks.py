@@ -1,11 +1,6 @@
-"""Config values checked before a run does anything.
-
-`check_config(config)` raises one ConfigError naming the flag, the value
-and what it may be, before the workdir, the dataset or a compiler is
-touched: a typo costs a second, not a lost training start. Checks that need
-the data (P x K against the identities, a teacher of another width) happen
-where the data is read, with the same kind of message.
-"""
+"""`check_config(config)`: one ConfigError naming the flag, the value and
+what it may be, before the workdir, the data or a compiler is touched.
+Checks that need the data happen where it is read."""
 
 from __future__ import annotations
 
@@ -75,11 +70,7 @@ def _ints(config, flag: str, length: int, low: int) -> None:
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for the first value a run cannot use.
-
-  Args:
-    config: a config from `configs/`, with overrides.
-  """
+  """Raises ConfigError for the first value a run cannot use."""
   _one_of(config, "mode", MODES)
   _int(config, "seed", 0)
   _int(config, "num_devices", 0)

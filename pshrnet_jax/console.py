@@ -1,13 +1,9 @@
 """What a person sees in the terminal, and the full log kept beside it.
 
-The console shows a short header per phase, one progress bar, and the final
-summary; library chatter (Orbax, absl INFO records) goes to WORKDIR/log.txt,
-which `WorkdirLog` starts writing once a run is sure to use the workdir (a
-run stopped by bad input leaves no log behind; its records stay in memory
-and are shown with `-v`). When stdout is not a terminal (CI, `| tee`), a
-progress bar becomes a plain line every N updates.
-
-Imports nothing from the project: training, evaluation and the tools use it.
+The console shows a header per phase, a progress bar and the summary;
+everything logged goes to WORKDIR/log.txt once a run is sure to use the
+workdir (until then records stay in memory). Imports nothing from the
+project.
 """
 
 from __future__ import annotations
@@ -30,10 +26,8 @@ def _format_duration(seconds: float) -> str:
 
 
 class ProgressBar:
-  """step/total, items/s, ETA and a few named values, on one line.
-
-  On a terminal the line is redrawn in place; elsewhere a line is printed
-  every `every` updates and at the end, so logs stay readable.
+  """step/total, items/s, ETA and a few named values, on one line: redrawn
+  in place on a terminal, else printed every `every` updates and at the end.
   """
 
   def __init__(self, title: str, total: int, *, unit: str = "it",
@@ -142,12 +136,9 @@ class WorkdirLog(logging.Handler):
     super().close()
 
 
-# Library warnings that are advice about speed, not trouble: Orbax warns
-# when a save waited over a second for the previous one, which a loaded
-# machine or a tiny run does all the time. They stay in log.txt.
-ADVICE_NOT_TROUBLE = (
-    "Waiting for previous save to complete took",
-)
+# Library warnings that are advice about speed, not trouble (Orbax: a save
+# waited for the previous one); they stay in log.txt.
+ADVICE_NOT_TROUBLE = ("Waiting for previous save to complete took",)
 
 
 class HideAdvice(logging.Filter):

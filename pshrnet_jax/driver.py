@@ -1,14 +1,7 @@
-"""The run behind `python -m pshrnet_jax.main`: data, phase 1, phase 2, eval.
-
-    from pshrnet_jax import driver
-    results = driver.run(config, workdir)
-
-`run` checks the config, takes the workdir's lock, reads (and on first use
-builds) the configured benchmark, trains the phases the mode asks for,
-evaluates, and returns the evaluation results. Everything it writes goes
-under the workdir (`workdir_layout`); a run that stops on bad input leaves
-what the workdir held as it was: `config.json` is written only once the
-first phase (or the evaluation) is ready to start.
+"""The run behind `python -m pshrnet_jax.main`: `run(config, workdir)` checks
+the config, locks the workdir, reads the benchmark, trains the mode's phases
+and evaluates. A run stopped by bad input leaves the workdir as it was:
+`config.json` and log.txt are written once the first part is ready to start.
 """
 
 from __future__ import annotations
@@ -55,13 +48,8 @@ def load_benchmark(config: ml_collections.ConfigDict,
 
 def data_sources(config: ml_collections.ConfigDict, workdir: str,
                  benchmark: Benchmark) -> dict[str, Any]:
-  """Random-access image sources per split ('train', 'query', 'gallery').
-
-  With `data.source='tfds'` the benchmark is packed once into ArrayRecord
-  files (tensorflow-datasets, no TensorFlow needed) and read from there;
-  with 'files' the pipelines read the image files directly. Either way the
-  decoded, resized images are cached under the build dir on first use.
-  """
+  """Random-access image sources per split: with `data.source='tfds'` the
+  benchmark packed once into ArrayRecord files; none with 'files'."""
   if config.data.source == "files":
     return {}
   # Imported here: tensorflow-datasets takes seconds to import.
@@ -84,12 +72,8 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 @contextlib.contextmanager
 def workdir_lock(workdir: str) -> Iterator[None]:
-  """Holds an exclusive lock on the workdir for the run's lifetime.
-
-  The lock is an flock on the folder itself (no lock file is written), so a
-  second run started on the same workdir stops at once instead of writing
-  beside the first; it is released when the process ends, however it ends.
-  Only process 0 of a multi-process run takes it.
+  """An flock on the workdir folder itself (process 0 only) for the run's
+  lifetime, released when the process ends, however it ends.
 
   Raises:
     WorkdirBusyError: another run holds the workdir.
@@ -134,8 +118,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir: where everything is written; a second run resumes from it.
 
   Returns:
-    The evaluation results (the content of results.json; empty if the mode
-    does not evaluate).
+    The evaluation results (results.json; empty if the mode does not
+    evaluate).
   """
   config_checks.check_config(config)
   with workdir_lock(workdir):

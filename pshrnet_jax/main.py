@@ -36,11 +36,8 @@ def _exit_with(message: BaseException | str) -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with unknown --config.* fields named clearly.
-
-  ml_collections reports an override of a field the config does not have
-  as a bare AttributeError('nonexistent') from deep inside absl.
-  """
+  """absl's flag parsing, naming unknown --config.* fields (ml_collections
+  raises a bare AttributeError('nonexistent') for them)."""
   # A bare -v (absl's -v takes a number) means: show INFO records too.
   argv = [a if a != "-v" else "--verbosity=1" for a in argv]
   try:
@@ -57,13 +54,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def _initialize_distributed(config) -> None:
-  """jax.distributed.initialize from the config, else JAX's environment.
-
-  Unset values (coordinator_address '', num_processes 0, process_id -1) are
-  left to JAX, which reads JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-  JAX_PROCESS_ID or detects SLURM and other clusters. CPU devices of
-  different processes talk through gloo.
-  """
+  """jax.distributed.initialize with the config's values; unset ones ('', 0,
+  -1) are left to JAX (JAX_COORDINATOR_ADDRESS etc., SLURM and others)."""
   kwargs = {}
   if config.coordinator_address:
     kwargs["coordinator_address"] = config.coordinator_address

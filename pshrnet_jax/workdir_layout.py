@@ -13,8 +13,7 @@
       results.json, results.md, cmc.png, ranked_list.png
       log.txt                    everything logged (the console shows less)
 
-Training, evaluation and the driver all ask here, so the layout is written
-down once. Imports nothing from the project.
+Imports nothing from the project.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 CMC_PNG = "cmc.png"
 RANKED_LIST_PNG = "ranked_list.png"
-LOG_FILE = "log.txt"
 # Beside exported variables: what model they belong to (models.factory).
 MODEL_FILE = "model.json"
 # The two phases' folders and what each exports (training.phases names them).

@@ -199,14 +199,20 @@ _TEACHER = {"seq1": jnp.array([[1.0, 2.0]]), "logits": jnp.array([[0.0, 0.0]])}
 _STUDENT = {"seq1": jnp.array([[2.0, 1.0]]), "logits": jnp.array([[1.0, -3.0]])}
 
 
+def _ps_l1(teacher_aux, student_aux, keys):
+  """L_PS: the sum of the per-key terms."""
+  return sum(losses.pseudo_siamese_terms(teacher_aux, student_aux,
+                                         keys).values())
+
+
 def test_pseudo_siamese_by_hand_and_teacher_gets_no_gradient():
   # seq1: |[1, 2] - [2, 1]| = [1, 1] -> 1; logits: |[0, 0] - [1, -3]| = [1, 3]
   # -> 2; L_PS = 3.
   keys = ("seq1", "logits")
   np.testing.assert_allclose(
-      losses.pseudo_siamese_l1(_TEACHER, _STUDENT, keys), 3.0, rtol=1e-7)
+      _ps_l1(_TEACHER, _STUDENT, keys), 3.0, rtol=1e-7)
   grad_teacher, grad_student = jax.grad(
-      losses.pseudo_siamese_l1, argnums=(0, 1))(_TEACHER, _STUDENT, keys)
+      _ps_l1, argnums=(0, 1))(_TEACHER, _STUDENT, keys)
   for key in keys:
     assert not np.any(grad_teacher[key])
   # d mean|t - s| / ds = sign(s - t) / n: seq1 [0.5, -0.5], logits
@@ -217,13 +223,13 @@ def test_pseudo_siamese_by_hand_and_teacher_gets_no_gradient():
 
 def test_pseudo_siamese_errors():
   with pytest.raises(ValueError, match="'feature'"):
-    losses.pseudo_siamese_l1(_TEACHER, _STUDENT, ("feature",))
+    _ps_l1(_TEACHER, _STUDENT, ("feature",))
   with pytest.raises(ValueError, match="empty"):
-    losses.pseudo_siamese_l1(_TEACHER, _STUDENT, ())
+    _ps_l1(_TEACHER, _STUDENT, ())
   with pytest.raises(KeyError, match="student.*seq4"):
-    losses.pseudo_siamese_l1({"seq4": jnp.zeros(2)}, _STUDENT, ("seq4",))
+    _ps_l1({"seq4": jnp.zeros(2)}, _STUDENT, ("seq4",))
   with pytest.raises(ValueError, match=r"'seq1'.*\(1, 2\).*\(1, 3\)"):
-    losses.pseudo_siamese_l1(_TEACHER, {"seq1": jnp.zeros((1, 3))}, ("seq1",))
+    _ps_l1(_TEACHER, {"seq1": jnp.zeros((1, 3))}, ("seq1",))
 
 
 # --- L_TOTAL -------------------------------------------------------------
@@ -243,7 +249,7 @@ def test_total_loss_composition_and_ablations(phase2_inputs):
   student, teacher, hr, labels = phase2_inputs
   id_value, _ = losses.id_loss(student, labels, margin=0.1)
   sr_value = losses.sr_l1(student["sr"], hr)
-  ps_value = losses.pseudo_siamese_l1(teacher, student, losses.PAPER_PS_KEYS)
+  ps_value = _ps_l1(teacher, student, losses.PAPER_PS_KEYS)
 
   # SR + ID + PS (paper defaults: 0.5, 0.5, {seq1, seq4, seq5, l_c}).
   loss, metrics = losses.total_loss(student, teacher, hr, labels, margin=0.1)
@@ -271,7 +277,7 @@ def test_total_loss_composition_and_ablations(phase2_inputs):
 def test_total_loss_under_jit_matches_eager(phase2_inputs):
   student, teacher, hr, labels = phase2_inputs
   fn = functools.partial(losses.total_loss, margin=0.3, sr_weight=0.25,
-                         ps_features=losses.RELEASED_CODE_PS_KEYS)
+                         ps_features=losses.SEQ_KEYS + ("logits",))
   eager, eager_metrics = fn(student, teacher, hr, labels)
   jitted, jit_metrics = jax.jit(fn)(student, teacher, hr, labels)
   np.testing.assert_allclose(jitted, eager, rtol=1e-6)
@@ -315,7 +321,7 @@ def test_masked_total_loss_is_the_loss_of_the_other_pairs(phase2_inputs):
                                     pair_mask=mask)
   id_value, _ = losses.id_loss(student, labels, margin=0.1)
   sr_value = losses.sr_l1(student["sr"][keep], hr[keep])
-  ps_value = losses.pseudo_siamese_l1(take(teacher), take(student),
+  ps_value = _ps_l1(take(teacher), take(student),
                                       losses.PAPER_PS_KEYS)
   np.testing.assert_allclose(metrics["id"], id_value, rtol=1e-6)
   np.testing.assert_allclose(metrics["sr"], sr_value, rtol=1e-6)

@@ -1,19 +1,6 @@
-"""Weights in and out: PyTorch checkpoints -> Flax variables, and the Orbax
-folders variables are kept in.
-
-    from pshrnet_jax.convert import load_torch_hrnet, restore_variables
-    variables = load_torch_hrnet("hrnetv2_w32_imagenet_pretrained.pth")
-    variables = load_torch_resnet("resnet50-0676ba61.pth")  # torchvision
-
-| module | what it holds |
-|---|---|
-| `torch_io` | reading `.pth` files (zip and legacy) without torch |
-| `torch_pickle` | the restricted unpickler: never imports or calls what a file names |
-| `key_tables` | PyTorch key templates -> Flax paths, per layer kind |
-| `pytorch` | state dict -> Flax variables with strict key and shape checks |
-| `transplant` | ImageNet -> ReID and teacher -> student subtree copies |
-| `variables_io` | `save_variables` / `restore_variables` (Orbax folders) |
-"""
+"""Weights in and out: PyTorch checkpoints -> Flax variables (e.g.
+`load_torch_hrnet("hrnetv2_w32_imagenet_pretrained.pth")`), subtree copies
+between models, and the Orbax folders variables are kept in."""
 
 from pshrnet_jax.convert.pytorch import convert_checkpoint
 from pshrnet_jax.convert.pytorch import load_torch_hrnet

@@ -1,10 +1,8 @@
 """PyTorch key names -> Flax parameter paths, as tables of templates.
 
-Each row is (PyTorch template, Flax template, kind); `{c}` stands for a
-Bottleneck/BasicBlock conv, `{n}` for its BatchNorm, any other single letter
-for a non-negative integer. The kind fixes the leaf transform (`LEAVES`):
-conv OIHW -> HWIO, Linear (out, in) -> (in, out), BatchNorm weight/bias/
-running_mean/running_var -> params scale/bias, batch_stats mean/var.
+Each row is (PyTorch template, Flax template, kind); the kind fixes the leaf
+names (`LEAVES`) and transform (conv OIHW -> HWIO, Linear (out, in) -> (in,
+out)).
 """
 
 from __future__ import annotations

@@ -1,36 +1,13 @@
 """PyTorch checkpoints -> Flax variables, with strict key and shape checks.
 
-Accepted checkpoints (read with `convert.torch_io`, which never executes
-pickled code; a mapping of name -> array/tensor is accepted too):
-
-* ImageNet HRNet-W*-C (`load_torch_hrnet`): the official
-  HRNet-Image-Classification keys (conv1, bn1, conv2, bn2, layer1,
-  transition1..3, stage2..4, incre_modules, downsamp_modules, final_layer,
-  classifier) and timm's `hrnet_w*` (the same names).
-* torchvision's ResNet-50 (`load_torch_resnet`): conv1, bn1, layer1..4
-  (Bottlenecks), fc; width, depth and classes read from the weights. The
-  layout must be torchvision's v1.5 (stride on the 3x3 convolution); a
-  Caffe-style v1 checkpoint has the same keys and shapes and cannot be told
-  apart.
-* Released PS-HRNet models (`load_torch_pshrnet`): the HRNet keys above,
-  `classifier.add_block.{0,1}` / `classifier.classifier.0` (the ReID
-  ClassBlock) and, for the student, `vdsr.input`, `vdsr.residual_layer.N.conv`,
-  `vdsr.residual_layer.N.ca.module.{1,3}`, `vdsr.output`. The unused ImageNet
-  head those models still carry (downsamp_modules, final_layer, an ImageNet
-  `classifier.weight/bias`) is skipped and listed in the conversion info.
-
-Keys may carry a DataParallel 'module.' prefix (stripped) and each part
-(backbone, incre_modules, ReID head, SR net) any common prefix ('model.',
-'backbone.', 'vdsr.', ...), detected from an anchor key. Wrappers
-{'state_dict' | 'model' | 'state_dict_ema' | 'net' | 'module': ...} are
-unwrapped; `num_batches_tracked` is dropped. Anything else left over on either
-side, or a shape mismatch, raises `ConversionError` naming the source, the
-first offending key and both shapes.
-
-Keys are renamed through tables of (PyTorch template, Flax template, kind);
-the kind fixes the leaf transform: conv OIHW -> HWIO, Linear (out, in) ->
-(in, out), BatchNorm weight/bias/running_mean/running_var -> params
-scale/bias, batch_stats mean/var.
+Accepted: ImageNet HRNet-W*-C (official HRNet-Image-Classification or timm
+`hrnet_w*` keys), torchvision's ResNet-50 (v1.5 layout: a Caffe-style v1
+checkpoint has the same keys and shapes and cannot be told apart), and the
+released PS-HRNet teacher and student (whose unused ImageNet head is skipped
+and listed in the conversion info). Each part (backbone, incre_modules, ReID
+head, SR net) may carry any key prefix, found from an anchor key; a
+DataParallel 'module.' is stripped, `num_batches_tracked` dropped. A key left
+over on either side, or a shape mismatch, raises ConversionError naming it.
 """
 
 from __future__ import annotations
@@ -76,7 +53,7 @@ def _read(path_or_state_dict: Any) -> tuple[dict[str, np.ndarray], str]:
     state = torch_io.load_state_dict(source)
   elif isinstance(path_or_state_dict, Mapping):
     source, state = "<state dict>", path_or_state_dict
-    for key in ("state_dict", "model", "state_dict_ema", "net", "module"):
+    for key in torch_io.WRAPPER_KEYS:
       if isinstance(state.get(key), Mapping):
         state = state[key]
         break
@@ -244,23 +221,21 @@ def convert_checkpoint(
   """Converts a PyTorch checkpoint and returns the model it belongs to.
 
   Args:
-    path_or_state_dict: a `.pth` path or a mapping name -> array/tensor.
-    kind: 'hrnet' (ImageNet HRNet-W*-C -> HRNetClassifier), 'teacher'
-      (released HRNet-ReID -> HRNetReID), 'student' (released PS-HRNet ->
-      SRReID of VDSR-CA and HRNetReID) or 'resnet50' (torchvision ResNet-50 ->
-      ResNet50Classifier).
-    width: the expected HRNet width; None accepts the checkpoint's (not
-      used for 'resnet50').
+    path_or_state_dict: a `.pth` path or a mapping name -> array/tensor
+      (wrappers such as {'state_dict': ...} are unwrapped).
+    kind: 'hrnet' (-> HRNetClassifier), 'teacher' (released HRNet-ReID ->
+      HRNetReID), 'student' (released PS-HRNet -> SRReID of VDSR-CA and
+      HRNetReID) or 'resnet50' (torchvision -> ResNet50Classifier).
+    width: the expected HRNet width; None accepts the checkpoint's.
     pooling: ReID pooling mode (not stored in the weights).
 
   Returns:
     (variables, module, info): Flax {'params', 'batch_stats'}, the module
-    they fit (width, classes, head and SR sizes read from the weights), and
-    a JSON-able description of the conversion.
+    they fit (sizes read from the weights), and a JSON-able description.
 
   Raises:
     ConversionError: the checkpoint does not match (names key and shapes).
-    torch_io.TorchFileError: unreadable file. FileNotFoundError: no file.
+    TorchFileError: unreadable file. FileNotFoundError: no file.
   """
   if kind not in KINDS:
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -314,49 +289,21 @@ def convert_checkpoint(
 
 
 def load_torch_hrnet(path_or_state_dict: Any, width: int | None = None) -> Variables:
-  """Flax variables for `HRNetClassifier` from an ImageNet HRNet-W*-C file.
-
-  Args:
-    path_or_state_dict: official `hrnetv2_w32_imagenet_pretrained.pth`, a timm
-      `hrnet_w32` state dict, or a mapping name -> array/tensor.
-    width: the expected width (e.g. 32); None accepts the checkpoint's.
-      Width and num_classes are read from the weights.
-
-  Returns:
-    {'params': ..., 'batch_stats': ...} for `HRNetClassifier(width, num_classes)`.
-  """
+  """`HRNetClassifier` variables from an ImageNet HRNet-W*-C checkpoint
+  (see `convert_checkpoint`)."""
   return convert_checkpoint(path_or_state_dict, "hrnet", width=width)[0]
 
 
 def load_torch_pshrnet(path_or_state_dict: Any, kind: str = "student", *,
                        width: int | None = None) -> Variables:
-  """Flax variables from a released PS-HRNet student or teacher checkpoint.
-
-  Args:
-    path_or_state_dict: a `.pth` path or a mapping name -> array/tensor.
-    kind: 'student' (-> `SRReID` of VDSR-CA and HRNetReID) or 'teacher'
-      (-> `HRNetReID`).
-    width: the expected width; None accepts the checkpoint's.
-
-  Returns:
-    {'params': ..., 'batch_stats': ...}; see `convert_checkpoint` for the
-    module configuration they fit.
-  """
+  """Variables of a released PS-HRNet `kind` ('student' or 'teacher')
+  checkpoint (see `convert_checkpoint`)."""
   if kind not in ("student", "teacher"):
     raise ValueError(f"kind must be 'student' or 'teacher', got {kind!r}")
   return convert_checkpoint(path_or_state_dict, kind, width=width)[0]
 
 
 def load_torch_resnet(path_or_state_dict: Any) -> Variables:
-  """Flax variables for `ResNet50Classifier` from a torchvision ResNet-50.
-
-  Args:
-    path_or_state_dict: torchvision's `resnet50-*.pth` (e.g. IMAGENET1K_V1
-      or V2), or a mapping name -> array/tensor with its keys.
-
-  Returns:
-    {'params': ..., 'batch_stats': ...} for
-    `ResNet50Classifier(num_classes)` (classes, width and depth are read
-    from the weights; see `convert_checkpoint`'s info).
-  """
+  """`ResNet50Classifier` variables from torchvision's `resnet50-*.pth` (see
+  `convert_checkpoint`)."""
   return convert_checkpoint(path_or_state_dict, "resnet50")[0]

@@ -1,26 +1,13 @@
-"""Reads PyTorch `.pth` files without torch and without running code from them.
+"""Reads PyTorch `.pth` files without torch and without running code from
+them (the unpickler is `torch_pickle`'s).
 
-A `.pth` file is a pickle, and a plain `pickle.load` runs whatever callables the
-file names. This reader unpickles with a whitelist instead: the handful of
-globals a checkpoint legitimately uses (tensor rebuilders, storage types,
-OrderedDict, numpy arrays and scalars, a few builtins) map to local stand-ins
-that only build data. Every other global becomes an inert `UnsupportedObject`
-class that records its arguments, so a checkpoint that also pickled an
-optimizer, an `argparse.Namespace` or something hostile still yields its
-tensors, and nothing named by the file is imported or called.
-
-Three container formats exist:
-  * zip (torch >= 1.6): `<archive>/data.pkl` plus one record per storage,
-    `<archive>/data/<key>`, in the byte order named by `<archive>/byteorder`;
-  * legacy (torch < 1.6, or `_use_new_zipfile_serialization=False`): magic
-    number, protocol version and system-info pickles, the object pickle, the
-    list of storage keys, then each storage as an int64 element count and its
-    little-endian bytes. The official HRNet ImageNet checkpoints use it;
-  * tar (torch < 0.4): refused with a clear error.
-
-Tensors come back as numpy arrays of the same dtype (bfloat16 and float8 as
-`ml_dtypes` types), copied out of their storages, so views and tensors that
-share a storage become independent arrays.
+Formats: zip (torch >= 1.6: `<archive>/data.pkl`, one record per storage
+`<archive>/data/<key>`, byte order in `<archive>/byteorder`); legacy (torch <
+1.6, the official HRNet ImageNet checkpoints: magic, protocol and sys-info
+pickles, the object pickle, the storage keys, then each storage as an int64
+count and its little-endian bytes); tar (torch < 0.4) is refused. Tensors
+come back as independent numpy arrays of their dtype (bfloat16 and float8 as
+`ml_dtypes` types).
 """
 
 from __future__ import annotations
@@ -49,7 +36,7 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 # Top-level keys under which training scripts (timm, torchreid, HRNet, ...)
 # nest the model's state dict, in the order they are tried.
-_WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "net", "module")
+WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "net", "module")
 
 def _read_zip(f: Any) -> tuple[Any, Callable[[str], bytes | None], bool]:
   """Unpickles a zip checkpoint; returns (tree, storage reader, big-endian)."""
@@ -210,45 +197,26 @@ def _load(path: str | os.PathLike) -> tuple[Any, set[int]]:
 
 
 def load_checkpoint(path: str | os.PathLike) -> Any:
-  """Reads a whole `.pth` file without torch and without executing its code.
-
-  Args:
-    path: a file written by `torch.save`, in the zip or the legacy format.
-
-  Returns:
-    The unpickled object tree: dicts, OrderedDicts, lists, tuples, numbers,
-    strings, numpy arrays (for tensors, numpy arrays and storages),
-    `TorchDtype`s, and `UnsupportedObject`s for any other pickled global.
+  """The whole object tree of a `.pth` file: containers, numbers, strings,
+  numpy arrays (tensors, arrays, storages), `TorchDtype`s, and
+  `UnsupportedObject`s for any other pickled global.
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    TorchFileError: the file is not a readable PyTorch checkpoint; the message
-      names the file and what is wrong with it.
+    TorchFileError: not a readable PyTorch checkpoint (names file and fault).
   """
   return _load(path)[0]
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads the tensors of a state dict saved with `torch.save`.
-
-  When the top level holds no tensors itself, the first of the wrapper keys
-  'state_dict', 'model', 'state_dict_ema', 'net', 'module' whose value is a
-  dict with tensors is unwrapped (training checkpoints such as
-  `{'epoch': 3, 'state_dict': ..., 'optimizer': ...}`). Keys are returned as
-  saved: a DataParallel 'module.' prefix is NOT stripped here.
-
-  Args:
-    path: a `.pth` file in the zip or the legacy format.
-
-  Returns:
-    A flat dict from parameter name to numpy array (same dtype as the tensor;
-    bfloat16 as `ml_dtypes.bfloat16`), in file order. Entries that are not
-    tensors (numbers, `_metadata`, numpy arrays) are dropped.
+  """{name: numpy array} of the tensors of a state dict saved with
+  `torch.save`, in file order; other entries are dropped, keys kept as saved
+  ('module.' included). When the top level holds no tensors, the first of
+  WRAPPER_KEYS holding some is unwrapped (training checkpoints).
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    TorchFileError: the file is unreadable, or holds no tensors (the message
-      lists the top-level keys found).
+    TorchFileError: unreadable, or no tensors (lists the top-level keys).
   """
   tree, tensor_ids = _load(path)
 
@@ -259,7 +227,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             if isinstance(k, str) and id(v) in tensor_ids}
 
   found = tensors_of(tree)
-  for key in _WRAPPER_KEYS if not found and isinstance(tree, dict) else ():
+  for key in WRAPPER_KEYS if not found and isinstance(tree, dict) else ():
     found = tensors_of(tree.get(key))
     if found:
       break
@@ -267,6 +235,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     what = (f"top-level keys {list(tree)[:20]}" if isinstance(tree, dict)
             else f"top-level object {tree!r:.200}")
     raise TorchFileError(f"{os.fspath(path)}: no tensors found (looked at the "
-                         f"top level and under {list(_WRAPPER_KEYS)}); "
+                         f"top level and under {list(WRAPPER_KEYS)}); "
                          f"{what}")
   return found

@@ -1,12 +1,10 @@
 """The restricted unpickler behind `torch_io`: whitelisted globals only.
 
-A `.pth` file is a pickle, and a plain `pickle.load` runs whatever callables
-the file names. `RestrictedUnpickler` resolves the handful of globals a
-checkpoint legitimately uses (tensor rebuilders, storage types, OrderedDict,
-numpy arrays and scalars, a few builtins) to local stand-ins that only build
-data (`TensorRef`, `Storage`, ...). Every other global becomes an inert
-`UnsupportedObject` subclass that records its arguments; nothing named by
-the file is imported or called.
+A plain `pickle.load` runs whatever callables a file names. Here the globals a
+checkpoint legitimately uses map to local stand-ins that only build data;
+every other global becomes an inert `UnsupportedObject` subclass that records
+its arguments (so a checkpoint with a pickled optimizer still yields its
+tensors); nothing named by the file is imported or called.
 """
 
 from __future__ import annotations
@@ -41,13 +39,9 @@ class Corrupt(Exception):
 
 
 class UnsupportedObject:
-  """Inert stand-in for a pickled global outside the whitelist.
-
-  Each global gets its own subclass, with `module` and `name` saying what the
-  file asked for. Calling it, `__setstate__`, appends and item assignments only
-  record their arguments (`args`, `kwargs`, `state`, `listitems`,
-  `dictitems`); nothing is imported or executed.
-  """
+  """Inert stand-in for a pickled global outside the whitelist: a subclass
+  per global (`module`, `name`) whose calls, `__setstate__`, appends and item
+  assignments only record their arguments."""
   module = ""
   name = ""
 

@@ -1,13 +1,8 @@
-"""Copying trained parts between Flax variable trees of different models.
+"""ImageNet classifier -> ReID extractor and teacher -> student weight copies.
 
-ImageNet classifier -> ReID extractor (phase 1 starts from ImageNet
-weights) and teacher -> student (SPEC 3's option: the student's extractor
-starts from the phase-1 teacher). Every part of an extractor except its
-`head` (the FC block, trained from scratch) has the same path in the
-ImageNet classifier: `backbone` + `incre_modules` for HRNet-ReID, also
-`downsamp_modules_*` + `final_layer` with HRNet's ImageNet head, `backbone`
-for ResNet-50. So a copy is a swap of those subtrees, every path and shape
-checked.
+Every part of an extractor but its `head` (trained from scratch) has the same
+path in its ImageNet classifier, so a copy swaps those subtrees, every path
+and shape checked.
 """
 
 from __future__ import annotations
@@ -70,32 +65,15 @@ def _copy_shared(src: Variables, dst: Variables, dst_root: tuple[str, ...],
 
 def reid_from_imagenet(classifier_variables: Variables,
                        reid_variables: Variables) -> Variables:
-  """Extractor variables with everything but the head from the classifier.
-
-  Args:
-    classifier_variables: {'params', 'batch_stats'} of an HRNetClassifier
-      (for HRNetReID, either head kind) or a ResNet50Classifier (for
-      ResNet50ReID).
-    reid_variables: the extractor's variables (its `head` is kept).
-
-  Returns:
-    New variables (the inputs are not modified).
-  """
+  """New extractor variables with all but the `head` from its ImageNet
+  classifier's (HRNetClassifier, ResNet50Classifier)."""
   return _copy_shared(classifier_variables, reid_variables, (),
                       "reid_from_imagenet")
 
 
 def student_from_teacher(teacher_variables: Variables,
                          student_variables: Variables) -> Variables:
-  """Student variables whose extractor, but its head, is the teacher's.
-
-  Args:
-    teacher_variables: the teacher extractor's {'params', 'batch_stats'}.
-    student_variables: the student's variables (its `sr` and `reid/head`
-      kept).
-
-  Returns:
-    New variables (the inputs are not modified).
-  """
+  """New student variables whose extractor, but its head, is the teacher's
+  (`sr` and `reid/head` kept)."""
   return _copy_shared(teacher_variables, student_variables, ("reid",),
                       "student_from_teacher")

@@ -1,9 +1,5 @@
-"""Flax variables on disk: Orbax checkpoints of {'params', 'batch_stats'}.
-
-The format `scripts/convert_pytorch_hrnet.py` writes, `--config.init_from`
-reads, and training uses for the exported teacher and student
-(WORKDIR/phase1/teacher, WORKDIR/phase2/student).
-"""
+"""Flax variables on disk as Orbax folders: converted weights
+(`--config.init_from`) and the exported teacher and student."""
 
 from __future__ import annotations
 
@@ -21,12 +17,8 @@ Variables = dict[str, Any]
 
 
 def _local_checkpointer():
-  """An Orbax checkpointer of this process alone.
-
-  Variables here are host numpy arrays that one process writes or reads on
-  its own (the export of a multi-process run is written by process 0); a
-  default checkpointer would wait at a barrier for every process.
-  """
+  """An Orbax checkpointer of this process alone: one process writes or
+  reads these (a default one would wait at a barrier for every process)."""
   import orbax.checkpoint as ocp  # Deferred: import cost only where used.
   me = jax.process_index()
   return ocp.StandardCheckpointer(
@@ -38,18 +30,8 @@ def save_variables(variables: Variables, directory: str | os.PathLike,
                    info: Mapping[str, Any] | None = None, *,
                    replace: bool = False,
                    info_file: str = "conversion.json") -> None:
-  """Writes {'params', 'batch_stats'} as an Orbax checkpoint (+ info JSON).
-
-  Everything is written to a temporary sibling first and renamed into place,
-  so a failure leaves no partial `directory`.
-
-  Args:
-    variables: the Flax variables.
-    directory: created; must not exist or be empty, unless `replace`.
-    info: optional JSON-able description, saved as `info_file`.
-    replace: swap an existing `directory` for the new variables as a whole.
-    info_file: the description's file name (`conversion.json` for converted
-      checkpoints, `model.json` for exported teachers and students).
+  """Writes variables (and an optional JSON `info` as `info_file`) as an
+  Orbax folder, atomically; `replace` swaps an existing `directory` whole.
 
   Raises:
     FileExistsError: `directory` holds something and `replace` is False.
@@ -66,14 +48,7 @@ def save_variables(variables: Variables, directory: str | os.PathLike,
 
 
 def restore_variables(directory: str | os.PathLike) -> Variables:
-  """Reads variables written by `save_variables` (as numpy arrays).
-
-  Args:
-    directory: the directory given to `save_variables`.
-
-  Returns:
-    {'params': ..., 'batch_stats': ...}.
-  """
+  """The variables `save_variables` wrote to `directory`, as numpy arrays."""
   path = os.path.join(os.path.abspath(os.fspath(directory)), "variables")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{directory}: no Orbax variables (expected {path}, "

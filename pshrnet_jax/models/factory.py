@@ -1,21 +1,10 @@
-"""The model registry: the one place that maps `config.model` to networks,
-so training, evaluation and loading a trained model build the same ones.
-
-    config.model.backbone   BACKBONES: 'hrnet' (paper) | 'resnet50' (Table
-                            IV's extractor); each names the heads it has:
-                            'reid' (SPEC 1.3) | 'imagenet' (HRNet-W32-C's
-                            own representation head, Table VI)
-    config.model.sr_module  SR_MODULES: 'vdsr_ca' (paper) | 'vdsr' | 'rcan'
-                            | 'srcnn' | 'bicubic' | 'none' (Table IV)
-
-`check_model_config` validates these choices once (config_checks calls
-it); the builders trust them. The teacher is the extractor alone; the
-student is `SRReID(reid, sr)`. 'bicubic' and 'none' have no SR network (so
-no L_SR): the LR image, up-sampled to the network size by the input
-pipeline, goes straight to the extractor. 'bicubic' up-samples with PIL
-bicubic whatever `data.lr_interpolation` says, and its up-sampling is
-scored as its SR output (the SR literature's baseline row); 'none' uses
-`data.lr_interpolation` and has no SR output to score.
+"""The model registry: the one place that maps `config.model` to networks
+(BACKBONES with their heads, SR_MODULES), so training, evaluation and loading
+build the same ones. `check_model_config` validates the choices once; the
+builders trust them. The teacher is the extractor alone, the student
+`SRReID(reid, sr)`. 'bicubic' and 'none' have no SR network (no L_SR): the
+pipeline's up-sampled LR image goes straight to the extractor ('bicubic':
+PIL bicubic, scored as its SR output, the SR literature's baseline row).
 """
 
 from __future__ import annotations
@@ -40,14 +29,9 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
-  """An extractor family.
-
-  Attributes:
-    build: (config.model, num_classes, dtype) -> the ReID extractor.
-    heads: the representation heads it has (`config.model.head`).
-    imagenet_kind: the convert script's --kind for its ImageNet weights.
-    imagenet_name: config.model -> what its ImageNet weights are called.
-  """
+  """An extractor family: its builder ((config.model, num_classes, dtype) ->
+  module), its `config.model.head`s, and its ImageNet weights' convert
+  --kind and name."""
   build: Callable[[Any, int, Any], nn.Module]
   heads: tuple[str, ...]
   imagenet_kind: str
@@ -56,15 +40,9 @@ class Backbone:
 
 @dataclasses.dataclass(frozen=True)
 class SRModule:
-  """What restores the LR query before the extractor.
-
-  Attributes:
-    build: (config.model, dtype) -> the SR network; None: there is none (no
-      L_SR).
-    upsampling: how the input pipeline up-samples LR images for it; None:
-      `data.lr_interpolation`.
-    output_scored: whether evaluation scores its output (PSNR/SSIM).
-  """
+  """What restores the LR query: its builder ((config.model, dtype) -> module,
+  None: no network), the pipeline's up-sampling for it (None:
+  `data.lr_interpolation`), and whether evaluation scores its output."""
   build: Optional[Callable[[Any, Any], nn.Module]]
   upsampling: Optional[str] = None
   output_scored: bool = True
@@ -121,12 +99,7 @@ def check_model_config(model_config: Any) -> None:
 
 
 def build_teacher(model_config: Any, num_classes: int) -> nn.Module:
-  """The extractor alone: the phase-1 model and the frozen teacher.
-
-  Args:
-    model_config: `config.model` (checked by `check_model_config`).
-    num_classes: training identities M.
-  """
+  """The extractor alone (phase 1's model, the frozen teacher), M classes."""
   m = model_config
   return BACKBONES[m.backbone].build(m, num_classes,
                                      COMPUTE_DTYPES[m.compute_dtype])
@@ -140,12 +113,7 @@ def build_sr(model_config: Any) -> Optional[nn.Module]:
 
 
 def build_student(model_config: Any, num_classes: int) -> SRReID:
-  """The configured SR module followed by the extractor.
-
-  Args:
-    model_config: `config.model` (checked by `check_model_config`).
-    num_classes: training identities M.
-  """
+  """The configured SR module followed by the extractor, M classes."""
   return SRReID(reid=build_teacher(model_config, num_classes),
                 sr=build_sr(model_config))
 
@@ -185,13 +153,9 @@ _PARTS = {cls.__name__: cls for cls in (VDSRCA, RCAN, SRCNN)}
 
 
 def describe(module: nn.Module) -> dict[str, Any]:
-  """{'model': class name, 'model_kwargs': JSON-able arguments}.
-
-  Exports and converted checkpoints store this beside the variables, so a
-  model is rebuilt from the folder (`from_description`), never from numbers
-  a user repeats. A network inside the model (SRReID's `reid` and `sr`) is
-  described the same way, nested.
-  """
+  """{'model': class name, 'model_kwargs': JSON-able arguments (inner
+  networks nested)}, stored beside exported variables so a model is rebuilt
+  from its folder (`from_description`), never from numbers a user repeats."""
   kwargs = {}
   for field in dataclasses.fields(module):
     if field.name in ("parent", "name"):
@@ -209,11 +173,7 @@ def describe(module: nn.Module) -> dict[str, Any]:
 
 def from_description(description: Mapping[str, Any], where: str,
                      _classes: Mapping[str, type] = _EXTRACTORS):
-  """The module `describe` recorded.
-
-  Args:
-    description: a dict with 'model' and 'model_kwargs'.
-    where: the file it came from, for messages.
+  """The module `describe` recorded (read from the file `where`).
 
   Raises:
     ConfigError: not a ReID model this project builds, or arguments that

@@ -1,16 +1,5 @@
-"""HRNet backbone and the ImageNet HRNet-W*-C classifier (SPEC 1.2).
-
-Flax names mirror the PyTorch keys of HRNet-Image-Classification so the
-conversion table in `pshrnet_jax.convert` stays a plain rename:
-
-  layer1.K                         -> layer1_K
-  transitionT.I.{0,1}              -> transitionT_I/{conv,bn}
-  transitionT.I.K.{0,1}            -> transitionT_I_K/{conv,bn}
-  stageS.M.branches.B.K            -> stageS_M/branchB_K
-  stageS.M.fuse_layers.I.J.{0,1}   -> stageS_M/fuse_I_J/{conv,bn}
-  stageS.M.fuse_layers.I.J.K.{0,1} -> stageS_M/fuse_I_J_K/{conv,bn}
-  incre_modules.I.0                -> incre_modules/branchI
-"""
+"""HRNet backbone and the ImageNet HRNet-W*-C classifier (SPEC 1.2). Flax
+names mirror HRNet-Image-Classification's keys (`convert.key_tables`)."""
 
 from typing import Any, Sequence
 
@@ -44,13 +33,8 @@ def branch_channels(width: int) -> tuple[int, ...]:
 
 
 class HRModule(nn.Module):
-  """One HighResolutionModule: BasicBlock branches, then multi-scale fusion.
-
-  Attributes:
-    channels: channels of each branch.
-    num_blocks: BasicBlocks per branch.
-    dtype: computation dtype.
-  """
+  """One HighResolutionModule: BasicBlock branches (`channels` each), then
+  multi-scale fusion."""
   channels: Sequence[int]
   num_blocks: int = NUM_BLOCKS
   dtype: Dtype = jnp.float32
@@ -87,8 +71,7 @@ class HRNet(nn.Module):
   """HRNet-W`width` backbone: stem, layer1, stages 2-4.
 
   Attributes:
-    width: channels of the highest-resolution branch (18, 32, 48; tiny
-      values such as 4 for tests).
+    width: channels of the highest-resolution branch (18, 32, 48).
     num_modules: HighResolutionModules of stages 2, 3 and 4.
     num_blocks: Bottlenecks of layer1 and BasicBlocks of every branch.
     dtype: computation dtype (parameters stay float32).
@@ -100,15 +83,8 @@ class HRNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
-    """Runs the backbone.
-
-    Args:
-      x: (B, H, W, 3) images, H and W multiples of 32.
-      train: batch statistics and their update (True) or running averages.
-
-    Returns:
-      The four branch maps, (B, H/4, W/4, C) ... (B, H/32, W/32, 8C).
-    """
+    """(B, H, W, 3) images (H, W multiples of 32) -> the four branch maps,
+    (B, H/4, W/4, C) ... (B, H/32, W/32, 8C)."""
     if x.ndim != 4 or x.shape[1] % INPUT_MULTIPLE or x.shape[2] % INPUT_MULTIPLE:
       raise ValueError(
           f"HRNet expects (B, H, W, C) images with H and W multiples of "
@@ -156,15 +132,8 @@ class HRNet(nn.Module):
 
 
 class IncreModules(nn.Module):
-  """The per-branch Bottlenecks that widen C..8C to 4 * head_planes.
-
-  Shared, with the same parameter paths, by the ImageNet classifier and the
-  ReID model, so ImageNet weights drop straight into the ReID model.
-
-  Attributes:
-    head_planes: Bottleneck planes per branch.
-    dtype: computation dtype.
-  """
+  """The per-branch Bottlenecks that widen C..8C to 4 * head_planes; the
+  same paths in the ImageNet classifier and the ReID model."""
   head_planes: Sequence[int] = HEAD_PLANES
   dtype: Dtype = jnp.float32
 
@@ -185,23 +154,13 @@ def imagenet_representation(xs: Sequence[jax.Array], train: bool, *,
                             head_planes: Sequence[int] = HEAD_PLANES,
                             final_features: int = FINAL_FEATURES,
                             dtype: Dtype = jnp.float32) -> jax.Array:
-  """HRNet-W*-C's ImageNet representation head on the incre_modules outputs.
+  """HRNet-W*-C's ImageNet representation head on the incre_modules outputs
+  `xs`: (B, final_features), pooled.
 
-  Each branch is brought down to the next one's resolution by a stride-2
-  conv3x3 + BN + ReLU (`downsamp_modules_i`) and added to it; `final_layer`
-  (conv1x1 -> final_features + BN + ReLU) follows, then global average
-  pooling. Call it from a compact method: the layers become children of the
-  calling module, under the names ImageNet weights convert to.
-
-  Args:
-    xs: the four incre_modules outputs.
-    train: batch statistics (True) or running averages (False).
-    head_planes: incre_modules planes (the outputs have 4x these channels).
-    final_features: channels of final_layer (2048).
-    dtype: computation dtype.
-
-  Returns:
-    (B, final_features), the pooled representation.
+  Each branch goes down to the next one's resolution (`downsamp_modules_i`,
+  stride-2 ConvBN) and is added to it; `final_layer` (1x1 ConvBN) and global
+  average pooling follow. Called from a compact method, its layers become the
+  caller's children, under the names ImageNet weights convert to.
   """
   y = xs[0]
   for i in range(len(xs) - 1):
@@ -214,17 +173,8 @@ def imagenet_representation(xs: Sequence[jax.Array], train: bool, *,
 
 
 class HRNetClassifier(nn.Module):
-  """HRNet-W`width`-C: the backbone plus the ImageNet classification head.
-
-  Attributes:
-    width: backbone width.
-    num_classes: classifier outputs.
-    head_planes: incre_modules Bottleneck planes (official: 32/64/128/256).
-    final_features: channels of `final_layer` (official: 2048).
-    num_modules: HighResolutionModules of stages 2-4 (HRNet).
-    num_blocks: blocks of layer1 and of every branch (HRNet).
-    dtype: computation dtype (parameters stay float32).
-  """
+  """HRNet-W`width`-C: the backbone plus the ImageNet classification head;
+  (B, H, W, 3) normalised images -> (B, num_classes) float32 logits."""
   width: int = 32
   num_classes: int = 1000
   head_planes: Sequence[int] = HEAD_PLANES
@@ -235,15 +185,6 @@ class HRNetClassifier(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """Classifies NHWC, ImageNet-normalised images.
-
-    Args:
-      x: (B, H, W, 3), H and W multiples of 32.
-      train: batch statistics (True) or running averages (False).
-
-    Returns:
-      (B, num_classes) float32 logits.
-    """
     xs = HRNet(self.width, self.num_modules, self.num_blocks,
                dtype=self.dtype, name="backbone")(x, train)
     xs = IncreModules(self.head_planes, dtype=self.dtype,

@@ -1,12 +1,8 @@
-"""Building blocks shared by the HRNet, VDSR-CA and ReID modules.
-
-Every default here is PyTorch's, set explicitly, because the weights these
-modules run come from PyTorch checkpoints and parity tests compare against
-PyTorch: BatchNorm momentum 0.9 (PyTorch 0.1), epsilon 1e-5 and PyTorch's
-unbiased running-variance update, convolutions without bias, and symmetric
-padding k // 2 on every side (Flax's 'SAME' pads a stride-2 3x3 convolution
-asymmetrically, which shifts every later map by half a pixel relative to
-PyTorch).
+"""Building blocks of the networks, with PyTorch's defaults set explicitly
+(the weights come from PyTorch): BatchNorm momentum 0.9 (PyTorch 0.1), eps
+1e-5, unbiased running variance; bias-free convolutions padded k // 2 on
+every side (Flax's 'SAME' pads a stride-2 conv asymmetrically, shifting
+every later map by half a pixel).
 """
 
 from typing import Any, Callable
@@ -32,20 +28,7 @@ def conv(features: int, kernel_size: int, stride: int = 1, *,
          use_bias: bool = False, dtype: Dtype = jnp.float32,
          name: str | None = None,
          kernel_init: Callable[..., jax.Array] = conv_kernel_init) -> nn.Conv:
-  """A PyTorch-equivalent Conv2d(padding=kernel_size // 2) in NHWC.
-
-  Args:
-    features: output channels.
-    kernel_size: square kernel size.
-    stride: square stride.
-    use_bias: whether the convolution has a bias (HRNet's are bias-free).
-    dtype: computation dtype; parameters stay float32.
-    name: module name.
-    kernel_init: the kernel's initialiser (HRNet/VDSR's law by default).
-
-  Returns:
-    The `nn.Conv` module.
-  """
+  """PyTorch's Conv2d(padding=kernel_size // 2), NHWC, float32 parameters."""
   pad = kernel_size // 2
   return nn.Conv(
       features, (kernel_size, kernel_size), strides=(stride, stride),
@@ -54,21 +37,11 @@ def conv(features: int, kernel_size: int, stride: int = 1, *,
 
 
 class BatchNorm(nn.Module):
-  """BatchNorm with PyTorch's semantics (BatchNorm1d/2d over the last axis).
-
-  Flax's `nn.BatchNorm` updates the running variance with the biased batch
-  variance; PyTorch uses the unbiased one (n / (n - 1)). For the ReID head's
-  BatchNorm1d, n is the batch size (24), a 4% difference in every update, so
-  the running statistics of a model trained here would drift from PyTorch's.
-  Normalisation itself uses the biased variance, as in PyTorch. Variable
-  names match `nn.BatchNorm` (params scale/bias, batch_stats mean/var).
-
-  Attributes:
-    use_running_average: normalise with the running statistics (eval).
-    momentum: running-average decay (0.9 == PyTorch momentum 0.1).
-    epsilon: added to the variance (PyTorch: 1e-5).
-    dtype: computation dtype of the output; statistics are float32.
-    scale_init: initialiser of the scale.
+  """BatchNorm with PyTorch's semantics over the last axis, `nn.BatchNorm`'s
+  variable names. Unlike Flax's, the running variance is updated with the
+  unbiased batch variance (n / (n - 1): 4% per update for the ReID head's
+  BatchNorm1d over 24 rows); normalisation uses the biased one, as PyTorch.
+  Statistics are float32; `momentum` 0.9 is PyTorch's 0.1.
   """
   use_running_average: bool
   momentum: float = 0.9
@@ -106,31 +79,13 @@ class BatchNorm(nn.Module):
 
 def batch_norm(train: bool, *, dtype: Dtype = jnp.float32,
                name: str | None = None) -> BatchNorm:
-  """BatchNorm with PyTorch's defaults (momentum 0.1 == Flax 0.9, eps 1e-5).
-
-  Args:
-    train: batch statistics (True) or running averages (False).
-    dtype: computation dtype; parameters and statistics stay float32.
-    name: module name.
-
-  Returns:
-    The `BatchNorm` module.
-  """
+  """`BatchNorm` with PyTorch's defaults, batch statistics when `train`."""
   return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                    dtype=dtype, name=name)
 
 
 class ConvBN(nn.Module):
-  """Conv (bias-free unless asked) + BatchNorm + optional ReLU.
-
-  Attributes:
-    features: output channels.
-    kernel_size: square kernel size.
-    stride: square stride.
-    relu: apply a ReLU after the BatchNorm.
-    use_bias: convolution bias (the ImageNet head's convolutions have one).
-    dtype: computation dtype.
-  """
+  """Conv (bias-free unless `use_bias`) + BatchNorm + optional ReLU."""
   features: int
   kernel_size: int = 3
   stride: int = 1
@@ -147,15 +102,8 @@ class ConvBN(nn.Module):
 
 
 class BasicBlock(nn.Module):
-  """HRNet's BasicBlock (expansion 1): two 3x3 conv-BN with identity skip.
-
-  HRNet only builds it with matching channels and stride 1, so it has no
-  downsample path; asking for another configuration is an error.
-
-  Attributes:
-    features: channels in and out.
-    dtype: computation dtype.
-  """
+  """HRNet's BasicBlock: two 3x3 conv-BN with an identity skip (`features`
+  in and out, stride 1: HRNet needs no downsample path)."""
   features: int
   dtype: Dtype = jnp.float32
 
@@ -173,16 +121,8 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-  """ResNet/HRNet Bottleneck (expansion 4), downsample path when needed.
-
-  Parameter names follow PyTorch's (`conv1..3`, `bn1..3`); the 1x1
-  projection `downsample.0/1` becomes `downsample_conv` / `downsample_bn`.
-
-  Attributes:
-    planes: bottleneck width; the output has `4 * planes` channels.
-    stride: stride of the 3x3 convolution (and of the projection).
-    dtype: computation dtype.
-  """
+  """ResNet/HRNet Bottleneck: 4 * `planes` channels out, `stride` on the
+  3x3 convolution and the projection (`downsample_conv` / `_bn`) if needed."""
   planes: int
   stride: int = 1
   dtype: Dtype = jnp.float32
@@ -207,41 +147,24 @@ class Bottleneck(nn.Module):
 
 
 def materialize(x: jax.Array) -> jax.Array:
-  """x, computed once and kept: XLA may not fuse its computation into
-  later operations.
-
-  A residual block's output is the input of the next block's convolution
-  and of its skip connection. Without a fence XLA:CPU recomputes such
-  elementwise chains (BatchNorm, skip add, ReLU of every earlier block of a
-  branch) inside each consumer fusion, in the backward pass inside the
-  transposes around each weight gradient: at HRNet-W32's depth that
-  recomputation made the phase-1 step 3x slower (README, "Where a step's
-  time goes"). The value is unchanged; only where it is computed.
+  """x, computed once and kept: XLA may not fuse its computation into later
+  operations. Without this fence on block outputs XLA:CPU recomputes the
+  elementwise chains of every earlier block (BatchNorm, skip add, ReLU)
+  inside each consumer fusion, forward and backward: at HRNet-W32's depth
+  the phase-1 step ran 3x slower (README, "Where a step's time goes").
   """
   return jax.lax.optimization_barrier(x)
 
 
 def compiler_options() -> dict[str, str] | None:
-  """XLA options for every jitted program that runs these models.
-
-  XLA:CPU removes optimisation barriers (`cse_barrier_expander`) before it
-  fuses, so `materialize` holds only when that pass is off. Pass the result
-  as `jax.jit(..., compiler_options=layers.compiler_options())`; it is part
-  of the persistent cache key. Other backends keep their defaults.
-  """
+  """`jax.jit(..., compiler_options=...)` for every program that runs these
+  models: XLA:CPU removes optimisation barriers (`cse_barrier_expander`)
+  before it fuses, so `materialize` holds only with that pass off."""
   if jax.default_backend() == "cpu":
     return {"xla_disable_hlo_passes": "cse_barrier_expander"}
   return None
 
 
 def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
-  """Nearest-neighbour upsampling by an integer factor (torch 'nearest').
-
-  Args:
-    x: (B, H, W, C).
-    factor: integer scale.
-
-  Returns:
-    (B, H * factor, W * factor, C).
-  """
+  """(B, H, W, C) -> (B, H * factor, W * factor, C), torch's 'nearest'."""
   return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)

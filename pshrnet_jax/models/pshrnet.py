@@ -1,12 +1,7 @@
-"""HRNet-ReID (the teacher / HR model) and PS-HRNet (the student), SPEC 1.4.
-
-Parameter paths: `HRNetReID` holds `backbone` and `incre_modules` with the
-same paths as `HRNetClassifier` (so ImageNet weights copy across), and
-`head` (`fc1`, `bn`, `fc2`); with the ImageNet representation head (paper
-Table VI's HRNet-W32-C row) also `downsamp_modules_0..2` and `final_layer`.
-`SRReID` holds `sr` (the SR network) and `reid` (the extractor) for any SR
-network and extractor (what `factory.build_student` builds); with VDSR-CA
-and `HRNetReID` it is the paper's PS-HRNet.
+"""HRNet-ReID (the teacher) and `SRReID`, any student: with VDSR-CA and
+HRNetReID the paper's PS-HRNet (SPEC 1.4). HRNetReID's `backbone` and
+`incre_modules` (and with the ImageNet head `downsamp_modules_*`,
+`final_layer`) have HRNetClassifier's paths, so ImageNet weights copy across.
 """
 
 from typing import Any, Optional, Sequence
@@ -28,16 +23,12 @@ class HRNetReID(nn.Module):
     width: backbone width (32 in the paper).
     num_classes: training identities M (751 is Market-1501's).
     pooling: 'avg', 'max' or 'avgmax' (paper default; Table V ablation).
-    head_planes: incre_modules planes (paper: 32/64/128/256; smaller for
-      tests and CPU demos).
+    head_planes: incre_modules planes (paper: 32/64/128/256).
     dropout_rate: dropout before the identity classifier.
-    num_modules: HighResolutionModules of stages 2-4 (HRNet-W*-C: 1, 4, 3).
-    num_blocks: blocks of layer1 and of every branch (HRNet-W*-C: 4).
-    dtype: computation dtype (parameters stay float32; outputs float32).
+    num_modules, num_blocks: see hrnet.HRNet.
+    dtype: computation dtype (parameters and outputs float32).
     head_kind: 'reid' (SPEC 1.3) or 'imagenet' (HRNet-W*-C's representation
-      head, pooled to `final_features`, then the same FC block; its aux has
-      seq5 = that pooled vector and no seq1..seq4).
-    final_features: final_layer channels of the ImageNet head (2048).
+      head, `final_features` wide, as seq5, then the same FC block).
   """
   width: int = 32
   num_classes: int = 751
@@ -53,17 +44,8 @@ class HRNetReID(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Runs the ReID model.
-
-    Args:
-      x: (B, H, W, 3) ImageNet-normalised images, H and W multiples of 32.
-      train: batch statistics + dropout (needs a 'dropout' RNG) or inference.
-
-    Returns:
-      (logits, aux): aux holds seq1..seq5 (seq5 only with the ImageNet
-      head), l_f, logits and feature (= concat(seq5, l_f), the test-time
-      descriptor), all float32.
-    """
+    """(B, H, W, 3) normalised images (H, W multiples of 32) -> (logits,
+    aux); `train` needs a 'dropout' RNG."""
     xs = hrnet.HRNet(self.width, self.num_modules, self.num_blocks,
                      dtype=self.dtype, name="backbone")(x, train)
     xs = hrnet.IncreModules(self.head_planes, dtype=self.dtype,
@@ -82,18 +64,8 @@ class HRNetReID(nn.Module):
 
 
 class SRReID(nn.Module):
-  """Any student: an SR network (or none) followed by a ReID extractor.
-
-  `factory.build_student` builds every configured student this way; with
-  VDSR-CA and HRNetReID it is the paper's PS-HRNet.
-
-  Attributes:
-    reid: the ReID extractor, e.g. HRNetReID or ResNet50ReID; its
-      parameters live under `reid`.
-    sr: the SR network (VDSRCA, SRCNN, RCAN), under `sr`; None: the input
-      (the LR image up-sampled by the input pipeline) goes straight to the
-      extractor.
-  """
+  """Any student: the SR network `sr` (None: the up-sampled LR input goes
+  straight on) followed by the ReID extractor `reid`, under those names."""
   reid: nn.Module
   sr: Optional[nn.Module] = None
 
@@ -105,16 +77,8 @@ class SRReID(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Restores the LR images, then runs the extractor.
-
-    Args:
-      x: (B, H, W, 3) LR images resized to network size, normalised.
-      train: training mode (BatchNorm statistics, dropout).
-
-    Returns:
-      (logits, aux): the extractor's aux plus 'sr', the SR output (the input
-      itself without an SR network).
-    """
+    """Normalised LR images at network size -> (logits, the extractor's aux
+    plus 'sr', the SR output or the input itself)."""
     sr = x.astype(jnp.float32) if self.sr is None else self.sr(x)
     logits, aux = self.reid(sr, train)
     return logits, {**aux, "sr": sr}

@@ -1,34 +1,17 @@
-"""RCAN (Zhang et al., "Image Super-Resolution Using Very Deep Residual
-Channel Attention Networks", ECCV 2018), for paper Table IV.
-
-Layout of the authors' code (EDSR-PyTorch `model/rcan.py`), without its
-up-sampling tail because our input is already resized to the network size:
+"""RCAN (Zhang et al., ECCV 2018) for paper Table IV, in the layout of the
+authors' code (EDSR-PyTorch `model/rcan.py`):
 
   head:  conv3x3 3->C
   body:  G residual groups, then conv3x3 C->C; long skip: body + head
   group: B RCABs, then conv3x3 C->C; short skip: + group input
   RCAB:  conv3x3 -> ReLU -> conv3x3 -> channel attention; + block input
-  CA:    global average pool -> conv1x1 C->C/r -> ReLU -> conv1x1 C/r->C
-         -> sigmoid -> scale (the same layer as VDSR-CA's)
-  tail:  conv3x3 C->3 (the x2/x3/x4 `Upsampler` before it is left out)
+  tail:  conv3x3 C->3, no image-level residual
 
-All convolutions have a bias. The MeanShift layers of the original are left
-out (inputs are already ImageNet-normalised), and, as in the original, the
-output is the tail's prediction with no image-level residual. Weights start
-from PyTorch's default law (what the authors' code trains from); with
-HRNet's kaiming-normal law the 200 residual blocks would grow the
-activations ~1.5x each. Biases start at zero.
-
-Sizes: the paper's RCAN (G=10, B=20, C=64, r=16) has 15,296,931 parameters
-here (the x2 model's up-sampler adds 147,712) and about 20x the
-convolutions of VDSR-CA at the same map size; depth and width are
-configurable (`config.model.rcan_groups`, `rcan_blocks`, `sr_features`,
-`rcan_reduction`) for tests and small machines.
-
-Flax names: `head`, `group_G/block_B/{conv1,conv2,ca/{squeeze,excite}}`,
-`group_G/conv`, `body_conv`, `tail` (original: `head.0`,
-`body.G.body.B.body.{0,2}`, `body.G.body.B.body.3.conv_du.{0,2}`,
-`body.G.body.B`, `body.G`, `tail`).
+Left out: the up-sampling before the tail (our input is already at network
+size) and the MeanShift layers (inputs are already normalised). Every conv
+has a bias; weights start from PyTorch's default law, as the authors' code
+(HRNet's law would grow the activations ~1.5x per residual block). The
+paper's size (G=10, B=20, C=64, r=16) has 15,296,931 parameters here.
 """
 
 from typing import Any
@@ -55,12 +38,7 @@ def _conv(features: int, kernel_size: int, dtype: Dtype,
 
 
 class RCAB(nn.Module):
-  """Residual channel attention block.
-
-  Attributes:
-    reduction: channel-attention reduction r (squeeze to C // r).
-    dtype: computation dtype.
-  """
+  """Residual channel attention block (attention squeezed to C // reduction)."""
   reduction: int = REDUCTION
   dtype: Dtype = jnp.float32
 
@@ -76,13 +54,7 @@ class RCAB(nn.Module):
 
 
 class ResidualGroup(nn.Module):
-  """B RCABs and a conv3x3, with a skip around them.
-
-  Attributes:
-    num_blocks: RCABs B.
-    reduction: channel-attention reduction r.
-    dtype: computation dtype.
-  """
+  """`num_blocks` RCABs and a conv3x3, with a skip around them."""
   num_blocks: int = NUM_BLOCKS
   reduction: int = REDUCTION
   dtype: Dtype = jnp.float32
@@ -96,15 +68,9 @@ class ResidualGroup(nn.Module):
 
 
 class RCAN(nn.Module):
-  """RCAN without the up-sampling tail (input already at network size).
-
-  Attributes:
-    num_groups: residual groups G (paper: 10).
-    num_blocks: RCABs per group B (paper: 20).
-    features: channels C (paper: 64).
-    reduction: channel-attention reduction r (paper: 16).
-    dtype: computation dtype; the output is float32.
-  """
+  """RCAN without the up-sampling: G `num_groups` of B `num_blocks` RCABs,
+  C `features`, reduction r; (B, H, W, C) normalised images -> float32
+  restored images of the same shape."""
   num_groups: int = NUM_GROUPS
   num_blocks: int = NUM_BLOCKS
   features: int = FEATURES
@@ -113,14 +79,6 @@ class RCAN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Restores a batch.
-
-    Args:
-      x: (B, H, W, C) normalised images.
-
-    Returns:
-      (B, H, W, C) float32: the restored images (normalised space).
-    """
     if self.num_groups < 1 or self.num_blocks < 1 or (
         self.features // self.reduction < 1):
       raise ValueError(

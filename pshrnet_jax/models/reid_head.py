@@ -1,11 +1,8 @@
-"""The HRNet-ReID representation head (SPEC 1.3).
-
-Each incre_modules output is pooled to a small grid with PyTorch's adaptive
-pooling, flattened channel-major (NCHW `.view(B, -1)` order, so FC weights
-loaded from PyTorch line up), concatenated into Seq5, and fed to the
-released code's ClassBlock: Linear -> BatchNorm1d -> Dropout -> Linear.
-`PooledHead` puts the same ClassBlock on one globally pooled vector (the
-ResNet-50 extractor, HRNet with its ImageNet head).
+"""The HRNet-ReID representation head (SPEC 1.3): each incre_modules output
+pooled (PyTorch's adaptive pooling), flattened channel-major (so PyTorch FC
+weights line up), concatenated into Seq5 and fed to the released code's
+ClassBlock (Linear -> BatchNorm1d -> Dropout -> Linear); `PooledHead` puts
+the ClassBlock on one globally pooled vector.
 """
 
 from typing import Any, Sequence
@@ -42,20 +39,10 @@ def _adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
 
 
 def adaptive_pool(x: jax.Array, output_size: int, mode: str) -> jax.Array:
-  """PyTorch-exact AdaptiveAvgPool2d / AdaptiveMaxPool2d on NHWC maps.
-
-  Bins follow PyTorch (possibly overlapping, unequal when the size does not
-  divide), so any input size gives torch's result. The pooling is done
-  along H, then along W; both mean and max separate over rectangular bins.
-
-  Args:
-    x: (B, H, W, C).
-    output_size: side of the square output grid.
-    mode: 'avg' or 'max'.
-
-  Returns:
-    (B, output_size, output_size, C).
-  """
+  """PyTorch-exact AdaptiveAvgPool2d / AdaptiveMaxPool2d ('avg', 'max') of
+  (B, H, W, C) maps to (B, output_size, output_size, C): PyTorch's bins (maybe
+  overlapping or unequal), pooled along H then W (both separate over
+  rectangles)."""
   if mode not in ("avg", "max"):
     raise ValueError(f"adaptive_pool mode must be 'avg' or 'max', got {mode!r}")
   if x.shape[1] < output_size or x.shape[2] < output_size:
@@ -78,17 +65,8 @@ def adaptive_pool(x: jax.Array, output_size: int, mode: str) -> jax.Array:
 
 def pool_branch(x: jax.Array, output_size: int, max_weight: float,
                 pooling: str) -> jax.Array:
-  """Pools one branch and flattens it channel-major.
-
-  Args:
-    x: (B, H, W, C) incre_modules output.
-    output_size: side s of the adaptive pooling grid.
-    max_weight: lambda of `avg + lambda * max`.
-    pooling: 'avg', 'max' or 'avgmax'.
-
-  Returns:
-    (B, C * s * s), in PyTorch's NCHW `.view(B, -1)` order.
-  """
+  """One (B, H, W, C) branch pooled to s x s ('avg', 'max' or 'avgmax' =
+  avg + max_weight * max), as (B, C * s * s) in NCHW `.view(B, -1)` order."""
   if pooling == "avg":
     y = adaptive_pool(x, output_size, "avg")
   elif pooling == "max":
@@ -105,23 +83,10 @@ def class_block(seq5: jax.Array, num_classes: int, train: bool, *,
                 embed_features: int = EMBED_FEATURES,
                 dropout_rate: float = 0.5, dtype: Dtype = jnp.float32
                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The released code's ClassBlock on a representation: FC1 -> BN1d ->
-  Dropout -> FC2, and the aux entries every ReID model returns.
-
-  Call it from a compact method: `fc1`, `bn` and `fc2` become children of
-  the calling module (so HRNet-ReID keeps the paths PyTorch weights load
-  into, and every extractor has the same FC block).
-
-  Args:
-    seq5: (B, D) the whole pooled representation.
-    num_classes: training identities M.
-    train: batch statistics and dropout (True) or inference (False).
-    embed_features: FC1 output (512).
-    dropout_rate: dropout on l_f before FC2.
-    dtype: computation dtype; outputs are float32.
-
-  Returns:
-    (logits, aux): aux holds l_f, logits and feature (= concat(seq5, l_f)).
+  """The released code's ClassBlock (FC1 -> BN1d -> Dropout -> FC2) on the
+  (B, D) representation `seq5`: (logits, aux) with float32 l_f, logits and
+  feature = concat(seq5, l_f). Called from a compact method, `fc1`, `bn` and
+  `fc2` become the caller's children (the paths PyTorch weights load into).
   """
   y = nn.Dense(embed_features, dtype=dtype, param_dtype=jnp.float32,
                kernel_init=_fc1_init, name="fc1")(seq5)
@@ -137,15 +102,9 @@ def class_block(seq5: jax.Array, num_classes: int, train: bool, *,
 
 
 class ReIDHead(nn.Module):
-  """Pooling, Seq1..Seq5, and the ClassBlock (FC1 -> BN1d -> Dropout -> FC2).
-
-  Attributes:
-    num_classes: number of training identities M.
-    pooling: 'avg', 'max' or 'avgmax' (paper Table V).
-    embed_features: FC1 output (512).
-    dropout_rate: dropout on l_f before FC2.
-    dtype: computation dtype; outputs are float32.
-  """
+  """Pooling ('avg', 'max', 'avgmax': Table V), Seq1..Seq5, the ClassBlock;
+  the four incre_modules outputs -> (logits, aux: seq1..seq5, l_f, logits,
+  feature), float32."""
   num_classes: int
   pooling: str = "avgmax"
   embed_features: int = EMBED_FEATURES
@@ -155,15 +114,6 @@ class ReIDHead(nn.Module):
   @nn.compact
   def __call__(self, xs: Sequence[jax.Array],
                train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Builds the representations.
-
-    Args:
-      xs: the four incre_modules outputs.
-      train: batch statistics and dropout (True) or inference (False).
-
-    Returns:
-      (logits, aux) with aux holding seq1..seq5, l_f, logits, feature.
-    """
     if len(xs) != len(POOL_SIZES):
       raise ValueError(f"ReIDHead expects {len(POOL_SIZES)} branches, "
                        f"got {len(xs)}")
@@ -181,19 +131,8 @@ class ReIDHead(nn.Module):
 
 
 class PooledHead(nn.Module):
-  """The ClassBlock on one globally pooled vector, which is `seq5`.
-
-  The head of the extractors with a single representation sequence
-  (ResNet-50, HRNet with its ImageNet head): aux holds seq5 (the pooled
-  vector), l_f, logits and feature = concat(seq5, l_f); there is no
-  seq1..seq4, so the triplet loss sums over seq5 alone.
-
-  Attributes:
-    num_classes: number of training identities M.
-    embed_features: FC1 output (512).
-    dropout_rate: dropout on l_f before FC2.
-    dtype: computation dtype; outputs are float32.
-  """
+  """The ClassBlock on one (B, D) globally pooled vector, which is `seq5`
+  (ResNet-50, HRNet with its ImageNet head): aux has no seq1..seq4."""
   num_classes: int
   embed_features: int = EMBED_FEATURES
   dropout_rate: float = 0.5
@@ -202,15 +141,6 @@ class PooledHead(nn.Module):
   @nn.compact
   def __call__(self, pooled: jax.Array,
                train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Builds the representations.
-
-    Args:
-      pooled: (B, D) the globally pooled feature map.
-      train: batch statistics and dropout (True) or inference (False).
-
-    Returns:
-      (logits, aux) with aux holding seq5, l_f, logits, feature.
-    """
     logits, aux = class_block(
         pooled, self.num_classes, train, embed_features=self.embed_features,
         dropout_rate=self.dropout_rate, dtype=self.dtype)

@@ -18,13 +18,8 @@ Dtype = Any
 
 
 class ChannelAttention(nn.Module):
-  """RCAN channel attention: x * sigmoid(W2 relu(W1 avgpool(x) + b1) + b2).
-
-  Attributes:
-    squeeze_channels: channels of the bottleneck (released code: 4).
-    dtype: computation dtype.
-    kernel_init: initialiser of both 1x1 kernels (RCAN uses PyTorch's).
-  """
+  """RCAN channel attention: x * sigmoid(W2 relu(W1 avgpool(x) + b1) + b2),
+  W1 squeezing to `squeeze_channels` (released code: 4)."""
   squeeze_channels: int = 4
   dtype: Dtype = jnp.float32
   kernel_init: Callable[..., jax.Array] = layers.conv_kernel_init
@@ -41,15 +36,8 @@ class ChannelAttention(nn.Module):
 
 
 class VDSRCA(nn.Module):
-  """VDSR-CA super-resolution on an image already resized to network size.
-
-  Attributes:
-    num_blocks: middle conv blocks (18).
-    features: channels of the middle blocks (64).
-    squeeze_channels: channel-attention bottleneck (4).
-    channel_attention: False gives plain VDSR (paper Table IV).
-    dtype: computation dtype; the output is float32.
-  """
+  """VDSR-CA on normalised images already at network size: the input plus
+  a float32 residual prediction; `channel_attention=False` is plain VDSR."""
   num_blocks: int = 18
   features: int = 64
   squeeze_channels: int = 4
@@ -58,14 +46,6 @@ class VDSRCA(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Super-resolves a batch.
-
-    Args:
-      x: (B, H, W, C) normalised images.
-
-    Returns:
-      (B, H, W, C) float32: the residual prediction plus the input.
-    """
     y = nn.relu(layers.conv(self.features, 3, dtype=self.dtype,
                             name="input")(x))
     for n in range(self.num_blocks):

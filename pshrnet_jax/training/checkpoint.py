@@ -1,22 +1,11 @@
 """One Orbax CheckpointManager per training phase, with guards.
 
-A checkpoint holds three items: `state` (params, batch_stats, optimiser
-state, step), `data` (the input iterator's JSON state, so a resumed run sees
-exactly the batches the uninterrupted run would have seen) and `meta` (every
-setting the state or its maths depend on, `run_settings`). Orbax writes each
-step to a temporary folder and renames it when complete, so a run killed
-mid-save leaves the previous checkpoints intact. Nothing here unpickles
-anything.
-
-Guards:
-- Resuming with a different setting that shapes the state or the maths
-  (model, loss, optimiser, data, seed, the teacher of phase 2) is refused
-  before any array is read, naming each differing key with both values.
-- A latest checkpoint that cannot be read (truncated, corrupt) is reported,
-  moved aside as `<step>.unreadable-<n>` (never deleted), and the previous
-  one is restored instead.
-- A save that fails (disk full, permissions) stops the run with
-  CheckpointSaveError; earlier checkpoints stay as they were.
+A checkpoint holds `state` (params, batch_stats, optimiser state, step),
+`data` (the input iterator's state: a resume sees the batches the
+uninterrupted run would have) and `meta` (`loop.run_settings`). A resume
+with other settings is refused before any array is read; an unreadable
+checkpoint is moved aside (never deleted) and the previous one restored; a
+failed save stops the run with CheckpointSaveError.
 """
 
 from __future__ import annotations
@@ -36,18 +25,15 @@ from pshrnet_jax.errors import CheckpointSaveError
 class PhaseCheckpointer:
   """Saves and restores one phase's training state under `directory`."""
 
-  def __init__(self, directory: str, *, max_to_keep: int = 2,
-               save_interval_steps: int = 1):
+  def __init__(self, directory: str, *, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
-    self._options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-        create=True)
+    self._max_to_keep = max_to_keep
     self._manager = self._open()
     self._closed = False
 
   def _open(self) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(self.directory, options=self._options,
-                                 item_names=("state", "data", "meta"))
+    return _manager(self.directory, max_to_keep=self._max_to_keep,
+                    create=True)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -77,45 +63,35 @@ class PhaseCheckpointer:
   def _save_error(self, step: int, cause: BaseException) -> Exception:
     if not _is_write_failure(cause):
       return cause  # A bug, not the disk: keep its own type and traceback.
+    try:  # Completely written checkpoints (Orbax renamed them).
+      safe = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+    except OSError:
+      safe = []
     return CheckpointSaveError(
         f"Could not write the checkpoint of step {step} under "
         f"{self.directory}: {cause}. The run stopped; the checkpoints "
-        f"already written ({self.safe_steps()}) are intact. Free disk "
+        f"already written ({safe}) are intact. Free disk "
         "space (or fix permissions) and run the same command to resume.")
-
-  def safe_steps(self) -> list[int]:
-    """Steps whose checkpoint was completely written (Orbax renamed it)."""
-    try:
-      return sorted(int(n) for n in os.listdir(self.directory)
-                    if n.isdigit())
-    except OSError:
-      return []
-
-  def read_meta(self, step: int) -> dict[str, Any]:
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return dict(restored["meta"])
 
   def restore_latest(self, abstract_state: Any,
                      expected_meta: Mapping[str, Any]
                      ) -> tuple[int, Any, dict[str, Any]] | None:
     """Restores the newest readable checkpoint; None if there is none.
 
-    A checkpoint that cannot be read is moved aside (`<step>.unreadable-<n>`)
-    with a warning naming it, and the next older one is tried.
+    An unreadable one is moved aside (`<step>.unreadable-<n>`) with a
+    warning, and the next older one is tried.
 
     Args:
-      abstract_state: a pytree of `jax.ShapeDtypeStruct` (with shardings)
-        shaped like the state to restore.
-      expected_meta: `run_settings` of this run; any difference to the saved
-        ones is an error that names them, raised before any array is read.
+      abstract_state: `jax.ShapeDtypeStruct`s (with shardings) of the state.
+      expected_meta: this run's `run_settings`; a difference from the saved
+        ones raises CheckpointMismatchError before any array is read.
 
     Returns:
       (step, state, data_state) or None.
     """
     for step in sorted(self.all_steps(), reverse=True):
       try:
-        saved = self.read_meta(step)
+        saved = _read_meta(self._manager, step)
       except Exception as e:  # pylint: disable=broad-except
         self._set_aside(step, e)
         continue
@@ -176,23 +152,27 @@ class PhaseCheckpointer:
       logging.warning("Closing %s after an error: %s", self.directory, e)
 
 
+def _manager(directory: str, **options) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(**options),
+      item_names=("state", "data", "meta"))
+
+
+def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  return dict(manager.restore(
+      step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+
 def latest_settings(directory: str) -> dict[str, Any] | None:
-  """The settings of the newest checkpoint under `directory`, read without
-  creating anything; None if there is none or it cannot be read (a resume
-  then reports it)."""
+  """The newest checkpoint's settings, read without creating anything; None
+  if there is none or it cannot be read (a resume then reports it)."""
   if not os.path.isdir(directory):
     return None
   try:
-    manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(create=False),
-        item_names=("state", "data", "meta"))
+    manager = _manager(directory, create=False)
     try:
       step = manager.latest_step()
-      if step is None:
-        return None
-      restored = manager.restore(
-          step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-      return dict(restored["meta"])
+      return None if step is None else _read_meta(manager, step)
     finally:
       manager.close()
   except Exception:  # pylint: disable=broad-except
@@ -222,13 +202,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def check_settings(saved: Mapping[str, Any], expected: Mapping[str, Any],
                    where: str) -> None:
-  """Raises CheckpointMismatchError naming every setting that differs.
-
-  Args:
-    saved: the settings recorded in a checkpoint.
-    expected: this run's settings (`run_settings`).
-    where: the checkpoint, for the message.
-  """
+  """Raises CheckpointMismatchError naming every setting that differs from
+  the `saved` ones, and the checkpoint `where` they were read."""
   # A JSON round trip makes tuples lists, as they come back from disk.
   old = _flatten(json.loads(json.dumps(dict(saved))))
   new = _flatten(json.loads(json.dumps(dict(expected))))

@@ -1,12 +1,5 @@
-"""Where a phase's first weights come from, in this order: resume from the
-workdir (done by the loop), else the configured initial weights (ImageNet
-HRNet-W*-C, or torchvision's ResNet-50 for backbone=resnet50, for phase 1
-and the student's extractor; or the phase-1 teacher), else random.
-
-`check_init_from` runs before anything else of a run: a benchmark config
-(`init_from_required`) refuses to train from random weights unless
-`--config.init_from=none` says so.
-"""
+"""A phase's first weights when there is no checkpoint to resume: ImageNet
+weights (`config.init_from`) or the phase-1 teacher, else random."""
 
 from __future__ import annotations
 
@@ -34,18 +27,12 @@ INIT_FROM_NONE = "none"
 def check_init_from(config: ml_collections.ConfigDict) -> None:
   """Refuses to start from random weights by accident (SPEC 3).
 
-  With `config.init_from_required` (every benchmark config), a run that
-  trains a phase starting from ImageNet weights (the teacher; the student
-  unless `student_init=teacher`) needs `--config.init_from`: a path, or
-  'none' to train from random weights on purpose. Reads nothing and writes
-  nothing.
-
-  Args:
-    config: the run config (its model choices already checked).
+  With `config.init_from_required` (every benchmark config), a phase that
+  starts from ImageNet weights (the teacher; the student unless
+  `student_init=teacher`) needs `--config.init_from`: a path, or 'none'.
 
   Raises:
-    ConfigError: one line saying what needs the weights and how to give
-      them (or to opt out).
+    ConfigError: what needs the weights and how to give them (or opt out).
   """
   if not config.init_from_required or config.init_from:
     return
@@ -66,8 +53,7 @@ def check_init_from(config: ml_collections.ConfigDict) -> None:
 
 def random_variables(model, seed: int,
                      image_size: tuple[int, int]) -> dict[str, Any]:
-  """The model's initial variables (as `model.init` gives them), as host
-  numpy arrays."""
+  """`model.init`'s variables, as host numpy arrays."""
   dummy = jax.ShapeDtypeStruct((1, *image_size, 3), jnp.float32)
   # Eagerly, not jitted: XLA:CPU compiles one program holding every
   # initialiser's RNG very slowly, while op-by-op init reuses small cached
@@ -78,16 +64,8 @@ def random_variables(model, seed: int,
 
 
 def load_init_weights(path: str, backbone: str = "hrnet") -> dict[str, Any]:
-  """ImageNet classifier variables from an Orbax dir or a PyTorch .pth.
-
-  Args:
-    path: a folder written by scripts/convert_pytorch_hrnet.py, or the .pth
-      (HRNet-W*-C; torchvision's ResNet-50 for backbone 'resnet50').
-    backbone: `config.model.backbone`.
-
-  Returns:
-    The classifier's {'params', 'batch_stats'}.
-  """
+  """ImageNet classifier variables from a folder written by
+  scripts/convert_pytorch_hrnet.py, or from the .pth of `backbone`."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"--config.init_from={path} does not exist.")
   if os.path.isdir(path):
@@ -116,13 +94,8 @@ def restore_teacher(config: ml_collections.ConfigDict,
 
 def check_fits(variables: Mapping[str, Any], expected: Mapping[str, Any],
                what: str) -> None:
-  """Raises ConfigError unless `variables` have exactly the shapes expected.
-
-  Args:
-    variables: loaded variables (e.g. the phase-1 teacher).
-    expected: the model's abstract variables (`factory.abstract_variables`).
-    what: names the variables' origin in the message (flag and path).
-  """
+  """Raises ConfigError unless `variables` have exactly the shapes of
+  `expected` (abstract variables); `what` names their origin (flag, path)."""
   have = {jax.tree_util.keystr(p): np.shape(x) for p, x in
           jax.tree_util.tree_leaves_with_path(dict(variables))}
   want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in
@@ -181,8 +154,7 @@ def initial_variables(config: ml_collections.ConfigDict, phase: Phase, model,
 def _transplant_imagenet(imagenet: Mapping[str, Any],
                          variables: Mapping[str, Any],
                          path: tuple[str, ...]) -> dict[str, Any]:
-  """The extractor's (at `path` in `variables`) backbone and incre_modules
-  from ImageNet weights; checks every shape."""
+  """`variables` with the extractor at `path` copied from ImageNet weights."""
   if not path:
     return convert.reid_from_imagenet(imagenet, dict(variables))
   head, rest = path[0], path[1:]

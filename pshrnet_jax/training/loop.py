@@ -1,10 +1,5 @@
-"""The training loop of one phase: data, state, steps, checkpoints, export.
-
-One loop trains either phase (`phases.Phase`): phase 1 the HR teacher with
-L_ID, phase 2 the student on HR/LR pairs with L_TOTAL against the frozen
-teacher. What differs is in the phase record and in where the first weights
-come from (`initialization.py`).
-"""
+"""The training loop of one phase (`phases.Phase`): data, state, steps,
+checkpoints, export."""
 
 from __future__ import annotations
 
@@ -38,16 +33,9 @@ from pshrnet_jax.training.phases import Phase
 
 @dataclasses.dataclass(frozen=True)
 class PhaseStep:
-  """What a phase trains with, built once per run (`build_step`).
-
-  Attributes:
-    model: the trained module.
-    teacher: the frozen teacher module (phases that use one), else None.
-    optimizer: the optimiser and its learning-rate groups.
-    abstract_variables: the model's variables as shapes and dtypes.
-    step: `step(state, batch, rng[, teacher_variables]) -> (state,
-      metrics)`, jitted over the mesh.
-  """
+  """What a phase trains with, built once per run (`build_step`); `step` is
+  `step(state, batch, rng[, teacher_variables]) -> (state, metrics)`, jitted
+  over the mesh; `teacher` is None for a phase without one."""
   model: nn.Module
   teacher: nn.Module | None
   optimizer: optim.Optimizer
@@ -57,15 +45,7 @@ class PhaseStep:
 
 def build_step(config: ml_collections.ConfigDict, phase: Phase,
                num_classes: int, steps_per_epoch: int, mesh) -> PhaseStep:
-  """Builds the phase's model, optimiser and jitted step.
-
-  Args:
-    config: the run config.
-    phase: the phase.
-    num_classes: training identities M.
-    steps_per_epoch: optimiser steps per epoch.
-    mesh: the data-parallel mesh.
-  """
+  """The phase's model, optimiser and jitted step, for M = `num_classes`."""
   model = phase.build_model(config.model, num_classes)
   teacher = (factory.build_teacher(config.model, num_classes)
              if phase.uses_teacher else None)
@@ -105,15 +85,11 @@ def run_settings(config: ml_collections.ConfigDict, phase: Phase,
                  num_classes: int, steps_per_epoch: int,
                  teacher_variables: Mapping[str, Any] | None
                  ) -> dict[str, Any]:
-  """Every setting a phase's state or maths depends on, for its checkpoints.
-
-  A resume with any of these changed is refused (checkpoint.check_settings).
-  Left out on purpose, so they may change between starts: the number of
-  epochs (train longer), logging, checkpoint frequency and retention, the
-  dataset's location (root, build dir, TFDS or files), worker counts and
-  the compilation cache. The data itself is checked by the input
-  iterator's fingerprint.
-  """
+  """Every setting a phase's state or maths depends on, for its checkpoints:
+  a resume with any of them changed is refused. Left out on purpose (they may
+  change between starts): epochs, logging, checkpointing, the dataset's
+  location, worker counts, the compilation cache; the input iterator's
+  fingerprint checks the data itself."""
   settings = dict(config_settings(config, phase), num_classes=num_classes,
                   steps_per_epoch=steps_per_epoch)
   if teacher_variables is not None:
@@ -158,17 +134,16 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: Phase,
 
   Args:
     config: the run config.
-    workdir: the run's workdir (`workdir_layout`).
+    workdir: the run's workdir.
     phase: the phase.
     benchmark: the data; `benchmark.train` is trained on.
     sources: random-access image sources per split (may be empty).
     mesh: the data-parallel mesh.
-    ready: called once the phase has its data, its state (restored or
-      initialised) and its compiled step, just before the first step: the
-      checks that can refuse a run are behind it.
+    ready: called just before the first step, once every check that can
+      refuse the run has passed.
 
   Returns:
-    The final variables ({'params', 'batch_stats'}) of the trained model.
+    The trained model's final {'params', 'batch_stats'}.
   """
   d = config.data
   global_batch = d.p * d.k
@@ -176,9 +151,7 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: Phase,
   image_size = tuple(d.image_size)
   teacher_variables = None
   if phase.uses_teacher:
-    # Before any work (image decoding, compiling) and before anything is
-    # written under the phase's folder: a missing or unfitting teacher
-    # fails now.
+    # A missing or unfitting teacher fails before any work or write.
     teacher_variables = initialization.restore_teacher(config, workdir)
     teacher = factory.build_teacher(config.model,
                                     len({r.pid for r in benchmark.train}))
@@ -296,12 +269,8 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: Phase,
 
 def export(variables: Mapping[str, Any], export_dir: str, phase: str,
            description: Mapping[str, Any], *, trained: bool) -> None:
-  """Saves the phase's final variables and what model they belong to.
-
-  An existing export is kept unless this run trained past it (e.g. resumed
-  with more epochs); then it is replaced as a whole, so phase 2 and
-  evaluation never read a stale teacher or student.
-  """
+  """Saves the final variables and their model description; an existing
+  export is replaced (as a whole) only if this run trained past it."""
   exists = os.path.exists(export_dir)
   if exists and not trained:
     return

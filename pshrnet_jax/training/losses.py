@@ -1,23 +1,12 @@
-"""The PS-HRNet losses (SPEC section 2) as pure, jit-friendly jnp functions.
+"""The PS-HRNet losses (SPEC 2), pure jnp functions of the models' aux dicts.
 
 L_ID    = 1.15 * CE_label_smoothing(l_c) + 0.2 * sum_{Seq1..Seq5} BH(Seq_n)
 L_SR    = mean |SR(LR) - HR|
 L_PS    = sum over the chosen outputs of mean |teacher(HR) - student(LR)|
 L_TOTAL = L_ID + 0.5 * L_SR + 0.5 * L_PS
 
-Every function computes in float32 whatever the input dtype, so a bf16 forward
-pass still gets float32 loss arithmetic (softmax, distances, sums). The model
-outputs are read from the `aux` dict the networks return (keys `seq1`..`seq5`,
-`l_f`, `logits`, `feature`, and `sr` for the student; see WORKSPACE.md).
-Extractors with one representation sequence (ResNet-50, HRNet with its
-ImageNet head) return `seq5` only: the training steps sum the triplet loss
-over the sequences a model has (`sequence_keys`) and compare the configured
-L_PS outputs it has (`present_keys`).
-
-Pairs without a real HR original (CAVIAR's genuinely low-resolution training
-images, whose "HR" image is the LR file itself) are excluded from L_SR and
-L_PS by a per-pair mask: each term is then the mean over the pairs that have
-one (`masked_mean`), exactly the term computed on those pairs alone.
+All arithmetic is float32 whatever the input dtype. Pairs without a real HR
+original (genuinely LR images) are masked out of L_SR and L_PS.
 """
 
 from __future__ import annotations
@@ -31,10 +20,9 @@ import jax.numpy as jnp
 SEQ_KEYS = ("seq1", "seq2", "seq3", "seq4", "seq5")
 # Outputs the pseudo-siamese loss may compare ("logits" is the paper's l_c).
 PS_KEYS = SEQ_KEYS + ("logits", "l_f")
-# SPEC 2: the paper's L_PS set {Seq1, Seq4, Seq5, l_c}; the released code uses
-# all six of {Seq1..Seq5, l_c}.
+# SPEC 2: the paper's L_PS set {Seq1, Seq4, Seq5, l_c} (the released code
+# uses Seq1..Seq5 and l_c).
 PAPER_PS_KEYS = ("seq1", "seq4", "seq5", "logits")
-RELEASED_CODE_PS_KEYS = SEQ_KEYS + ("logits",)
 
 # torchreid's TripletLoss clamps squared distances here before the sqrt, which
 # also keeps the sqrt's gradient finite when two features coincide.
@@ -42,10 +30,8 @@ _MIN_SQUARED_DISTANCE = 1e-12
 
 
 def sequence_keys(aux: Mapping[str, jax.Array]) -> tuple[str, ...]:
-  """The representation sequences a model outputs: those of SEQ_KEYS in aux.
-
-  HRNet-ReID: seq1..seq5; single-sequence extractors: seq5.
-  """
+  """The representation sequences in aux (HRNet-ReID: seq1..seq5;
+  single-sequence extractors such as ResNet-50: seq5)."""
   keys = tuple(k for k in SEQ_KEYS if k in aux)
   if not keys:
     raise KeyError(f"the model's aux dict has none of {SEQ_KEYS}; it has "
@@ -55,12 +41,9 @@ def sequence_keys(aux: Mapping[str, jax.Array]) -> tuple[str, ...]:
 
 def present_keys(keys: Sequence[str],
                  aux: Mapping[str, jax.Array]) -> tuple[str, ...]:
-  """The configured L_PS outputs the model has, in the configured order.
-
-  The paper's {Seq1, Seq4, Seq5, l_c} becomes {Seq5, l_c} for a
-  single-sequence extractor. Unknown names stay (pseudo_siamese_terms
-  rejects them); an empty result is an error naming both sets.
-  """
+  """The configured L_PS outputs the model has, in order (the paper's set
+  becomes {Seq5, l_c} for a single-sequence extractor); unknown names stay
+  for pseudo_siamese_terms to reject."""
   kept = tuple(k for k in keys if k in aux or k not in PS_KEYS)
   if not kept:
     raise ValueError(f"pseudo_siamese: none of the configured outputs "
@@ -70,20 +53,9 @@ def present_keys(keys: Sequence[str],
 
 
 def masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
-  """The mean over every element, or over the rows where `mask` is True.
-
-  With a mask, each row's mean is taken first, then the mean over the kept
-  rows: equal to the plain mean of the kept rows (rows have equal size),
-  and a dropped row contributes exactly zero, value and gradient. No kept
-  row gives 0.
-
-  Args:
-    values: (B, ...) per-element values.
-    mask: (B,) bool, or None for the plain mean.
-
-  Returns:
-    The float32 scalar.
-  """
+  """The float32 mean of (B, ...) `values`, or of the rows where the (B,)
+  `mask` is True: a dropped row contributes exactly zero, value and
+  gradient; no kept row gives 0."""
   values = values.astype(jnp.float32)
   if mask is None:
     return jnp.mean(values)
@@ -98,18 +70,8 @@ def masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
 
 def cross_entropy_label_smoothing(logits: jax.Array, labels: jax.Array,
                                   epsilon: float = 0.1) -> jax.Array:
-  """Cross entropy against the target (1 - eps) * onehot + eps / M.
-
-  Equal to torch.nn.CrossEntropyLoss(label_smoothing=eps) with mean reduction.
-
-  Args:
-    logits: (B, M) class scores.
-    labels: (B,) integer class indices in [0, M).
-    epsilon: label-smoothing weight.
-
-  Returns:
-    The float32 scalar loss, averaged over the batch.
-  """
+  """Mean cross entropy of (B, M) logits against (1 - eps) * onehot + eps / M:
+  torch.nn.CrossEntropyLoss(label_smoothing=eps)."""
   if logits.ndim != 2 or labels.shape != logits.shape[:1]:
     raise ValueError(
         f"cross_entropy_label_smoothing expects logits (B, M) and labels (B,);"
@@ -122,18 +84,9 @@ def cross_entropy_label_smoothing(logits: jax.Array, labels: jax.Array,
 
 
 def pairwise_euclidean(features: jax.Array) -> jax.Array:
-  """Euclidean distances between all rows, computed as torchreid does.
-
-  ||a||^2 + ||b||^2 - 2 a.b, clamped at 1e-12, then sqrt. The Gram matrix runs
-  at HIGHEST precision: on accelerators a default float32 matmul may use
-  TF32/bf16 passes, and the expansion above cancels catastrophically with them.
-
-  Args:
-    features: (B, D) feature vectors (not normalised).
-
-  Returns:
-    (B, B) float32 distances.
-  """
+  """(B, B) distances between the rows of (B, D) `features`, as torchreid:
+  sqrt(max(|a|^2 + |b|^2 - 2 a.b, 1e-12)), the Gram matrix at HIGHEST
+  precision (with an accelerator's TF32/bf16 passes the expansion cancels)."""
   features = features.astype(jnp.float32)
   squared_norms = jnp.sum(jnp.square(features), axis=1)
   gram = jnp.matmul(features, features.T, precision=jax.lax.Precision.HIGHEST)
@@ -143,21 +96,11 @@ def pairwise_euclidean(features: jax.Array) -> jax.Array:
 
 def batch_hard_triplet(features: jax.Array, labels: jax.Array,
                        margin: float) -> jax.Array:
-  """Batch-hard triplet loss (Hermans et al.), as torchreid's TripletLoss.
+  """Batch-hard triplet loss of (B, D) features, as torchreid's TripletLoss.
 
-  For each anchor: hardest positive = the largest distance to a sample of the
-  same identity (the anchor itself included, as in torchreid), hardest
-  negative = the smallest distance to another identity; the loss is
-  max(0, d_ap - d_an + margin) averaged over anchors. An anchor with no other
-  identity in the batch (torchreid would fail) contributes 0.
-
-  Args:
-    features: (B, D) features, not normalised.
-    labels: (B,) integer identities.
-    margin: the hinge margin m.
-
-  Returns:
-    The float32 scalar loss.
+  Mean over anchors of max(0, d_ap - d_an + margin), with the hardest
+  positive (the anchor itself included, as in torchreid) and the hardest
+  negative; an anchor without negatives (torchreid would fail) gives 0.
   """
   if features.ndim != 2 or labels.shape != features.shape[:1]:
     raise ValueError(
@@ -191,16 +134,12 @@ def id_loss(aux: Mapping[str, jax.Array], labels: jax.Array, *,
   Args:
     aux: the model's aux dict (needs `logits` and the `triplet_features`).
     labels: (B,) integer identities in [0, M).
-    ce_weight: weight of the label-smoothed cross entropy (paper 1.15).
-    label_smoothing: epsilon of the cross entropy (paper 0.1).
-    triplet_weight: weight of the summed batch-hard terms (paper 0.2).
+    ce_weight, label_smoothing, triplet_weight: paper 1.15, 0.1, 0.2.
     margin: triplet margin (paper 0.1, released code 0.3).
-    triplet_features: aux keys the batch-hard loss is applied to and summed
-      over (paper: seq1..seq5).
+    triplet_features: the aux keys the batch-hard terms are summed over.
 
   Returns:
-    (loss, metrics): the float32 scalar L_ID, and a dict with `id`, `ce`,
-    `triplet` (the unweighted sum) and `triplet_<key>` for each feature.
+    (L_ID, metrics): `id`, `ce`, `triplet` (unweighted) and `triplet_<key>`.
   """
   _require_keys(aux, ("logits",) + tuple(triplet_features), "id_loss")
   metrics = {
@@ -218,17 +157,7 @@ def id_loss(aux: Mapping[str, jax.Array], labels: jax.Array, *,
 
 def sr_l1(sr: jax.Array, hr: jax.Array,
           mask: Optional[jax.Array] = None) -> jax.Array:
-  """L_SR: mean absolute error between the SR output and the HR image.
-
-  Args:
-    sr: super-resolved images, e.g. (B, H, W, 3), ImageNet-normalised.
-    hr: the matching HR images, same shape and normalisation.
-    mask: (B,) bool, True for pairs with a real HR original; None: all.
-
-  Returns:
-    The float32 scalar mean of |sr - hr| over every element (of the masked
-    pairs).
-  """
+  """L_SR = mean |sr - hr| (over the pairs `mask` keeps, see masked_mean)."""
   if sr.shape != hr.shape:
     raise ValueError(f"sr_l1: SR output {sr.shape} and HR image {hr.shape} "
                      "differ in shape")
@@ -241,18 +170,8 @@ def pseudo_siamese_terms(teacher_aux: Mapping[str, jax.Array],
                          keys: Sequence[str],
                          mask: Optional[jax.Array] = None
                          ) -> dict[str, jax.Array]:
-  """Mean L1 between teacher(HR) and student(LR) outputs, per key.
-
-  The teacher side is under stop_gradient: only the student learns from it.
-
-  Args:
-    teacher_aux: the frozen teacher's aux dict on the HR images.
-    student_aux: the student's aux dict on the LR images of the same pairs.
-    keys: a non-empty subset of PS_KEYS (seq1..seq5, logits, l_f).
-    mask: (B,) bool, True for pairs with a real HR original; None: all.
-
-  Returns:
-    {key: float32 scalar mean |teacher - student|}.
+  """{key: mean |teacher - student|} for a non-empty subset of PS_KEYS; L_PS
+  is their sum. The teacher side gets no gradient; `mask` as in masked_mean.
   """
   keys = tuple(keys)
   if not keys:
@@ -275,22 +194,6 @@ def pseudo_siamese_terms(teacher_aux: Mapping[str, jax.Array],
   return terms
 
 
-def pseudo_siamese_l1(teacher_aux: Mapping[str, jax.Array],
-                      student_aux: Mapping[str, jax.Array],
-                      keys: Sequence[str]) -> jax.Array:
-  """L_PS: the sum over `keys` of the mean L1 (see pseudo_siamese_terms).
-
-  Args:
-    teacher_aux: the frozen teacher's aux dict on the HR images.
-    student_aux: the student's aux dict on the LR images.
-    keys: a non-empty subset of PS_KEYS.
-
-  Returns:
-    The float32 scalar loss.
-  """
-  return sum(pseudo_siamese_terms(teacher_aux, student_aux, keys).values())
-
-
 def _is_off(weight) -> bool:
   # Only a Python number can switch a term off; a traced weight keeps it on.
   return isinstance(weight, (int, float)) and weight == 0
@@ -308,34 +211,24 @@ def total_loss(student_aux: Mapping[str, jax.Array],
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L_TOTAL = L_ID + sr_weight * L_SR + ps_weight * L_PS (phase 2).
 
-  Table II ablations: ID only is sr_weight=0, ps_weight=0; SR+ID is
-  ps_weight=0. A term whose weight is the Python number 0 is not computed at
-  all (so `hr` / `teacher_aux` may then be None) and is absent from metrics.
+  A term whose weight is the Python number 0 (Table II's ablations) is not
+  computed (its `hr` / `teacher_aux` may be None) and absent from metrics.
 
   Args:
-    student_aux: the student's aux dict on the LR images (`sr` needed when
-      sr_weight is non-zero).
-    teacher_aux: the frozen teacher's aux dict on the HR images, for L_PS
-      (None when ps_weight is 0).
-    hr: the HR images in normalised space, target of L_SR (None when
-      sr_weight is 0).
+    student_aux: the student's aux dict on the LR images (with `sr` for L_SR).
+    teacher_aux: the frozen teacher's aux dict on the HR images, for L_PS.
+    hr: the normalised HR images, target of L_SR.
     labels: (B,) integer identities.
-    margin: triplet margin.
-    ce_weight: see id_loss.
-    label_smoothing: see id_loss.
-    triplet_weight: see id_loss.
-    triplet_features: see id_loss.
-    sr_weight: weight of L_SR (paper 0.5); 0 switches it off.
-    ps_weight: weight of L_PS (paper 0.5); 0 switches it off.
-    ps_features: outputs compared by L_PS (PAPER_PS_KEYS,
-      RELEASED_CODE_PS_KEYS, or any subset of PS_KEYS).
-    pair_mask: (B,) bool, True for pairs with a real HR original: L_SR and
-      L_PS are the means over those pairs only (L_ID uses every pair);
-      None: every pair has one.
+    margin, ce_weight, label_smoothing, triplet_weight, triplet_features:
+      see id_loss.
+    sr_weight, ps_weight: paper 0.5 each.
+    ps_features: outputs compared by L_PS (any subset of PS_KEYS).
+    pair_mask: (B,) bool, True for pairs with a real HR original (L_SR and
+      L_PS average over those only); None: every pair.
 
   Returns:
-    (loss, metrics): the float32 scalar L_TOTAL and every term: `loss`, the
-    id_loss metrics, and when on `sr`, `ps` and `ps_<key>` (unweighted).
+    (L_TOTAL, metrics): `loss`, id_loss's metrics, and when on `sr`, `ps`
+    and `ps_<key>` (unweighted).
   """
   loss, metrics = id_loss(
       student_aux, labels, ce_weight=ce_weight,

@@ -1,12 +1,6 @@
-"""Progress a person can watch: a progress bar, log lines, TensorBoard.
-
-At every log step: the console's progress bar (step/total, pairs/s, ETA,
-the main loss terms; a plain line when stdout is not a terminal), a full
-log line (WORKDIR/log.txt), and TensorBoard scalars written with
-tensorboardX (no TensorFlow needed) under WORKDIR/tensorboard/<phase>;
-`tensorboard --logdir WORKDIR/tensorboard` shows both phases side by side.
-Only process 0 writes.
-"""
+"""At every log step: the console's progress bar, a full log line, and
+TensorBoard scalars (tensorboardX, no TensorFlow) under
+WORKDIR/tensorboard/<phase>. Only process 0 writes."""
 
 from __future__ import annotations
 
@@ -73,12 +67,6 @@ class ProgressWriter:
         self._writer.add_scalar(f"lr/{key}", value, step)
       if math.isfinite(rate):
         self._writer.add_scalar("perf/pairs_per_second", rate, step)
-      self._writer.flush()
-
-  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    if self._writer is not None:
-      for key, value in scalars.items():
-        self._writer.add_scalar(key, value, step)
       self._writer.flush()
 
   def close(self) -> None:

@@ -1,19 +1,11 @@
 """SGD with PyTorch semantics, step-decay LR, parameter groups from patterns.
 
-The optimiser equals torch.optim.SGD(momentum=0.9, nesterov=True,
-weight_decay=5e-4) (SPEC section 3): weight decay is added to the gradient
-before the momentum buffer, the buffer starts at the first gradient, and the
-learning rate multiplies the Nesterov direction at update time, so changing the
-LR mid-run (warm-up end, decay) behaves as it does in PyTorch.
-
-Parameter groups come from the config as regular expressions matched with
-re.search against each parameter's '/'-joined path, e.g.
-
-    optim.groups = {'hrnet': {'pattern': r'^(?!sr/)', 'lr': 8.5e-3},
-                    'sr': {'pattern': r'^sr/', 'lr': 8.5e-4}}
-
-Every parameter must match exactly one group. A group may set `frozen: True`
-(or lr 0) to receive no update at all.
+The optimiser equals torch.optim.SGD(momentum, nesterov, weight_decay) (SPEC
+3): weight decay joins the gradient before the momentum buffer, and the LR
+multiplies the Nesterov direction at update time, so an LR change mid-run
+behaves as in PyTorch. Groups are regular expressions re.search-ed in each
+parameter's '/'-joined path, e.g. {'sr': {'pattern': r'^sr/', 'lr': 8.5e-4}};
+every parameter matches exactly one; `frozen: True` (or lr 0) means no update.
 """
 
 from __future__ import annotations
@@ -40,16 +32,9 @@ _PROBLEMS_SHOWN = 5
 
 
 class Optimizer(NamedTuple):
-  """What the trainer needs from the optimiser set-up.
-
-  Attributes:
-    tx: the optax transformation (init/update) over the whole params tree.
-    labels: a pytree like params whose leaves are group names.
-    learning_rates: step -> {group: learning rate} for logging; frozen groups
-      report 0. Works on Python ints and traced step counters.
-    summary: describe_groups' table for the start-up log, with settings and
-      groups that matched nothing.
-  """
+  """The optax transformation, the group name of each parameter (a pytree
+  like params), step -> {group: learning rate} (0 for frozen groups; Python
+  or traced steps), and the start-up log's table of the groups."""
   tx: optax.GradientTransformation
   labels: PyTree
   learning_rates: Callable[[Any], dict[str, Any]]
@@ -60,25 +45,10 @@ def step_decay_schedule(base_lr: float, steps_per_epoch: int,
                         decay_epochs: int, decay_factor: float,
                         warmup_epochs: int = 0,
                         warmup_lr: float = 0.0) -> optax.Schedule:
-  """Per-step LR: constant warm-up, then x decay_factor every decay_epochs.
-
-  lr(step) = warmup_lr                                  if epoch < warmup_epochs
-           = base_lr * decay_factor ** (epoch // decay_epochs)   otherwise
-  with epoch = step // steps_per_epoch. Decay epochs count from epoch 0, warm-
-  up included, as torch's StepLR does (the released code's 5 warm-up epochs do
-  not shift the decays at epochs 30 and 60).
-
-  Args:
-    base_lr: learning rate after warm-up, before any decay.
-    steps_per_epoch: optimiser steps per epoch.
-    decay_epochs: epochs between decays.
-    decay_factor: multiplier applied at each decay.
-    warmup_epochs: epochs spent at warmup_lr (0: no warm-up).
-    warmup_lr: the constant warm-up learning rate.
-
-  Returns:
-    A function of the step count (the number of updates already applied).
-  """
+  """lr(step): warmup_lr while epoch < warmup_epochs, else
+  base_lr * decay_factor ** (epoch // decay_epochs), epoch = step //
+  steps_per_epoch (step: updates already applied). Decays count from epoch
+  0, warm-up included, as torch's StepLR."""
   def schedule(step):
     epoch = jnp.asarray(step) // steps_per_epoch
     decayed = base_lr * jnp.power(jnp.float32(decay_factor),
@@ -90,33 +60,18 @@ def step_decay_schedule(base_lr: float, steps_per_epoch: int,
 
 
 def param_paths(params: PyTree) -> PyTree:
-  """A pytree like params whose leaves are '/'-joined paths ('sr/input/kernel').
-
-  Args:
-    params: a parameter pytree (nested dicts, as Flax returns).
-
-  Returns:
-    The pytree of path strings.
-  """
+  """A pytree like params whose leaves are '/'-joined paths ('sr/input/kernel')."""
   return jax.tree_util.tree_map_with_path(
       lambda path, _: jax.tree_util.keystr(path, simple=True, separator="/"),
       params)
 
 
 def assign_groups(params: PyTree, patterns: Mapping[str, str]) -> PyTree:
-  """Labels each parameter with the one group whose pattern it matches.
-
-  Args:
-    params: the parameter pytree.
-    patterns: {group name: regular expression}, matched with re.search
-      against the '/'-joined parameter path.
-
-  Returns:
-    A pytree like params whose leaves are group names.
+  """A pytree like params of group names: the one of `patterns` ({group:
+  regex}) each parameter's path matches.
 
   Raises:
-    ParamGroupError: a parameter matches no group or more than one; the
-      message names the parameter and the groups.
+    ParamGroupError: a parameter matches no group or several (named).
     OptimConfigError: a pattern is not a valid regular expression.
   """
   compiled = {}
@@ -152,17 +107,13 @@ def assign_groups(params: PyTree, patterns: Mapping[str, str]) -> PyTree:
 
 def describe_groups(labels: PyTree, params: Optional[PyTree] = None,
                     group_info: Optional[Mapping[str, str]] = None) -> str:
-  """A readable table of the group assignment, for the start-up log.
+  """The group assignment as a table, for the start-up log.
 
   Args:
     labels: the group-name pytree (Optimizer.labels).
-    params: the matching params (or their shapes, e.g. from jax.eval_shape);
-      without them the parameter-count column reads '?'.
-    group_info: optional {group: settings text}; groups listed here that no
-      parameter matched appear with 0 tensors and '(no parameters)'.
-
-  Returns:
-    The table as one multi-line string.
+    params: the matching params or their shapes; None: counts read '?'.
+    group_info: {group: settings text}; its groups that no parameter matched
+      are listed with '(no parameters)'.
   """
   paths = jax.tree_util.tree_leaves(param_paths(labels))
   names = jax.tree_util.tree_leaves(labels)
@@ -176,10 +127,7 @@ def describe_groups(labels: PyTree, params: Optional[PyTree] = None,
   rows = [("group", "settings", "tensors", "parameters", "examples")]
   for group in order:
     members = [i for i, n in enumerate(names) if n == group]
-    if params is None:
-      count = "?"
-    else:
-      count = f"{sum(sizes[i] for i in members):,}"
+    count = "?" if params is None else f"{sum(sizes[i] for i in members):,}"
     examples = ", ".join(paths[i] for i in members[:_EXAMPLES_PER_GROUP])
     if len(members) > _EXAMPLES_PER_GROUP:
       examples += ", ..."
@@ -226,18 +174,8 @@ def _read_groups(groups) -> dict[str, dict[str, Any]]:
 
 def make_optimizer(optim_config, params: PyTree,
                    steps_per_epoch: int) -> Optimizer:
-  """Builds the grouped SGD optimiser described by the config.
-
-  Args:
-    optim_config: a ConfigDict (or dict) with the fields in OPTIM_FIELDS:
-      momentum, nesterov, weight_decay, epochs, decay_epochs, decay_factor,
-      warmup_epochs, warmup_lr, groups.
-    params: the trainable parameter pytree (or its shapes); only its structure,
-      paths and sizes are read.
-    steps_per_epoch: optimiser steps per epoch, for the per-step schedule.
-
-  Returns:
-    The Optimizer (tx, labels, learning_rates, summary).
+  """The grouped SGD optimiser of `optim_config` (the fields OPTIM_FIELDS)
+  for `params` (or their shapes).
 
   Raises:
     OptimConfigError: a missing field or unusable value, named.

@@ -1,11 +1,8 @@
 """The two training phases (SPEC 3) as records: what differs, said once.
 
-Phase 1 trains the HR teacher (HRNet-ReID-H) with L_ID on HR images; phase 2
-trains the student (VDSR-CA -> HRNet-ReID-L) with L_TOTAL on HR/LR pairs
-against the frozen teacher. Everything else (the loop, checkpoints, the
-optimiser and its learning-rate groups from `config.optim.groups`) is
-shared. The driver picks the phases a run trains (`to_train`) and passes
-the records down; nothing compares phase names.
+Phase 1 trains the HR teacher with L_ID; phase 2 the student with L_TOTAL
+on HR/LR pairs against the frozen teacher. The driver picks the phases a run
+trains (`to_train`) and passes the records down; nothing compares names.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
-"""Preemption: SIGTERM or SIGINT ends a phase with a checkpoint, not a loss.
-
-A preempted cloud VM or a SLURM job at its time limit gets SIGTERM; a person
-presses Ctrl-C (SIGINT). While a phase trains, either signal only sets a
-flag; the loop finishes the step it is in, saves a checkpoint at that step,
-and raises `errors.Preempted`, which `main` reports in one line before exiting with
-status 128 + the signal number (143 for SIGTERM, 130 for SIGINT), so job
-schedulers see an interrupted run. The same command then resumes from that
-checkpoint.
-
-With several processes each one may receive the signal at a different
-step; JAX's preemption sync point (`multihost_utils.
-reached_preemption_sync_point`) makes all of them stop at the same step.
-"""
+"""SIGTERM (a preempted VM, a job's time limit) or SIGINT (Ctrl-C) ends a
+phase with a checkpoint: the loop finishes its step, saves it and raises
+`errors.Preempted` (exit status 128 + the signal number); the same command
+resumes. With several processes JAX's preemption sync point makes all of
+them stop at the same step."""
 
 from __future__ import annotations
 
@@ -25,12 +16,8 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class PreemptionWatch:
-  """Context manager: notes SIGTERM/SIGINT while a phase trains.
-
-  Handlers are installed only in the main thread (Python's rule) and the
-  previous ones are restored on exit. Elsewhere, and for several processes,
-  JAX's preemption sync point is asked instead.
-  """
+  """Context manager noting SIGTERM/SIGINT (handlers only in the main
+  thread, Python's rule; the previous ones restored on exit)."""
 
   def __init__(self):
     self._signal: int | None = None

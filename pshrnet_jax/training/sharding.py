@@ -1,16 +1,7 @@
-"""Device mesh and data-parallel placement.
-
-Training is data parallel: the global batch is split along the mesh axis
-"data" and everything else (parameters, BatchNorm statistics, optimiser
-state, the frozen teacher) is replicated. Steps are plain `jax.jit`
-functions; XLA inserts the cross-device reductions, so BatchNorm statistics
-and the batch-hard triplet mining see the whole global batch exactly as on a
-single device.
-
-The same code runs on one CPU, N local devices, or several hosts: each
-process supplies its local rows and `jax.make_array_from_process_local_data`
-assembles the global array.
-"""
+"""Data parallelism: the global batch split over the mesh axis "data",
+everything else replicated. XLA inserts the cross-device reductions, so
+BatchNorm statistics and triplet mining see the whole global batch; each
+process supplies its local rows of it."""
 
 from __future__ import annotations
 
@@ -27,11 +18,8 @@ DATA_AXIS = "data"
 
 def make_data_mesh(num_devices: int | None = None) -> Mesh:
   """A 1-D mesh over all (or the first `num_devices`) devices, axis "data".
-
-  Axes are `Auto` so jit propagates shardings the classic way (jax 0.10
-  defaults to Explicit axes, which would make every op's sharding part of
-  its type).
-  """
+  `Auto` axes: jit propagates shardings (Explicit ones, jax 0.10's default,
+  would make every op's sharding part of its type)."""
   devices = jax.devices()
   if num_devices is not None:
     if num_devices > len(devices):
@@ -69,19 +57,15 @@ def check_global_batch(global_batch_size: int, mesh: Mesh) -> None:
 def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Turns this process's rows of a batch into global, batch-sharded arrays."""
   sharding = batch_sharded(mesh)
-  return {
-      name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-      for name, value in batch.items()
-  }
+  return {name: jax.make_array_from_process_local_data(sharding,
+                                                       np.asarray(value))
+          for name, value in batch.items()}
 
 
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
-  """Places a pytree (parameters, optimiser state, keys) on every device.
-
-  Every process must pass the same values. With one process this is a
-  device_put; with several, each process builds its devices' copies
-  (device_put cannot target devices of other processes).
-  """
+  """Places a pytree (the same values in every process) on every device;
+  with several processes each builds its own devices' copies (device_put
+  cannot target another process's devices)."""
   sharding = replicated(mesh)
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)

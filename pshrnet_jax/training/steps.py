@@ -1,14 +1,6 @@
-"""Pure training steps, one per phase, sharing the update helper.
-
-`phase1_step(state, batch, rng, *, model, tx, loss_config)` trains
-HRNet-ReID-H on HR images with L_ID; `phase2_step(state, batch, rng,
-teacher_variables, *, model, teacher, tx, loss_config)` trains the student
-(VDSR-CA -> HRNet-ReID-L) on LR images against the frozen teacher with
-L_TOTAL. `jit_step` binds the keyword-only arguments (models, optimiser,
-loss weights) and jits the step with the batch split over the "data" mesh
-axis and everything else replicated (see sharding.py); the incoming state is
-donated.
-"""
+"""Pure training steps, one per phase (L_ID on HR images; L_TOTAL on LR
+images against the frozen teacher), and `jit_step`, which binds and jits
+them over the "data" mesh."""
 
 from __future__ import annotations
 
@@ -99,15 +91,10 @@ def phase2_step(state: TrainState, batch: Batch, rng: jax.Array,
                 loss_config: Mapping[str, Any]) -> tuple[TrainState, Metrics]:
   """One SGD step of the student `model` on (HR, LR) pairs with L_TOTAL.
 
-  The teacher sees the HR image in eval mode (running BN statistics, no
-  dropout) and its outputs are constants: it is not in the optimiser and no
-  gradient reaches it. Its variables are an argument (not closed over) so
-  they are not baked into the compiled program as constants.
-
-  `batch['has_hr']` (optional, (B,) bool) marks the pairs with a real HR
-  original; the others (genuinely LR training images) count in L_ID only,
-  not in L_SR or L_PS. A student without an SR network ('bicubic', 'none')
-  has no L_SR.
+  The teacher runs in eval mode on HR images and gets no gradient; its
+  variables are an argument so they are not baked into the compiled program.
+  Pairs where the optional `batch['has_hr']` is False count in L_ID only; a
+  student without an SR network has no L_SR.
   """
   hr = normalize_images(batch["hr"])
   lr = normalize_images(batch["lr"])
@@ -136,20 +123,9 @@ def phase2_step(state: TrainState, batch: Batch, rng: jax.Array,
 def jit_step(step_fn: Callable[..., tuple[TrainState, Metrics]],
              replicated: Any, batch_sharding: Any, *, num_extra_args: int = 0,
              **bound: Any) -> Callable[..., tuple[TrainState, Metrics]]:
-  """Binds `bound` and jits with the batch sharded, everything else replicated.
-
-  Args:
-    step_fn: `phase1_step` or `phase2_step`.
-    replicated: sharding of the state, the RNG key and extra arguments.
-    batch_sharding: sharding of every batch array (split over "data").
-    num_extra_args: positional arguments after (state, batch, rng), e.g. the
-      teacher variables of phase 2.
-    **bound: the keyword-only arguments of `step_fn` (models, optimiser, loss
-      config).
-
-  Returns:
-    The jitted step; the incoming state's buffers are donated.
-  """
+  """`step_fn` with its keyword-only arguments `bound`, jitted with the batch
+  sharded, the state, the key and `num_extra_args` further positional
+  arguments (phase 2's teacher variables) replicated, the state donated."""
   fn = functools.partial(step_fn, **bound)
   return jax.jit(
       fn,
