@@ -1,244 +1,115 @@
-"""Bad input through the main command and the driver: one clear error.
+"""Bad input: one clear error, and the workdir left as it was.
 
-Each case exits with status 1 and one FATAL line naming the cause (through
-`python -m pshrnet_jax.main`), or raises the one error type from
-`pshrnet_jax.errors` that names it (through `driver.run`), and leaves what
-the workdir held before as it was (a hash of every file in it, before and
-after). The table of command lines runs through tests/main_forks.py: each
-case is a forked child running exactly what `python -m pshrnet_jax.main`
-runs, without paying the imports 40 times; five cases also run as plain
-subprocesses.
+A config value a run cannot use is refused by `config_checks.check_config`
+with a ConfigError naming the flag and the value; bad data, workdirs and
+weights are refused by `driver.run` with the one error type from
+`pshrnet_jax.errors` that names the cause, leaving what the workdir held as
+it was (a hash of every file in it, before and after). Every such type is
+one of `errors.INPUT_ERRORS`, which the main command prints as its one FATAL
+line; a few real command lines check that line, the exit status 1 and the
+workdir, including the flag errors only the command line can make.
 """
 
 import fcntl
-import json
 import os
 import shutil
 import subprocess
-import sys
 
+import jax
 import numpy as np
 import pytest
 
 import tiny_setup as tiny
+from configs import mlr_market1501
+from pshrnet_jax import config_checks
 from pshrnet_jax import driver
 from pshrnet_jax import errors
 from pshrnet_jax.training import checkpoint
+from pshrnet_jax.training import sharding
 
 
-# Bad command lines: (overrides, words the message must hold, whether the
-# run gets as far as creating the workdir).
-_BAD_COMMAND_LINES = {
-    "unknown_key": (["--config.nonexistent=1"], ["nonexistent"], False),
-    "wrong_type": (["--config.optim.epochs=abc"], ["epochs", "abc"], False),
-    "preset_flag": (["--config.preset=released_code"],
-                    ["released_code", "configs/mlr_market1501.py:"], False),
-    "unknown_mode": (["--config.mode=train"], ["ConfigError", "mode", "train"],
-                     False),
-    "missing_root": (["--config.data.root=/nonexistent",
-                      "--config.init_from=none"],
-                     ["DatasetNotFoundError", "/nonexistent"], True),
-    # A benchmark config without ImageNet weights: refused before any work.
-    "no_init_from": (["--config.data.root=/nonexistent"],
-                     ["ConfigError", "phase 1", "HRNet-W32-C",
-                      "--config.init_from is not set",
-                      "--config.init_from=none"], False),
-}
+def _assert_input_error(info, error_type, words):
+  """The error is of `error_type`, printed as a FATAL line, naming `words`."""
+  assert type(info.value) is error_type  # pylint: disable=unidiomatic-typecheck
+  assert isinstance(info.value, errors.INPUT_ERRORS)
+  for word in words:
+    assert word in str(info.value), (word, str(info.value))
 
 
-@pytest.fixture(scope="module")
-def bad_command_lines(tmp_path_factory):
-  """Runs every bad command line at once (each is mostly start-up time)."""
-  base = tmp_path_factory.mktemp("bad_cli")
-  procs = {}
-  for case, (flags, _, _) in _BAD_COMMAND_LINES.items():
-    workdir = str(base / case)
-    procs[case] = (workdir, subprocess.Popen(
-        tiny.main_args(workdir, *flags), cwd=tiny.REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  results = {}
-  for case, (workdir, proc) in procs.items():
-    _, stderr = proc.communicate(timeout=300)
-    results[case] = (proc.returncode, stderr, workdir)
-  return results
-
-
-@pytest.mark.parametrize("case", sorted(_BAD_COMMAND_LINES))
-def test_bad_command_line_one_clear_message(case, bad_command_lines):
-  _, names, starts = _BAD_COMMAND_LINES[case]
-  returncode, stderr, workdir = bad_command_lines[case]
-  assert returncode == 1, stderr[-3000:]
-  fatal = [l for l in stderr.splitlines() if l.startswith("FATAL ")]
-  assert len(fatal) == 1, stderr[-3000:]
-  for name in names:
-    assert name in fatal[0], stderr[-3000:]
-  assert "Traceback" not in stderr, stderr[-3000:]
-  assert os.path.exists(workdir) == starts
-
-
-# The table: (workdir, override flags, words the FATAL line must hold).
-# Workdirs: 'fresh' (does not exist yet), 'trained' / 'killed' (copies of the
-# session runs), 'data_only' (a trained copy without its models: the data is
-# built, nothing trained), 'busy' (another run holds it), 'file' (a file is
-# in the way). Where a run must read the data before it can refuse, the
-# workdir holds its build already: a fresh workdir gains the data build (a
-# cache keyed by dataset and seed that the next run reuses).
-_TABLE = {
-    # Values out of range or of the wrong type.
-    "mode": ("fresh", ["--config.mode=train"], ["mode", "train"]),
-    "image_size_odd": ("fresh", ["--config.data.image_size=(100, 50)"],
+# Config values out of range or of the wrong kind: {case: (override,
+# value, words the ConfigError must hold)}.
+_BAD_VALUES = {
+    "mode": ("mode", "train", ["mode", "train"]),
+    "image_size_odd": ("data.image_size", (100, 50),
                        ["image_size", "multiple of 32"]),
-    "image_size_rank": ("fresh", ["--config.data.image_size=(64,)"],
-                        ["image_size"]),
-    "p_one": ("fresh", ["--config.data.p=1"], ["data.p", ">= 2"]),
-    "k_zero": ("fresh", ["--config.data.k=0"], ["data.k", ">= 1"]),
-    "width_zero": ("fresh", ["--config.model.width=0"], ["model.width"]),
-    "pooling": ("fresh", ["--config.model.pooling=median"],
+    "image_size_rank": ("data.image_size", (64,), ["image_size"]),
+    "p_one": ("data.p", 1, ["data.p", ">= 2"]),
+    "k_zero": ("data.k", 0, ["data.k", ">= 1"]),
+    "width_zero": ("model.width", 0, ["model.width"]),
+    "pooling": ("model.pooling", "median",
                 ["model.pooling", "median", "avgmax"]),
-    "sr_module": ("fresh", ["--config.model.sr_module=srgan"],
-                  ["model.sr_module", "srgan"]),
-    "dropout": ("fresh", ["--config.model.dropout_rate=1.5"],
-                ["model.dropout_rate"]),
-    "dtype": ("fresh", ["--config.model.compute_dtype=float16"],
+    "sr_module": ("model.sr_module", "srgan", ["model.sr_module", "srgan"]),
+    "dropout": ("model.dropout_rate", 1.5, ["model.dropout_rate"]),
+    "dtype": ("model.compute_dtype", "float16",
               ["model.compute_dtype", "float16"]),
-    "head_planes": ("fresh", ["--config.model.head_planes=(4, 8, 16)"],
+    "head_planes": ("model.head_planes", (4, 8, 16),
                     ["model.head_planes", "4 integers"]),
-    "hrnet_modules": ("fresh", ["--config.model.hrnet_modules=(1, 0, 1)"],
+    "hrnet_modules": ("model.hrnet_modules", (1, 0, 1),
                       ["model.hrnet_modules"]),
-    "ps_features": ("fresh", ["--config.loss.ps_features=('seq9',)"],
+    "ps_features": ("loss.ps_features", ("seq9",),
                     ["loss.ps_features", "seq9"]),
-    "smoothing": ("fresh", ["--config.loss.label_smoothing=1.0"],
-                  ["loss.label_smoothing"]),
-    "margin": ("fresh", ["--config.loss.triplet_margin=-0.1"],
-               ["loss.triplet_margin"]),
-    "momentum": ("fresh", ["--config.optim.momentum=1.0"],
-                 ["optim.momentum"]),
-    "epochs_zero": ("fresh", ["--config.optim.epochs=0"], ["optim.epochs"]),
-    "decay_zero": ("fresh", ["--config.optim.decay_epochs=0"],
-                   ["optim.decay_epochs"]),
-    "log_every": ("fresh", ["--config.train.log_every_steps=0"],
-                  ["train.log_every_steps"]),
-    "ap_convention": ("fresh", ["--config.eval.ap_convention=market"],
+    "smoothing": ("loss.label_smoothing", 1.0, ["loss.label_smoothing"]),
+    "margin": ("loss.triplet_margin", -0.1, ["loss.triplet_margin"]),
+    "momentum": ("optim.momentum", 1.0, ["optim.momentum"]),
+    "epochs_zero": ("optim.epochs", 0, ["optim.epochs"]),
+    "decay_zero": ("optim.decay_epochs", 0, ["optim.decay_epochs"]),
+    "log_every": ("train.log_every_steps", 0, ["train.log_every_steps"]),
+    "ap_convention": ("eval.ap_convention", "market",
                       ["eval.ap_convention", "market"]),
-    "trials": ("fresh", ["--config.eval.trials=0"], ["eval.trials"]),
-    "interpolation": ("fresh", ["--config.data.lr_interpolation=lanczos"],
+    "trials": ("eval.trials", 0, ["eval.trials"]),
+    "interpolation": ("data.lr_interpolation", "lanczos",
                       ["data.lr_interpolation", "lanczos"]),
-    "source_kind": ("fresh", ["--config.data.source=lmdb"],
-                    ["data.source", "lmdb"]),
-    "student_init": ("fresh", ["--config.student_init=random"],
-                     ["student_init", "random"]),
-    "wrong_type": ("fresh", ["--config.optim.epochs=abc"], ["epochs", "abc"]),
-    "unknown_key": ("fresh", ["--config.nonexistent=1"], ["nonexistent"]),
-    "devices": ("fresh", ["--config.num_devices=16"],
-                ["16 devices", "1 are visible"]),
-    # Paths.
-    "init_from_missing": ("fresh", ["--config.init_from=/nonexistent/w32"],
-                          ["init_from", "/nonexistent/w32", "does not exist"]),
-    "teacher_dir_missing": ("fresh", ["--config.teacher_dir=/nonexistent/t"],
+    "source_kind": ("data.source", "lmdb", ["data.source", "lmdb"]),
+    "student_init": ("student_init", "random", ["student_init", "random"]),
+    "init_from_missing": ("init_from", "/nonexistent/w32",
+                          ["init_from", "/nonexistent/w32",
+                           "does not exist"]),
+    "teacher_dir_missing": ("teacher_dir", "/nonexistent/t",
                             ["teacher_dir", "/nonexistent/t"]),
-    "root_missing": ("fresh", ["--config.data.root=/nonexistent/market"],
-                     ["DatasetNotFoundError", "/nonexistent/market"]),
-    "root_layout": ("fresh", ["--config.data.root=LAYOUT"],
-                    ["DatasetLayoutError", "bounding_box_train"]),
-    "corrupt_image": ("fresh", ["--config.data.root=CORRUPT"],
-                      ["UnreadableImageError", "cannot be decoded"]),
-    "empty_split": ("fresh", ["--config.data.root=EMPTY"],
-                    ["EmptySplitError", "query"]),
-    "workdir_is_a_file": ("file", [], ["--workdir", "cannot be used"]),
-    "workdir_busy": ("busy", [], ["WorkdirBusyError", "in use"]),
-    # The data, the workdir and the weights do not match.
-    "p_too_large": ("data_only", ["--config.data.p=7"],
-                    ["SamplerError", "P=7"]),
-    "phase2_no_teacher": ("fresh", ["--config.mode=phase2"],
-                          ["MissingTeacherError", "phase1/teacher"]),
-    "eval_empty_workdir": ("data_only", ["--config.mode=eval"],
-                           ["MissingTeacherError", "Nothing to evaluate"]),
-    "other_benchmark": ("killed", ["--config.data.name=demo",
-                                   "--config.mode=phase1"],
-                        ["CheckpointMismatchError", "data.name",
-                         "mlr_market1501", "demo"]),
-    "other_width": ("killed", ["--config.model.width=8",
-                               "--config.mode=phase1"],
-                    ["CheckpointMismatchError", "model.width"]),
-    "teacher_other_width": ("data_only", ["--config.mode=phase2",
-                                      "--config.model.width=8",
-                                      "--config.teacher_dir=TEACHER"],
-                            ["ConfigError", "teacher", "shape"]),
-    "init_from_other_width": ("data_only", ["--config.mode=phase1",
-                                        "--config.model.width=8",
-                                        "--config.init_from=TEACHER"],
-                              ["ConversionError", "shape"]),
 }
 
 
-def _sources(tiny_source, base):
-  """Broken copies of the tiny set: a wrong layout, a corrupt image, an
-  empty query split."""
-  layout = os.path.join(base, "layout")
-  os.makedirs(os.path.join(layout, "images"))
-  corrupt = os.path.join(base, "corrupt")
-  shutil.copytree(tiny_source, corrupt)
-  name = sorted(os.listdir(os.path.join(corrupt, "query")))[0]
-  with open(os.path.join(corrupt, "query", name), "wb") as f:
-    f.write(b"not a jpeg")
-  empty = os.path.join(base, "empty")
-  shutil.copytree(tiny_source, empty)
-  for name in os.listdir(os.path.join(empty, "query")):
-    os.remove(os.path.join(empty, "query", name))
-  return {"LAYOUT": layout, "CORRUPT": corrupt, "EMPTY": empty}
+@pytest.mark.parametrize("case", sorted(_BAD_VALUES))
+def test_check_config_names_the_bad_value(case):
+  flag, value, words = _BAD_VALUES[case]
+  config = tiny.config_with("/data", **{flag: value})
+  with pytest.raises(errors.ConfigError) as info:
+    config_checks.check_config(config)
+  _assert_input_error(info, errors.ConfigError, words)
 
 
-@pytest.fixture(scope="module")
-def table(tiny_source, tiny_trained, tiny_killed, tmp_path_factory):
-  """Runs every case of _TABLE; returns {case: (code, stderr, before,
-  after)} with the workdir's file hashes before and after."""
-  base = str(tmp_path_factory.mktemp("table"))
-  paths = _sources(tiny_source, base)
-  paths["TEACHER"] = os.path.join(tiny_trained["workdir"], "phase1",
-                                  "teacher")
-  cases, workdirs = {}, {}
-  for case, (kind, flags, _) in _TABLE.items():
-    workdir = os.path.join(base, "workdirs", case)
-    if kind in ("trained", "killed", "data_only"):
-      shutil.copytree(tiny_killed if kind == "killed"
-                      else tiny_trained["workdir"], workdir)
-      if kind == "data_only":
-        for name in os.listdir(workdir):
-          if name != "data":
-            path = os.path.join(workdir, name)
-            (shutil.rmtree if os.path.isdir(path) else os.remove)(path)
-    elif kind in ("busy", "file"):
-      os.makedirs(os.path.dirname(workdir), exist_ok=True)
-      if kind == "file":
-        with open(workdir, "w") as f:
-          f.write("in the way")
-        workdir = os.path.join(workdir, "sub")
-      else:
-        os.makedirs(workdir)
-    workdirs[case] = workdir
-    flags = [f.split("=", 1)[0] + "=" + paths.get(f.split("=", 1)[1],
-                                                   f.split("=", 1)[1])
-             for f in flags]
-    # The tiny set-up, then the case's flags on top.
-    overrides = tiny.main_overrides(tiny_source)
-    cases[case] = tiny.main_args(workdir, *overrides, *flags)[3:]
-  before = {c: _files_hash(w) for c, w in workdirs.items()}
-  busy = os.open(workdirs["workdir_busy"], os.O_RDONLY)
-  fcntl.flock(busy, fcntl.LOCK_EX)  # Another run holds it.
-  try:
-    with open(os.path.join(base, "cases.json"), "w") as f:
-      json.dump(cases, f)
-    subprocess.run([sys.executable, os.path.join(tiny.REPO, "tests",
-                                                 "main_forks.py"),
-                    os.path.join(base, "cases.json"),
-                    os.path.join(base, "results.json")],
-                   cwd=tiny.REPO, check=True, timeout=900)
-  finally:
-    os.close(busy)
-  with open(os.path.join(base, "results.json")) as f:
-    results = json.load(f)
-  return {c: (r["code"], r["stderr"], before[c], _files_hash(workdirs[c]))
-          for c, r in results.items()}
+def test_a_benchmark_config_without_imagenet_weights_is_refused():
+  config = mlr_market1501.get_config()
+  config.data.root = "/nonexistent"
+  with pytest.raises(errors.ConfigError) as info:
+    config_checks.check_config(config)
+  _assert_input_error(info, errors.ConfigError, [
+      "phase 1", "HRNet-W32-C", "--config.init_from is not set",
+      "--config.init_from=none"])
+
+
+def test_more_devices_than_visible():
+  with pytest.raises(errors.ConfigError) as info:
+    sharding.make_data_mesh(16)
+  _assert_input_error(info, errors.ConfigError, [
+      "16 devices", f"{len(jax.devices())} are visible"])
+
+
+def test_a_bad_config_is_refused_before_the_workdir_is_touched(tiny_source,
+                                                               tmp_path):
+  with pytest.raises(errors.ConfigError, match=r"mode='train'.*phase1"):
+    driver.run(tiny.config_with(tiny_source, mode="train"), str(tmp_path))
+  assert not os.listdir(tmp_path)
 
 
 def _files_hash(path):
@@ -250,49 +121,156 @@ def _files_hash(path):
       "/nonexistent-empty")
 
 
-def test_the_table_has_thirty_cases_and_more():
-  assert len(_TABLE) >= 30
+def _broken_source(tiny_source, base, kind):
+  """A copy of the tiny set with a wrong layout, a corrupt image or an
+  empty query split."""
+  path = os.path.join(base, kind)
+  if kind == "LAYOUT":
+    os.makedirs(os.path.join(path, "images"))
+    return path
+  shutil.copytree(tiny_source, path)
+  names = sorted(os.listdir(os.path.join(path, "query")))
+  if kind == "CORRUPT":
+    with open(os.path.join(path, "query", names[0]), "wb") as f:
+      f.write(b"not a jpeg")
+  else:
+    for name in names:
+      os.remove(os.path.join(path, "query", name))
+  return path
 
 
-@pytest.mark.parametrize("case", sorted(_TABLE))
-def test_bad_input_one_fatal_line_and_the_workdir_unchanged(case, table):
-  code, stderr, before, after = table[case]
-  assert code == 1, stderr[-3000:]
+# Bad data, workdirs and weights through driver.run: (workdir, overrides,
+# error type, words its message must hold). Workdirs: 'fresh' (does not
+# exist yet), 'killed' (a copy of the killed phase-1 run), 'data_only' (a
+# trained copy without its models: the data is built, nothing trained),
+# 'busy' (another run holds it), 'file' (a file is in the way). Paths in
+# capitals are made by the test.
+_BAD_RUNS = {
+    "root_missing": ("fresh", {"data.root": "/nonexistent/market"},
+                     errors.DatasetNotFoundError, ["/nonexistent/market"]),
+    "root_layout": ("fresh", {"data.root": "LAYOUT"},
+                    errors.DatasetLayoutError, ["bounding_box_train"]),
+    "corrupt_image": ("fresh", {"data.root": "CORRUPT"},
+                      errors.UnreadableImageError, ["cannot be decoded"]),
+    "empty_split": ("fresh", {"data.root": "EMPTY"}, errors.EmptySplitError,
+                    ["query"]),
+    "workdir_is_a_file": ("file", {}, errors.ConfigError,
+                          ["--workdir", "cannot be used"]),
+    "workdir_busy": ("busy", {}, errors.WorkdirBusyError, ["in use"]),
+    "p_too_large": ("data_only", {"data.p": 7}, errors.SamplerError,
+                    ["P=7"]),
+    "phase2_no_teacher": ("fresh", {"mode": "phase2"},
+                          errors.MissingTeacherError,
+                          ["phase1/teacher does not exist"]),
+    "eval_empty_workdir": ("data_only", {"mode": "eval"},
+                           errors.MissingTeacherError,
+                           ["Nothing to evaluate"]),
+    "other_benchmark": ("killed", {"data.name": "demo", "mode": "phase1"},
+                        errors.CheckpointMismatchError,
+                        ["data.name", "mlr_market1501", "demo"]),
+    "other_width": ("killed", {"model.width": 8, "mode": "phase1"},
+                    errors.CheckpointMismatchError,
+                    ["model.width", "width: saved 4, now 8"]),
+    "teacher_other_width": ("data_only", {"mode": "phase2", "model.width": 8,
+                                          "teacher_dir": "TEACHER"},
+                            errors.ConfigError, ["teacher", "shape"]),
+    "init_from_other_width": ("data_only", {"mode": "phase1",
+                                            "model.width": 8,
+                                            "init_from": "TEACHER"},
+                              errors.ConversionError, ["shape"]),
+}
+
+
+def _workdir(kind, base, tiny_trained, tiny_killed):
+  workdir = os.path.join(base, "workdir")
+  if kind in ("killed", "data_only"):
+    shutil.copytree(tiny_killed if kind == "killed"
+                    else tiny_trained["workdir"], workdir)
+    if kind == "data_only":
+      for name in os.listdir(workdir):
+        if name != "data":
+          path = os.path.join(workdir, name)
+          (shutil.rmtree if os.path.isdir(path) else os.remove)(path)
+  elif kind == "file":
+    with open(workdir, "w") as f:
+      f.write("in the way")
+    workdir = os.path.join(workdir, "sub")
+  elif kind == "busy":
+    os.makedirs(workdir)
+  return workdir
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_RUNS))
+def test_bad_run_one_clear_error_and_the_workdir_unchanged(
+    case, tiny_source, tiny_trained, tiny_killed, tmp_path):
+  kind, overrides, error_type, words = _BAD_RUNS[case]
+  paths = {"TEACHER": os.path.join(tiny_trained["workdir"], "phase1",
+                                   "teacher")}
+  for name in ("LAYOUT", "CORRUPT", "EMPTY"):
+    if name in overrides.values():
+      paths[name] = _broken_source(tiny_source, str(tmp_path), name)
+  overrides = {k: paths.get(v, v) if isinstance(v, str) else v
+               for k, v in overrides.items()}
+  workdir = _workdir(kind, str(tmp_path), tiny_trained, tiny_killed)
+  before = _files_hash(workdir)
+  busy = os.open(workdir, os.O_RDONLY) if kind == "busy" else None
+  if busy is not None:
+    fcntl.flock(busy, fcntl.LOCK_EX)  # Another run holds it.
+  try:
+    with pytest.raises(error_type) as info:
+      driver.run(tiny.config_with(tiny_source, **overrides), workdir)
+  finally:
+    if busy is not None:
+      os.close(busy)
+  _assert_input_error(info, error_type, words)
+  assert _files_hash(workdir) == before
+
+
+# Real command lines: (flags, words the FATAL line must hold, whether the
+# run gets as far as creating the workdir). The flag errors only the
+# command line can make, a ConfigError and a data error.
+_COMMAND_LINES = {
+    "unknown_key": (["--config.nonexistent=1"], ["nonexistent"], False),
+    "wrong_type": (["--config.optim.epochs=abc"], ["epochs", "abc"], False),
+    "preset_flag": (["--config.preset=released_code"],
+                    ["released_code", "configs/mlr_market1501.py:"], False),
+    "unknown_mode": (["--config.mode=train"], ["ConfigError", "mode", "train"],
+                     False),
+    "missing_root": (["--config.data.root=/nonexistent",
+                      "--config.init_from=none"],
+                     ["DatasetNotFoundError", "/nonexistent"], True),
+}
+
+
+@pytest.fixture(scope="module")
+def command_lines(tmp_path_factory):
+  """Runs every bad command line at once (each is mostly start-up time)."""
+  base = tmp_path_factory.mktemp("bad_cli")
+  procs = {}
+  for case, (flags, _, _) in _COMMAND_LINES.items():
+    workdir = str(base / case)
+    procs[case] = (workdir, subprocess.Popen(
+        tiny.main_args(workdir, *flags), cwd=tiny.REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  results = {}
+  for case, (workdir, proc) in procs.items():
+    _, stderr = proc.communicate(timeout=300)
+    results[case] = (proc.returncode, stderr, workdir)
+  return results
+
+
+@pytest.mark.parametrize("case", sorted(_COMMAND_LINES))
+def test_bad_command_line_one_fatal_line(case, command_lines):
+  _, words, starts = _COMMAND_LINES[case]
+  returncode, stderr, workdir = command_lines[case]
+  assert returncode == 1, stderr[-3000:]
   fatal = [l for l in stderr.splitlines() if l.startswith("FATAL ")]
   assert len(fatal) == 1 and "Traceback" not in stderr, stderr[-3000:]
-  for word in _TABLE[case][2]:
+  for word in words:
     assert word in fatal[0], (word, fatal[0])
-  assert after == before
-
-
-def test_unknown_mode(tiny_source, tmp_path):
-  with pytest.raises(ValueError, match=r"mode='train'.*phase1"):
-    driver.run(tiny.config_with(tiny_source, mode="train"), str(tmp_path))
-  assert not os.listdir(tmp_path)
-
-
-def test_missing_dataset_root(tmp_path):
-  with pytest.raises(errors.DatasetNotFoundError, match="/nonexistent"):
-    driver.run(tiny.config_with("/nonexistent"), str(tmp_path / "workdir"))
-
-
-def test_phase2_without_teacher(tiny_source, tmp_path):
-  workdir = str(tmp_path / "workdir")
-  with pytest.raises(errors.MissingTeacherError,
-                     match=r"phase1/teacher does not exist"):
-    driver.run(tiny.config_with(tiny_source, mode="phase2"), workdir)
-  assert not os.path.exists(os.path.join(workdir, "phase2"))
-
-
-def test_checkpoint_of_another_width(tiny_killed, tiny_source, tmp_path):
-  workdir = tiny.copy_workdir(tiny_killed, tmp_path)
-  checkpoints = os.path.join(workdir, "phase1", "checkpoints")
-  before = tiny.tree_hash(checkpoints)
-  with pytest.raises(errors.CheckpointMismatchError,
-                     match=r"width: saved 4, now 8"):
-    driver.run(tiny.config_with(tiny_source, **tiny.PHASE1_ONLY,
-                                **{"model.width": 8}), workdir)
-  assert tiny.tree_hash(checkpoints) == before
+  # Created (empty: only the lock was taken) only by a run that got that far.
+  assert os.path.exists(workdir) == starts
+  assert not starts or not os.listdir(workdir)
 
 
 def test_non_finite_state_stops_and_keeps_checkpoints(tiny_killed,

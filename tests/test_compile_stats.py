@@ -7,6 +7,13 @@ from jax import monitoring
 
 from pshrnet_jax import compile_stats
 
+# JAX's monitoring events for tracing, lowering, the backend compile and a
+# persistent-cache hit: what compile_stats listens to.
+_TRACE = "/jax/core/compile/jaxpr_trace_duration"
+_LOWER = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+_BACKEND = "/jax/core/compile/backend_compile_duration"
+_CACHE_HIT = "/jax/compilation_cache/cache_hits"
+
 
 @pytest.fixture(autouse=True)
 def _installed():
@@ -16,15 +23,15 @@ def _installed():
 
 def test_sums_events_by_hand():
   before = compile_stats.snapshot()
-  monitoring.record_event_duration_secs(compile_stats._TRACE, 0.25)
-  monitoring.record_event_duration_secs(compile_stats._LOWER, 0.5)
-  monitoring.record_event_duration_secs(compile_stats._BACKEND, 2.0,
+  monitoring.record_event_duration_secs(_TRACE, 0.25)
+  monitoring.record_event_duration_secs(_LOWER, 0.5)
+  monitoring.record_event_duration_secs(_BACKEND, 2.0,
                                         fun_name="jit(step)")
   # A cache hit is recorded inside the compile it belongs to.
-  monitoring.record_event(compile_stats._CACHE_HIT)
-  monitoring.record_event_duration_secs(compile_stats._BACKEND, 0.125,
+  monitoring.record_event(_CACHE_HIT)
+  monitoring.record_event_duration_secs(_BACKEND, 0.125,
                                         fun_name="jit(eval)")
-  monitoring.record_event_duration_secs(compile_stats._BACKEND, 1.0,
+  monitoring.record_event_duration_secs(_BACKEND, 1.0,
                                         fun_name="jit(init)")
   stats = compile_stats.since(before)
   assert (stats.programs, stats.cache_hits) == (3, 1)

@@ -9,6 +9,7 @@ Kills of real processes and multi-process runs are in test_kill_resume.py
 and test_multiprocess.py.
 """
 
+import dataclasses
 import errno
 import os
 
@@ -135,17 +136,37 @@ def test_phase2_resume_refuses_another_teacher(tiny_trained, tiny_source,
   assert tiny.tree_hash(student) == before
 
 
-def test_a_non_finite_update_is_never_saved(tmp_path):
-  ckpt = checkpoint.PhaseCheckpointer(str(tmp_path / "checkpoints"))
-  finite = {"loss": 1.0, "grad_norm": 2.0, "params_finite": 1.0}
-  loop._check_finite("phase1", 3, finite, ckpt)  # pylint: disable=protected-access
-  for bad, named in (({"loss": float("nan")}, "loss"),
-                     ({"grad_norm": float("inf")}, "grad_norm"),
-                     ({"params_finite": 0.0}, "updated parameters")):
-    ckpt = checkpoint.PhaseCheckpointer(str(tmp_path / "checkpoints"))
-    with pytest.raises(errors.NonFiniteLossError,
-                       match=f"non-finite by step 3 \\({named}"):
-      loop._check_finite("phase1", 3, {**finite, **bad}, ckpt)  # pylint: disable=protected-access
+@pytest.mark.parametrize("bad,named", [
+    ({"loss": float("nan")}, "loss"),
+    ({"grad_norm": float("inf")}, "grad_norm"),
+    ({"params_finite": 0.0}, "updated parameters")])
+def test_a_non_finite_update_stops_the_run_and_is_never_saved(
+    bad, named, tiny_killed, tiny_source, tmp_path, monkeypatch):
+  # The resumed run's first step (step 5) reports the non-finite metric.
+  workdir = tiny.copy_workdir(tiny_killed, tmp_path)
+  checkpoints = os.path.join(workdir, "phase1", "checkpoints")
+  before = tiny.tree_hash(checkpoints)
+  build_step = loop.build_step
+
+  def build_bad_step(*args, **kwargs):
+    built = build_step(*args, **kwargs)
+
+    def bad_step(*step_args):
+      state, metrics = built.step(*step_args)
+      return state, dict(metrics, **bad)
+    return dataclasses.replace(built, step=bad_step)
+
+  monkeypatch.setattr(loop, "build_step", build_bad_step)
+  config = tiny.config_with(tiny_source, **{
+      **tiny.PHASE1_ONLY, "train.checkpoint_every_steps": 1})
+  step = tiny.KILL_AFTER_STEP + 1
+  with pytest.raises(errors.NonFiniteLossError,
+                     match=rf"phase1: the training state became non-finite "
+                     rf"by step {step} \({named}[;,].*last finite "
+                     rf"checkpoint: step {tiny.KILL_AFTER_STEP}\)"):
+    driver.run(config, workdir)
+  assert tiny.tree_hash(checkpoints) == before
+  assert not os.path.exists(os.path.join(workdir, "phase1", "teacher"))
 
 
 def test_logged_learning_rate_is_the_one_the_update_used(tiny_source,

@@ -15,13 +15,12 @@ import hashlib
 import logging
 import os
 import shutil
-import struct
 import sys
 
 import jax
 import ml_collections
 import numpy as np
-from tensorboardX.proto import event_pb2
+from tensorboard.backend.event_processing import event_accumulator
 
 from configs import base
 from pshrnet_jax import driver
@@ -289,19 +288,12 @@ def _flat(tree, prefix=""):
 
 
 def read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
-  """Scalars of the TFRecord event files in `event_dir`, by tag."""
-  scalars = {}
-  files = [f for f in os.listdir(event_dir) if "tfevents" in f]
-  assert files, f"no event file in {event_dir}"
-  for name in files:
-    with open(os.path.join(event_dir, name), "rb") as f:
-      data = f.read()
-    pos = 0
-    while pos < len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-      pos += 12 + length + 4
-      for value in event.summary.value:
-        scalars.setdefault(value.tag, []).append((event.step,
-                                                  value.simple_value))
-  return scalars
+  """Every scalar in the TensorBoard event files of `event_dir`, by tag."""
+  events = event_accumulator.EventAccumulator(
+      event_dir, size_guidance={event_accumulator.SCALARS: 0},
+      purge_orphaned_data=False)
+  events.Reload()
+  tags = events.Tags()[event_accumulator.SCALARS]
+  assert tags, f"no scalars in {event_dir}"
+  return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+          for tag in tags}

@@ -241,6 +241,8 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: Phase,
                 k: float(v)
                 for k, v in built.optimizer.learning_rates(step - 1).items()})
         if save:
+          logging.info("%s: saving checkpoint %d to %s.", phase.name, step,
+                       ckpt.directory)
           ckpt.save(step, state, data_iter.get_state(), settings,
                     force=step == total_steps or stop)
         if stop:
@@ -274,6 +276,8 @@ def export(variables: Mapping[str, Any], export_dir: str, phase: str,
   exists = os.path.exists(export_dir)
   if exists and not trained:
     return
+  logging.info("%s: exporting the %s to %s.", phase, description["kind"],
+               export_dir)
   convert.save_variables(variables, export_dir, description, replace=exists,
                          info_file=workdir_layout.MODEL_FILE)
   if exists:
