@@ -2,9 +2,11 @@ r"""The paper's ablation tables, and the single-shot protocols, as commands.
 
     python scripts/reproduce.py --table=II [--config=configs/demo.py] \
         [--workdir=workdirs/table_II] [--splits=10] [--config.a.b=value ...]
+    python scripts/reproduce.py --markdown > docs/ablations.md
 
 Each row of a table is the main command (`python -m pshrnet_jax.main`) with
-the row's overrides from README's ablation table, in `WORKDIR/<row>`; rows
+the row's overrides (TABLES below; docs/ablations.md lists them, written by
+`--markdown`), in `WORKDIR/<row>`; rows
 whose phase-1 teacher is the same (Tables II, IV, VII: only phase 2
 differs) share one teacher, trained once in `WORKDIR/teacher`. A finished
 row (its results.json exists) is skipped, and a row stopped half-way
@@ -38,10 +40,10 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-  """One row of a table: its README name and the overrides it adds.
+  """One row of a table: its name and the overrides it adds.
 
   Attributes:
-    name: the row as README's ablation table names it.
+    name: the row as docs/ablations.md names it.
     overrides: `--config.*` flags of the row ("(default)": none).
     shares_teacher: whether phase 1 is the table's common teacher (the
       overrides change phase 2 only).
@@ -90,17 +92,26 @@ TABLES: dict[str, tuple[Row, ...]] = {
     ),
 }
 DEFAULT_ROW = (Row("default", ()),)
-# Overrides every row of a table has, its shared teacher included (README's
-# ablation table writes them out in each row). Table IV compares SR modules
+# Overrides every row of a table has, its shared teacher included
+# (docs/ablations.md writes them out in each row). Table IV compares SR modules
 # in front of a ResNet-50 extractor (SPEC 3); on a benchmark config add
 # --config.init_from=<torchvision ResNet-50, converted>.
 COMMON = {"IV": ("--config.model.backbone=resnet50",)}
+
+# Table VI compares extractors trained and tested on HR images: its own
+# configs, run with the main command alone (no teacher, no LR queries).
+TABLE_VI = (
+    Row("HRNet-ReID on HR data", ("--config=configs/hr_market1501.py",)),
+    Row("HRNet-W32-C with its ImageNet representation head, on HR data",
+        ("--config=configs/hr_market1501.py", "--config.model.head=imagenet")),
+)
 
 # SPEC 6: PS-HRNet's Rank-1/5/10 on the cross-resolution benchmarks.
 PAPER = {"mlr_market1501": (91.5, 96.7, 97.9), "mlr_cuhk03": (92.6, 98.3, 99.4),
          "mlr_viper": (48.7, 73.4, 81.7), "mlr_dukemtmc": (82.3, 90.5, 92.8),
          "caviar": (48.2, 84.5, 96.3)}
 METRICS = ("rank1", "rank5", "rank10", "mAP")
+_ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X")
 
 
 def _main(config: str, workdir: str, *flags: str) -> None:
@@ -180,13 +191,77 @@ def write_table(workdir: str, name: str, rows: Sequence[Row],
   return text
 
 
+def _shell(flag: str) -> str:
+  """`flag` as typed in a shell: a value with brackets or quotes quoted."""
+  key, _, value = flag.partition("=")
+  return f'{key}="{value}"' if any(c in value for c in "()' ,") else flag
+
+
+def _command(flags: Sequence[str]) -> str:
+  return " ".join(_shell(f) for f in flags)
+
+
+def markdown() -> str:
+  """docs/ablations.md: every row of TABLES and TABLE_VI with its overrides."""
+  srcnn = next(r for r in TABLES["IV"] if "SRCNN" in r.name)
+  lines = [
+      "# The paper's ablations", "",
+      "Written by `python scripts/reproduce.py --markdown > docs/ablations.md`"
+      " from the rows the script runs (tests/test_reproduce.py fails when"
+      " this file is not current); do not edit it by hand.", "",
+      "Every row is the main command with the row's overrides added. Table"
+      " IV's SRCNN row on MLR-CUHK03, for example (Table IV's extractor is"
+      " ResNet-50, so it starts from torchvision's ImageNet weights):", "",
+      "```bash",
+      "python scripts/convert_pytorch_hrnet.py --kind=resnet50"
+      " --input=resnet50-0676ba61.pth --output=weights/resnet50",
+      "python -m pshrnet_jax.main --config=configs/mlr_cuhk03.py"
+      " --workdir=workdirs/cuhk03_resnet50_srcnn \\",
+      "    --config.data.root=/data/cuhk03_release"
+      " --config.init_from=weights/resnet50 \\",
+      "    " + _command((*COMMON["IV"], *srcnn.overrides)),
+      "```", "",
+      "`python scripts/reproduce.py --table=N` runs a whole table (N: "
+      + ", ".join(sorted(TABLES)) + ") on `--config` (default"
+      " `configs/demo.py`; any other `--config.*` flag passes through to"
+      " every row) into `--workdir` (default `workdirs/table_N`). Rows whose"
+      " phase 1 is the same share one teacher, trained once. A finished row"
+      " is skipped and a stopped one resumes, so a killed table continues"
+      " where it stopped. It writes `table_N.md` and `table_N.json` beside"
+      " the paper's figure where docs/SPEC.md gives one (SPEC 6: the full"
+      " model only). `--splits=10` trains and evaluates `data.split_index`"
+      " 0..9 and reports mean ± std, the protocol of MLR-VIPeR, CAVIAR and"
+      " MLR-CUHK03.", "",
+      "| table | row | flags added to the main command | phase 1 |",
+      "|---|---|---|---|"]
+  tables = sorted({**TABLES, "VI": TABLE_VI}.items(),
+                  key=lambda t: _ROMAN.index(t[0]))
+  for name, rows in tables:
+    for row in rows:
+      flags = (*COMMON.get(name, ()), *row.overrides)
+      cell = f"`{_command(flags)}`" if flags else "(none: the default model)"
+      teacher = ("HR only" if name == "VI" else "the table's teacher"
+                 if row.shares_teacher else "its own")
+      lines.append(f"| {name} | {row.name} | {cell} | {teacher} |")
+  lines += ["", "Table VI trains and tests HRNet-ReID on HR images alone"
+            " (`configs/hr_market1501.py`, `configs/hr_dukemtmc.py`: phase 1"
+            " and evaluation); it is run with the main command, not"
+            " reproduce.py."]
+  return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--table", choices=sorted(TABLES))
   parser.add_argument("--config", default="configs/demo.py")
   parser.add_argument("--workdir")
   parser.add_argument("--splits", type=int, default=0)
+  parser.add_argument("--markdown", action="store_true",
+                      help="print docs/ablations.md and exit")
   args, extra = parser.parse_known_args(argv)
+  if args.markdown:
+    print(markdown(), end="")
+    return
   bad = [a for a in extra if not a.startswith("--config.")]
   if bad:
     parser.error(f"unknown arguments {bad} (only --config.* overrides pass "

@@ -1,4 +1,4 @@
-"""scripts/reproduce.py: the tables' rows are README's, splits average."""
+"""scripts/reproduce.py: docs/ablations.md is its rows, splits average."""
 
 import os
 import shlex
@@ -10,27 +10,34 @@ from scripts import reproduce
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _readme_ablations() -> dict[str, list[tuple[str, tuple[str, ...]]]]:
-  """README's ablation table: paper table -> [(row, overrides)]."""
-  with open(os.path.join(REPO, "README.md")) as f:
-    text = f.read()
-  section = text.split("### The paper's ablations as overrides", 1)[1]
+def test_ablations_doc_is_what_reproduce_writes():
+  with open(os.path.join(REPO, "docs", "ablations.md")) as f:
+    written = f.read()
+  assert written == reproduce.markdown(), (
+      "docs/ablations.md is stale: python scripts/reproduce.py --markdown "
+      "> docs/ablations.md")
+
+
+def _doc_rows() -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+  """The generated table read back: paper table -> [(row, shell-split flags)]."""
   rows = {}
-  for line in section.split("\n\n", 2)[1].splitlines()[2:]:
-    paper, what, override = (c.strip() for c in line.strip("|").split("|"))
-    if not paper.startswith("Table "):
+  for line in reproduce.markdown().splitlines():
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if len(cells) != 4 or cells[0] in ("table", "---"):
       continue
-    flags = () if override == "(default)" else tuple(
-        shlex.split(override.strip("`")))
-    rows.setdefault(paper.split()[1], []).append((what, flags))
+    flags = tuple(shlex.split(cells[2].strip("`"))) if cells[2].startswith(
+        "`") else ()
+    rows.setdefault(cells[0], []).append((cells[1], flags))
   return rows
 
 
 @pytest.mark.parametrize("table", sorted(reproduce.TABLES))
-def test_row_plan_is_readmes_ablation_table(table):
+def test_doc_rows_typed_in_a_shell_are_the_rows_run(table):
+  # The ps_features tuples need quotes in a shell; what the shell passes on
+  # must be exactly the flags reproduce.py gives the main command.
   common = reproduce.COMMON.get(table, ())
   plan = [(r.name, (*common, *r.overrides)) for r in reproduce.TABLES[table]]
-  assert plan == _readme_ablations()[table]
+  assert plan == _doc_rows()[table]
 
 
 def test_rows_share_a_teacher_only_when_phase1_is_the_same():
