@@ -115,3 +115,24 @@ def test_resnet50_starts_from_torchvision_weights(tmp_path):
   got = initialization.initial_variables(
       config, phases.TEACHER, teacher, _shapes(teacher), str(tmp_path))
   assert same(got, tiny.init_variables(teacher, config.seed))
+
+
+def test_student_starts_from_the_teacher_it_is_given(tmp_path):
+  """`student_init=teacher`: the student's extractor is the teacher's
+  variables (here passed in, as the loop does; the workdir has none)."""
+  config = tiny.config_with("", student_init="teacher")
+  teacher = factory.build_teacher(config.model, tiny.NUM_TRAIN_IDS)
+  teacher_vars = tiny.init_variables(teacher, config.seed + 7)
+  student = factory.build_student(config.model, tiny.NUM_TRAIN_IDS)
+  got = initialization.initial_variables(
+      config, phases.STUDENT, student, _shapes(student), str(tmp_path),
+      teacher_vars)
+  same = lambda a, b: jax.tree.all(jax.tree.map(np.array_equal, a, b))
+  for collection in ("params", "batch_stats"):
+    for part in ("backbone", "incre_modules"):
+      assert same(got[collection]["reid"][part],
+                  teacher_vars[collection][part])
+  random = tiny.init_variables(student, config.seed)
+  assert same(got["params"]["sr"], random["params"]["sr"])
+  assert not same(got["params"]["reid"]["backbone"],
+                  random["params"]["reid"]["backbone"])

@@ -113,8 +113,9 @@ def check_fits(variables: Mapping[str, Any], expected: Mapping[str, Any],
 
 
 def initial_variables(config: ml_collections.ConfigDict, phase: Phase, model,
-                      abstract_variables: Mapping[str, Any],
-                      workdir: str) -> dict[str, Any]:
+                      abstract_variables: Mapping[str, Any], workdir: str,
+                      teacher_variables: Mapping[str, Any] | None = None
+                      ) -> dict[str, Any]:
   """Random init, then the configured initial weights on top.
 
   Args:
@@ -123,6 +124,8 @@ def initial_variables(config: ml_collections.ConfigDict, phase: Phase, model,
     model: the phase's Flax module.
     abstract_variables: its variables' shapes (`factory.abstract_variables`).
     workdir: the run's workdir (for the phase-1 teacher).
+    teacher_variables: the phase-1 teacher, if the caller has read it
+      already (else it is read from the workdir when needed).
 
   Returns:
     {'params', 'batch_stats'} as host arrays.
@@ -137,7 +140,8 @@ def initial_variables(config: ml_collections.ConfigDict, phase: Phase, model,
   image_size = tuple(config.data.image_size)
   variables = random_variables(model, config.seed, image_size)
   if from_teacher:
-    teacher_vars = restore_teacher(config, workdir)
+    teacher_vars = (restore_teacher(config, workdir)
+                    if teacher_variables is None else teacher_variables)
     logging.info("%s: the %s's extractor starts from the phase-1 teacher.",
                  phase.name, phase.role)
     return convert.student_from_teacher(teacher_vars, variables)

@@ -193,7 +193,8 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: Phase,
                  total_steps)
   else:
     variables = initialization.initial_variables(
-        config, phase, built.model, built.abstract_variables, workdir)
+        config, phase, built.model, built.abstract_variables, workdir,
+        teacher_variables)
     state = sharding.put_replicated(
         steps.create_state(variables, built.optimizer.tx), mesh)
   extra = (() if teacher_variables is None else
