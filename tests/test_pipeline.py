@@ -4,6 +4,7 @@ import gc
 import json
 import os
 import pickle
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -138,8 +139,10 @@ def test_bicubic_lr_option(records):
       lr, _reference(records[index].lr_path, "bilinear"))
 
 
-def test_worker_processes_give_identical_batches(records, reference_run):
+def test_worker_processes_give_identical_batches(records, reference_run,
+                                                tmp_path, monkeypatch):
   _, expected = reference_run
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
   iterator = pipeline.make_train_iterator(records, image_size=_SIZE, p=2, k=3,
                                           seed=5, worker_count=2)
   try:
@@ -148,11 +151,12 @@ def test_worker_processes_give_identical_batches(records, reference_run):
     iterator.close()
   # Workers share a memory-mapped cache in a temporary folder, removed with
   # the iterator.
-  cache_path = iterator._loader.images.path  # pylint: disable=protected-access
-  assert os.path.isfile(cache_path)
+  (folder,) = os.listdir(tmp_path)
+  (cache_file,) = os.listdir(tmp_path / folder)
+  assert folder.startswith("pshrnet_images_") and cache_file.endswith(".npy")
   del iterator
   gc.collect()
-  assert not os.path.exists(os.path.dirname(cache_path))
+  assert not os.listdir(tmp_path)
 
 
 def test_resume_from_json_state(records, reference_run):
@@ -223,7 +227,10 @@ def test_disk_cache_is_reused_and_pickles_as_a_path(records, reference_run,
   again = pipeline.make_train_iterator(records, image_size=_SIZE, p=2, k=3,
                                        seed=5, cache_dir=str(tmp_path))
   _assert_same(_batches(again, 2), expected[:2])
-  images = again._loader.images  # pylint: disable=protected-access
+  # A file-backed image array reaches grain's workers as its path.
+  images = image_cache.build_record_images(records, _SIZE, with_lr=True,
+                                           cache_dir=str(tmp_path))
+  assert images.path == str(tmp_path / cache_file)
   pickled = pickle.dumps(images)
   assert len(pickled) < 1000
   np.testing.assert_array_equal(pickle.loads(pickled).array, images.array)

@@ -201,3 +201,41 @@ def test_identical_features_are_an_error():
   same = np.ones((3, 4), np.float32) / 2
   with pytest.raises(RankInputError, match="image 0 .* are all 0"):
     re_ranking_features(same[:1], same[1:])
+
+
+def test_features_path_within_a_derived_bound_of_the_reference():
+  """The run's path (features, k1=20) is the reference's re-ranking of the
+  distances of `qf` and `gf`, to the rounding of recomputed keys."""
+  qf, gf, _ = _clustered(12, 24, seed=2, dim=16)
+  distances = rerank.rerank_features(qf, gf, 20, 6, 0.3,
+                                     metric="cosine").to_dense()
+  # The distances the features path ranks its neighbours by, fed to both
+  # our re-ranking and the reference: the same float32 operations in the
+  # same order, so the same bits, as long as the two sort equal keys alike
+  # (the reference with numpy's unstable argsort, ours by image index).
+  q_g, q_q, g_g = rerank_neighbours.distance_matrices(qf, gf)
+  squared = np.square(np.block([[q_q, q_g], [q_g.T, g_g]]))
+  keys = (squared / squared.max(axis=0)).T  # key(i, j) = D[j, i]^2 / m_i
+  # Keys at least 1e-5 (~80 float32 ulps at 1) apart: further than any
+  # CPU's rounding of the distances moves them, so
+  # both sides sort them alike on any machine.
+  assert np.diff(np.sort(keys, axis=1), axis=1).min() > 1e-5
+  reference = rerank_numpy.re_ranking(q_g, q_q, g_g)
+  np.testing.assert_array_equal(rerank.re_ranking(q_g, q_q, g_g), reference)
+  # The features path finds the same neighbours (the same GEMM) but
+  # recomputes keys per pair with a numpy dot, off by up to `gap`. Keys off
+  # by d change exp(-key) / sum by 2d relatively, the Jaccard overlap (sums
+  # of two such rows) by 4d and the Jaccard distance by up to 8d, so the
+  # result by 0.7 * 8d + 0.3 * d < 6d; plus each side's float32 sums of up
+  # to N terms below 1, N eps each.
+  source = rerank_neighbours.FeatureSource(qf, gf, "cosine")
+  source.neighbours(21)  # As the run (k1 + 1): sets the rows' maxima m_i.
+  num, q = len(keys), len(qf)
+  rows, columns = np.divmod(np.arange(num * num), num)
+  gap = max(np.abs(source.pair_keys(rows, columns).reshape(num, num)
+                   - keys).max(),
+            np.abs(source.query_gallery_keys(0, q) - keys[:q, q:]).max())
+  bound = 6 * gap + 2 * num * np.finfo(np.float32).eps
+  error = np.abs(distances - reference).max()
+  print(f"features path vs reference: {error:.2e} (bound {bound:.2e})")
+  assert error <= bound

@@ -3,8 +3,11 @@
 Runs the evaluation of the tiny trained workdir (conftest.py's session
 fixture) again with re-ranking on, and checks that the "+RR" numbers are
 the evaluation, with the same protocol, of the re-ranking of the very
-features the run ranked, and that this re-ranking is the reference's
-(reference/rerank_numpy.py) on the same distance matrices.
+features the run ranked. That this re-ranking is the reference's
+(reference/rerank_numpy.py) is test_rerank.py's job, on features whose keys
+are distinct by construction: a tiny trained model's features tie, and ties
+are ordered differently by the reference's unstable argsort, and differently
+on different CPUs.
 """
 
 import json
@@ -18,8 +21,6 @@ from pshrnet_jax import driver
 from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.evaluation import metrics
 from pshrnet_jax.evaluation import rerank
-from pshrnet_jax.evaluation import rerank_neighbours
-from reference import rerank_numpy
 
 
 def test_eval_with_rerank_adds_rr_figures(tiny_trained, tiny_source,
@@ -65,7 +66,6 @@ def test_eval_with_rerank_adds_rr_figures(tiny_trained, tiny_source,
                        ("rank5", expected.rank(5)), ("mAP", expected.mAP),
                        ("mINP", expected.mINP)):
       assert got[key] == pytest.approx(100 * value, abs=0.005), (label, key)
-    _assert_reference_reranking(qf, gf, distances)
   assert results["reranked"] == results["models"]["student"]["reranked"]
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f) == results
@@ -76,39 +76,6 @@ def test_eval_with_rerank_adds_rr_figures(tiny_trained, tiny_source,
           f"{student_rr['rank5']:.2f} |") in markdown
   assert markdown.count("| all +RR |") == 2
   assert "+RR: k-reciprocal re-ranking" in markdown
-
-
-def _assert_reference_reranking(qf, gf, distances):
-  """`distances` (the features path) are the reference's re-ranking of the
-  distances of `qf` and `gf`, to the rounding of recomputed keys."""
-  # The distances the features path ranks its neighbours by, fed to both
-  # our re-ranking and the reference: the same float32 operations in the
-  # same order, so the same bits, as long as the two sort equal keys alike
-  # (the reference with numpy's unstable argsort, ours by image index).
-  q_g, q_q, g_g = rerank_neighbours.distance_matrices(qf, gf)
-  squared = np.square(np.block([[q_q, q_g], [q_g.T, g_g]]))
-  keys = (squared / squared.max(axis=0)).T  # key(i, j) = D[j, i]^2 / m_i
-  assert (np.diff(np.sort(keys, axis=1), axis=1) > 0).all(), (
-      "equal keys, which the two may order differently")
-  reference = rerank_numpy.re_ranking(q_g, q_q, g_g)
-  np.testing.assert_array_equal(rerank.re_ranking(q_g, q_q, g_g), reference)
-  # The features path finds the same neighbours (the same GEMM) but
-  # recomputes keys per pair with a numpy dot, off by up to `gap`. Keys off
-  # by d change exp(-key) / sum by 2d relatively, the Jaccard overlap (sums
-  # of two such rows) by 4d and the Jaccard distance by up to 8d, so the
-  # result by 0.7 * 8d + 0.3 * d < 6d; plus each side's float32 sums of up
-  # to N terms below 1, N eps each.
-  source = rerank_neighbours.FeatureSource(qf, gf, "cosine")
-  source.neighbours(21)  # As the run (k1 + 1): sets the rows' maxima m_i.
-  num, q = len(keys), len(qf)
-  rows, columns = np.divmod(np.arange(num * num), num)
-  gap = max(np.abs(source.pair_keys(rows, columns).reshape(num, num)
-                   - keys).max(),
-            np.abs(source.query_gallery_keys(0, q) - keys[:q, q:]).max())
-  bound = 6 * gap + 2 * num * np.finfo(np.float32).eps
-  error = np.abs(distances - reference).max()
-  print(f"features path vs reference: {error:.2e} (bound {bound:.2e})")
-  assert error <= bound
 
 
 def test_bad_rerank_setting_is_refused_before_training(tiny_source, tmp_path):
