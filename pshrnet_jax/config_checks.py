@@ -69,6 +69,19 @@ def _ints(config, flag: str, length: int, low: int) -> None:
     _fail(flag, value, f"expected {length} integers >= {low}")
 
 
+def _check_phase2_loss(config) -> None:
+  """Phase 2 needs one term to train: L_ID, L_PS, or L_SR of an SR network
+  ('bicubic' and 'none' have none)."""
+  loss = config.loss
+  sr_network = factory.SR_MODULES[config.model.sr_module].build is not None
+  if (phases.STUDENT in phases.to_train(config) and loss.id_weight == 0
+      and loss.ps_weight == 0 and (loss.sr_weight == 0 or not sr_network)):
+    _fail("loss.id_weight", loss.id_weight,
+          "with loss.ps_weight=0 and no L_SR (loss.sr_weight="
+          f"{loss.sr_weight}, model.sr_module={config.model.sr_module!r}) "
+          "phase 2 has no loss term left to train")
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for the first value a run cannot use."""
   _one_of(config, "mode", MODES)
@@ -119,9 +132,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "data.source", DATA_SOURCES)
 
   # Loss.
-  for flag in ("ce_weight", "triplet_weight", "sr_weight", "ps_weight",
-               "triplet_margin"):
+  for flag in ("ce_weight", "triplet_weight", "id_weight", "sr_weight",
+               "ps_weight", "triplet_margin"):
     _number(config, f"loss.{flag}", 0.0)
+  _check_phase2_loss(config)
   _number(config, "loss.label_smoothing", 0.0, 1.0, high_open=True)
   features = config.loss.ps_features
   if (not isinstance(features, (tuple, list)) or not features

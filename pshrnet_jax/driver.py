@@ -129,7 +129,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     sharding.check_global_batch(config.data.p * config.data.k, mesh)
     to_train = phases.to_train(config)
     # Before reading (or building) any data.
-    if phases.STUDENT in to_train and phases.TEACHER not in to_train:
+    if (phases.STUDENT in to_train and phases.TEACHER not in to_train
+        and phases.STUDENT.reads_teacher(config)):
       initialization.require_teacher(config, workdir)
     for phase in to_train:
       loop.check_resumable(config, workdir, phase)

@@ -108,7 +108,8 @@ def main():
   depth = dict(modules=tuple(args.hrnet_modules), blocks=args.hrnet_blocks)
   net = tr.randomize(tr.HighResolutionNet(
       args.width, args.num_classes, tuple(config.model.head_planes),
-      reid=True, sr=tr.VDSR(args.sr_blocks, args.sr_features), **depth),
+      reid=True, sr=tr.VDSR(args.sr_blocks, args.sr_features, squeeze=(
+          config.model.sr_features // config.model.ca_reduction)), **depth),
                      0).eval()
   x = torch_train.images(images)
 

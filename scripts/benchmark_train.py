@@ -118,7 +118,9 @@ def torch_phase(phase, config, args, batch_np):
   torch.manual_seed(0)
   m, lc = config.model, config.loss.to_dict()
   net_args = (args.width, args.num_classes, tuple(m.head_planes))
-  sr = tr.VDSR(args.sr_blocks, args.sr_features) if phase == 2 else None
+  sr = (tr.VDSR(args.sr_blocks, args.sr_features,
+                squeeze=m.sr_features // m.ca_reduction)  # As the JAX one.
+        if phase == 2 else None)
   depth = dict(modules=tuple(args.hrnet_modules), blocks=args.hrnet_blocks)
   net = tr.HighResolutionNet(*net_args, reid=True, sr=sr, **depth).train()
   teacher = tr.randomize(tr.HighResolutionNet(*net_args, reid=True, **depth),

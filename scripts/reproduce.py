@@ -1,32 +1,41 @@
-r"""The paper's ablation tables, and the single-shot protocols, as commands.
+r"""The paper's tables II-VII, and the single-shot protocols, as commands.
 
     python scripts/reproduce.py --table=II [--config=configs/demo.py] \
-        [--workdir=workdirs/table_II] [--splits=10] [--config.a.b=value ...]
+        [--workdir=workdirs/table_II] [--splits=10] [--seeds=2] \
+        [--config.a.b=value ...]
+    python scripts/reproduce.py --table=II --dry_run     # the rows, run nothing
     python scripts/reproduce.py --markdown > docs/ablations.md
 
 Each row of a table is the main command (`python -m pshrnet_jax.main`) with
-the row's overrides (TABLES below; docs/ablations.md lists them, written by
-`--markdown`), in `WORKDIR/<row>`; rows
-whose phase-1 teacher is the same (Tables II, IV, VII: only phase 2
-differs) share one teacher, trained once in `WORKDIR/teacher`. A finished
-row (its results.json exists) is skipped, and a row stopped half-way
-resumes from its checkpoints, so a killed table continues where it
-stopped. The table is written to `WORKDIR/table_<N>.md` and `.json`:
-Rank-1/5/10 and mAP of each row's headline model on the benchmark's
-queries, beside the paper's figure where docs/SPEC.md gives one (SPEC 6:
-the full model's results; it lists no per-row ablation figures).
+the row's overrides (`scripts/paper_tables.py`'s TABLES, the one place they
+are written; docs/ablations.md lists them, written by `--markdown`) in
+`WORKDIR/<row>`
+(`WORKDIR/<config>/<row>` for a table on several configs). Each table runs
+on the benchmark configs the paper used unless `--config` names one (e.g.
+`configs/demo.py`). Rows whose phase 1 is the same share one teacher,
+trained once in `WORKDIR/teacher`; rows without L_PS train phase 2 alone
+(paper_tables.py's docstring).
+
+A finished row (its results.json exists) is skipped, and a row stopped
+half-way resumes from its checkpoints, so a killed table continues where it
+stopped. The table is written to `WORKDIR/table_<N>.md` and `.json`: the
+table's figures (Rank-1/5/10 and mAP; Rank-1 and mAP for HR-only tables;
+PSNR/SSIM in both conventions for Table III) of each row's headline model,
+beside the paper's figure where docs/SPEC.md gives one (SPEC 6: the full
+model only; it lists no per-row ablation figures).
 
 `--splits=N` runs every row on `data.split_index` 0..N-1 (MLR-VIPeR, CAVIAR
 and MLR-CUHK03 are reported as the mean over 10 random splits, each trained
 separately) and reports mean +- std over the splits; `eval.trials` keeps
-its meaning within a split (gallery re-draws). Without --table it runs the
-default model.
+its meaning within a split (gallery re-draws). `--seeds=N` runs every row
+with `seed` 0..N-1 (each its own teacher, in `.../seed_<n>`) and reports
+mean +- std over the seeds (over every split and seed with both). Without
+--table it runs the default model.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -36,82 +45,23 @@ from typing import Sequence
 import numpy as np
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from scripts import paper_tables
+from scripts.paper_tables import COLUMNS, DEFAULT, OWN, SHARED, TABLES
+from scripts.paper_tables import Row, Table
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+PAPER_COLUMN = {"reid": ("paper Rank-1/5/10", paper_tables.PAPER),
+                "hr": ("paper Rank-1/mAP", paper_tables.PAPER_HR),
+                "sr": ("paper PSNR/SSIM", paper_tables.PAPER_SR)}
 
 
-@dataclasses.dataclass(frozen=True)
-class Row:
-  """One row of a table: its name and the overrides it adds.
-
-  Attributes:
-    name: the row as docs/ablations.md names it.
-    overrides: `--config.*` flags of the row ("(default)": none).
-    shares_teacher: whether phase 1 is the table's common teacher (the
-      overrides change phase 2 only).
-  """
-  name: str
-  overrides: tuple[str, ...]
-  shares_teacher: bool = True
-
-  @property
-  def key(self) -> str:
-    """A folder name for the row."""
-    keep = "".join(c if c.isalnum() else "_" for c in self.name.lower())
-    return "_".join(p for p in keep.split("_") if p)
-
-
-TABLES: dict[str, tuple[Row, ...]] = {
-    "II": (
-        Row("ID only", ("--config.loss.sr_weight=0",
-                        "--config.loss.ps_weight=0",
-                        "--config.model.sr_module=none")),
-        Row("SR + ID", ("--config.loss.ps_weight=0",)),
-        Row("SR + ID + PS", ()),
-    ),
-    "IV": (
-        Row("ResNet-50 + bicubic up-sampling",
-            ("--config.model.sr_module=bicubic",)),
-        Row("ResNet-50 + SRCNN", ("--config.model.sr_module=srcnn",)),
-        Row("ResNet-50 + VDSR", ("--config.model.sr_module=vdsr",)),
-        Row("ResNet-50 + RCAN", ("--config.model.sr_module=rcan",)),
-        Row("ResNet-50 + VDSR-CA", ()),
-    ),
-    "V": (
-        Row("pooling avg", ("--config.model.pooling=avg",),
-            shares_teacher=False),
-        Row("pooling max", ("--config.model.pooling=max",),
-            shares_teacher=False),
-        Row("pooling avg+max", ("--config.model.pooling=avgmax",),
-            shares_teacher=False),
-    ),
-    "VII": (
-        Row("PS features {Seq5, l_c}",
-            ("--config.loss.ps_features=('seq5','logits')",)),
-        Row("all six", ("--config.loss.ps_features=('seq1','seq2','seq3',"
-                        "'seq4','seq5','logits')",)),
-        Row("{Seq1, Seq4, Seq5, l_c}", ()),
-    ),
-}
-DEFAULT_ROW = (Row("default", ()),)
-# Overrides every row of a table has, its shared teacher included
-# (docs/ablations.md writes them out in each row). Table IV compares SR modules
-# in front of a ResNet-50 extractor (SPEC 3); on a benchmark config add
-# --config.init_from=<torchvision ResNet-50, converted>.
-COMMON = {"IV": ("--config.model.backbone=resnet50",)}
-
-# Table VI compares extractors trained and tested on HR images: its own
-# configs, run with the main command alone (no teacher, no LR queries).
-TABLE_VI = (
-    Row("HRNet-ReID on HR data", ("--config=configs/hr_market1501.py",)),
-    Row("HRNet-W32-C with its ImageNet representation head, on HR data",
-        ("--config=configs/hr_market1501.py", "--config.model.head=imagenet")),
-)
-
-# SPEC 6: PS-HRNet's Rank-1/5/10 on the cross-resolution benchmarks.
-PAPER = {"mlr_market1501": (91.5, 96.7, 97.9), "mlr_cuhk03": (92.6, 98.3, 99.4),
-         "mlr_viper": (48.7, 73.4, 81.7), "mlr_dukemtmc": (82.3, 90.5, 92.8),
-         "caviar": (48.2, 84.5, 96.3)}
-METRICS = ("rank1", "rank5", "rank10", "mAP")
-_ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X")
+def figures(results: dict, report: str) -> dict:
+  """The table's figures from a row's results.json (None where absent)."""
+  source = (results.get("sr") or {}) if report == "sr" else results
+  return {key: source.get(key) for key, _ in COLUMNS[report]}
 
 
 def _main(config: str, workdir: str, *flags: str) -> None:
@@ -125,137 +75,134 @@ def _main(config: str, workdir: str, *flags: str) -> None:
 
 
 def run_row(row: Row, config: str, workdir: str, extra: Sequence[str],
-            split: int | None) -> dict:
+            split: int | None, seed: int | None = None) -> dict:
   """Trains and evaluates one row (skipped when finished); its results.
 
-  `extra` holds the user's overrides and the table's COMMON ones; the
+  `extra` holds the table's common flags and the user's overrides; a
   shared teacher is trained with those alone.
   """
-  split_flags = () if split is None else (f"--config.data.split_index={split}",)
-  suffix = "" if split is None else f"/split_{split}"
+  split_flags = (
+      (() if split is None else (f"--config.data.split_index={split}",))
+      + (() if seed is None else (f"--config.seed={seed}",)))
+  suffix = (("" if split is None else f"/split_{split}")
+            + ("" if seed is None else f"/seed_{seed}"))
   row_dir = os.path.join(workdir, row.key + suffix)
   results = os.path.join(row_dir, "results.json")
   if not os.path.exists(results):
     flags = (*extra, *split_flags, *row.overrides)
-    if row.shares_teacher:
-      teacher = os.path.join(workdir, "teacher" + suffix)
-      if not os.path.exists(os.path.join(teacher, "phase1", "teacher")):
-        _main(config, teacher, *extra, *split_flags, "--config.mode=phase1")
-      shared = f"--config.teacher_dir={os.path.join(teacher, 'phase1', 'teacher')}"
-      _main(config, row_dir, *flags, shared, "--config.mode=phase2")
-      _main(config, row_dir, *flags, shared, "--config.mode=eval")
-    else:
+    if row.teacher == OWN:
       _main(config, row_dir, *flags, "--config.mode=all")
+    else:
+      shared = ()
+      if row.teacher == SHARED:
+        teacher = os.path.join(workdir, "teacher" + suffix)
+        if not os.path.exists(os.path.join(teacher, "phase1", "teacher")):
+          _main(config, teacher, *extra, *split_flags, "--config.mode=phase1")
+        shared = (f"--config.teacher_dir="
+                  f"{os.path.join(teacher, 'phase1', 'teacher')}",)
+      _main(config, row_dir, *flags, *shared, "--config.mode=phase2")
+      _main(config, row_dir, *flags, *shared, "--config.mode=eval")
   with open(results) as f:
     return json.load(f)
 
 
-def aggregate_splits(results: Sequence[dict]) -> dict:
-  """Mean and standard deviation (population) of each metric over splits."""
-  out = {"splits": len(results)}
-  for metric in METRICS:
-    values = np.array([r[metric] for r in results], np.float64)
-    out[metric] = round(float(values.mean()), 2)
-    out[f"{metric}_std"] = round(float(values.std()), 2)
+def _decimals(metric: str) -> int:
+  return 4 if metric.startswith("ssim") else 2
+
+
+def aggregate_splits(entries: Sequence[dict]) -> dict:
+  """Mean and standard deviation (population) of each figure over the runs
+  of a row (splits, seeds; each entry: figure -> value, as `figures`
+  returns)."""
+  out = {"runs": len(entries)}
+  for metric in entries[0]:
+    values = [e[metric] for e in entries]
+    if any(v is None for v in values):
+      out[metric] = out[f"{metric}_std"] = None
+      continue
+    values = np.array(values, np.float64)
+    out[metric] = round(float(values.mean()), _decimals(metric))
+    out[f"{metric}_std"] = round(float(values.std()), _decimals(metric))
   return out
 
 
 def _cell(entry: dict, metric: str) -> str:
-  if f"{metric}_std" in entry and entry.get("splits", 1) > 1:
-    return f"{entry[metric]:.2f} ± {entry[f'{metric}_std']:.2f}"
-  return "-" if entry.get(metric) is None else f"{entry[metric]:.2f}"
+  value, digits = entry.get(metric), _decimals(metric)
+  if value is None:
+    return "-"
+  if entry.get(f"{metric}_std") is not None and entry.get("runs", 1) > 1:
+    return f"{value:.{digits}f} ± {entry[f'{metric}_std']:.{digits}f}"
+  return f"{value:.{digits}f}"
 
 
-def write_table(workdir: str, name: str, rows: Sequence[Row],
-                entries: Sequence[dict], benchmark: str) -> str:
-  """table_<name>.md and .json; returns the Markdown."""
-  paper = PAPER.get(benchmark)
-  lines = [f"# Table {name} on {benchmark}", "",
-           "| row | Rank-1 | Rank-5 | Rank-10 | mAP | paper Rank-1/5/10 |",
-           "|---|---|---|---|---|---|"]
-  for row, entry in zip(rows, entries):
-    ours = " | ".join(_cell(entry, m) for m in METRICS)
-    theirs = ("/".join(f"{v:.1f}" for v in paper)
-              if paper and not row.overrides and not COMMON.get(name)
-              else "-")
-    lines.append(f"| {row.name} | {ours} | {theirs} |")
+def _paper_cell(table: Table, row: Row, benchmark: str) -> str:
+  paper = PAPER_COLUMN[table.report][1].get(benchmark)
+  return "/".join(f"{v:g}" for v in paper) if paper and row.full_model else "-"
+
+
+def write_table(workdir: str, name: str, table: Table,
+                sections: Sequence[tuple[str, str, Sequence[dict]]]) -> str:
+  """table_<name>.md and .json for `sections` of (config, benchmark, one
+  figures entry per row); returns the Markdown."""
+  columns = COLUMNS[table.report]
+  lines = [f"# Table {name}: {table.title}"]
+  for config, benchmark, entries in sections:
+    lines += ["", f"On {benchmark} (`{config}`):", "",
+              "| row | " + " | ".join(t for _, t in columns)
+              + f" | {PAPER_COLUMN[table.report][0]} |",
+              "|---" * (len(columns) + 2) + "|"]
+    for row, entry in zip(table.rows, entries):
+      cells = " | ".join(_cell(entry, m) for m, _ in columns)
+      lines.append(f"| {row.name} | {cells} | "
+                   f"{_paper_cell(table, row, benchmark)} |")
   lines += ["", "Paper figures: docs/SPEC.md section 6 (the full model "
             "only; it lists no per-row ablation figures)."]
+  if table.report == "sr":
+    lines += ["Y: the SR literature's convention; RGB: this project's first"
+              " (pshrnet_jax/evaluation/sr_quality.py)."]
   text = "\n".join(lines) + "\n"
   with open(os.path.join(workdir, f"table_{name}.md"), "w") as f:
     f.write(text)
   with open(os.path.join(workdir, f"table_{name}.json"), "w") as f:
-    json.dump({"table": name, "benchmark": benchmark,
-               "rows": [{"row": r.name, "overrides": list(r.overrides), **e}
-                        for r, e in zip(rows, entries)]}, f, indent=2)
+    json.dump({"table": name, "title": table.title, "sections": [
+        {"config": c, "benchmark": b, "rows": [
+            {"row": r.name, "overrides": [*table.common, *r.overrides], **e}
+            for r, e in zip(table.rows, entries)]}
+        for c, b, entries in sections]}, f, indent=2)
   return text
 
 
-def _shell(flag: str) -> str:
-  """`flag` as typed in a shell: a value with brackets or quotes quoted."""
-  key, _, value = flag.partition("=")
-  return f'{key}="{value}"' if any(c in value for c in "()' ,") else flag
-
-
-def _command(flags: Sequence[str]) -> str:
-  return " ".join(_shell(f) for f in flags)
+def plan(name: str, configs: Sequence[str], user: Sequence[str] = ()
+         ) -> list[str]:
+  """`--dry_run`'s lines: per config and row, "row | config | flags |
+  teacher", the flags exactly as the row's main command gets them."""
+  table = TABLES[name]
+  return [f"{row.name} | {config} | "
+          f"{paper_tables.command((*table.common, *user, *row.overrides))} | "
+          f"phase 1: {paper_tables.TEACHER_WORDS[row.teacher]}"
+          for config in configs for row in table.rows]
 
 
 def markdown() -> str:
-  """docs/ablations.md: every row of TABLES and TABLE_VI with its overrides."""
-  srcnn = next(r for r in TABLES["IV"] if "SRCNN" in r.name)
-  lines = [
-      "# The paper's ablations", "",
-      "Written by `python scripts/reproduce.py --markdown > docs/ablations.md`"
-      " from the rows the script runs (tests/test_reproduce.py fails when"
-      " this file is not current); do not edit it by hand.", "",
-      "Every row is the main command with the row's overrides added. Table"
-      " IV's SRCNN row on MLR-CUHK03, for example (Table IV's extractor is"
-      " ResNet-50, so it starts from torchvision's ImageNet weights):", "",
-      "```bash",
-      "python scripts/convert_pytorch_hrnet.py --kind=resnet50"
-      " --input=resnet50-0676ba61.pth --output=weights/resnet50",
-      "python -m pshrnet_jax.main --config=configs/mlr_cuhk03.py"
-      " --workdir=workdirs/cuhk03_resnet50_srcnn \\",
-      "    --config.data.root=/data/cuhk03_release"
-      " --config.init_from=weights/resnet50 \\",
-      "    " + _command((*COMMON["IV"], *srcnn.overrides)),
-      "```", "",
-      "`python scripts/reproduce.py --table=N` runs a whole table (N: "
-      + ", ".join(sorted(TABLES)) + ") on `--config` (default"
-      " `configs/demo.py`; any other `--config.*` flag passes through to"
-      " every row) into `--workdir` (default `workdirs/table_N`). Rows whose"
-      " phase 1 is the same share one teacher, trained once. A finished row"
-      " is skipped and a stopped one resumes, so a killed table continues"
-      " where it stopped. It writes `table_N.md` and `table_N.json` beside"
-      " the paper's figure where docs/SPEC.md gives one (SPEC 6: the full"
-      " model only). `--splits=10` trains and evaluates `data.split_index`"
-      " 0..9 and reports mean ± std, the protocol of MLR-VIPeR, CAVIAR and"
-      " MLR-CUHK03.", "",
-      "| table | row | flags added to the main command | phase 1 |",
-      "|---|---|---|---|"]
-  tables = sorted({**TABLES, "VI": TABLE_VI}.items(),
-                  key=lambda t: _ROMAN.index(t[0]))
-  for name, rows in tables:
-    for row in rows:
-      flags = (*COMMON.get(name, ()), *row.overrides)
-      cell = f"`{_command(flags)}`" if flags else "(none: the default model)"
-      teacher = ("HR only" if name == "VI" else "the table's teacher"
-                 if row.shares_teacher else "its own")
-      lines.append(f"| {name} | {row.name} | {cell} | {teacher} |")
-  lines += ["", "Table VI trains and tests HRNet-ReID on HR images alone"
-            " (`configs/hr_market1501.py`, `configs/hr_dukemtmc.py`: phase 1"
-            " and evaluation); it is run with the main command, not"
-            " reproduce.py."]
-  return "\n".join(lines) + "\n"
+  """docs/ablations.md (`paper_tables.markdown`)."""
+  return paper_tables.markdown()
+
+
+def _stem(config: str) -> str:
+  return os.path.splitext(os.path.basename(config.split(":")[0]))[0]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--table", choices=sorted(TABLES))
-  parser.add_argument("--config", default="configs/demo.py")
+  parser.add_argument("--table", choices=list(TABLES))
+  parser.add_argument("--config", help="run the table on this config "
+                      "instead of the paper's (e.g. configs/demo.py)")
   parser.add_argument("--workdir")
   parser.add_argument("--splits", type=int, default=0)
+  parser.add_argument("--seeds", type=int, default=0,
+                      help="run every row with seeds 0..N-1; mean +- std")
+  parser.add_argument("--dry_run", action="store_true",
+                      help="print each row's config and flags; run nothing")
   parser.add_argument("--markdown", action="store_true",
                       help="print docs/ablations.md and exit")
   args, extra = parser.parse_known_args(argv)
@@ -267,19 +214,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.error(f"unknown arguments {bad} (only --config.* overrides pass "
                  "through)")
   name = args.table or "default"
+  table = TABLES[args.table] if args.table else DEFAULT
+  configs = (args.config,) if args.config else table.configs
+  if args.dry_run:
+    if not args.table:
+      parser.error("--dry_run needs --table")
+    print(f"# Table {name}: {table.title}")
+    print("\n".join(plan(name, configs, extra)))
+    return
   workdir = os.path.abspath(args.workdir or os.path.join(
       "workdirs", f"table_{name}" if args.table else "splits"))
-  os.makedirs(workdir, exist_ok=True)
-  rows = TABLES[args.table] if args.table else DEFAULT_ROW
   splits = range(args.splits) if args.splits else [None]
-  entries, benchmark = [], ""
-  extra = [*COMMON.get(args.table, ()), *extra]
-  for row in rows:
-    results = [run_row(row, args.config, workdir, extra, s) for s in splits]
-    benchmark = results[0].get("dataset", benchmark)
-    entries.append(aggregate_splits(results) if args.splits
-                   else {m: results[0][m] for m in METRICS})
-  print(write_table(workdir, name, rows, entries, benchmark))
+  seeds = range(args.seeds) if args.seeds else [None]
+  sections = []
+  for config in configs:
+    config_dir = (workdir if len(configs) == 1
+                  else os.path.join(workdir, _stem(config)))
+    os.makedirs(config_dir, exist_ok=True)
+    entries, benchmark = [], ""
+    for row in table.rows:
+      results = [run_row(row, config, config_dir, [*table.common, *extra], s,
+                         n) for s in splits for n in seeds]
+      benchmark = results[0].get("dataset", benchmark)
+      rows = [figures(r, table.report) for r in results]
+      entries.append(aggregate_splits(rows) if len(rows) > 1 else rows[0])
+    sections.append((config, benchmark, entries))
+  print(write_table(workdir, name, table, sections))
 
 
 if __name__ == "__main__":

@@ -191,3 +191,55 @@ def test_save_variables_refuses_non_empty_dir(tmp_path, tiny):
   (tmp_path / "x").write_text("")
   with pytest.raises(FileExistsError, match="not an empty directory"):
     convert.save_variables(tiny[2], tmp_path)
+
+
+# --- The released VDSR-CA layout against --config.model.ca_reduction -------
+
+def test_released_attention_layout_converts_and_names_its_knob():
+  # The released layout squeezes 64 -> 4 (ca_reduction 16); at this tiny
+  # width, 16 -> 1. Conversion reads the layout from the weights (and
+  # HRNet's full depth, which the released weights have).
+  import tiny_setup  # pylint: disable=g-import-not-at-top
+  from pshrnet_jax.models import factory  # pylint: disable=g-import-not-at-top
+  student = tr.randomize(tr.HighResolutionNet(
+      width=4, num_classes=tiny_setup.NUM_TRAIN_IDS, head_planes=(4, 8, 16, 32),
+      final_features=32, reid=True,
+      sr=tr.VDSR(num_blocks=2, features=16, squeeze=1)), seed=3)
+  variables, module, info = convert.convert_checkpoint(
+      tr.state_dict_numpy(student), "student")
+  assert info["model_kwargs"]["sr"]["model_kwargs"]["squeeze_channels"] == 1
+  assert module.sr.squeeze_channels == 1
+
+  def expected(ca_reduction):
+    config = tiny_setup.config_with("", **{
+        "model.sr_features": 16, "model.sr_blocks": 2,
+        "model.ca_reduction": ca_reduction, "model.hrnet_modules": (1, 4, 3),
+        "model.hrnet_blocks": 4})
+    model = factory.build_student(config.model, tiny_setup.NUM_TRAIN_IDS)
+    return factory.abstract_variables(model, (1, *tiny_setup.IMAGE_SIZE, 3))
+
+  factory.check_fits(variables, expected(16), "weights/student")  # Fits.
+  with pytest.raises(errors.ConfigError) as info:
+    factory.check_fits(variables, expected(4), "weights/student")
+  message = str(info.value)
+  assert "weights/student does not fit" in message
+  assert "['block_0_ca']['squeeze']['kernel'] has shape (1, 1, 16, 1)" in message
+  assert "squeezes 16 -> 1 channels, the configured one 16 -> 4" in message
+  assert "--config.model.ca_reduction=16" in message
+
+
+def test_evaluation_refuses_weights_of_another_attention_layout(
+    tiny_source, tiny_trained, tmp_path):
+  # The tiny student squeezes 8 -> 4 (ca_reduction 2); evaluating it with
+  # the paper's ca_reduction 4 (8 -> 2) fails before anything is written.
+  import tiny_setup  # pylint: disable=g-import-not-at-top
+  from pshrnet_jax import driver  # pylint: disable=g-import-not-at-top
+  workdir = tiny_setup.copy_workdir(tiny_trained["workdir"], tmp_path)
+  before = tiny_setup.tree_hash(workdir)
+  config = tiny_setup.config_with(tiny_source, mode="eval",
+                                  **{"model.ca_reduction": 4})
+  with pytest.raises(errors.ConfigError,
+                     match=r"The student .*squeezes 8 -> 4 channels, the "
+                     r"configured one 8 -> 2.*ca_reduction=2"):
+    driver.run(config, workdir)
+  assert tiny_setup.tree_hash(workdir) == before

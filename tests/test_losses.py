@@ -274,6 +274,47 @@ def test_total_loss_composition_and_ablations(phase2_inputs):
   assert "sr" not in metrics and "ps" not in metrics
 
 
+def test_solo_sr_is_l_sr_alone(phase2_inputs):
+  # Table III's Solo SR: id_weight=0 and ps_weight=0 leave 0.5 * L_SR, and
+  # nothing but the SR output gets a gradient.
+  student, _, hr, labels = phase2_inputs
+  loss, metrics = losses.total_loss(student, None, hr, labels, margin=0.1,
+                                    id_weight=0, ps_weight=0)
+  assert set(metrics) == {"sr", "loss"}
+  assert float(loss) == 0.5 * float(losses.sr_l1(student["sr"], hr))
+  grads = jax.grad(lambda aux: losses.total_loss(
+      aux, None, hr, labels, margin=0.1, id_weight=0, ps_weight=0)[0])(
+          student)
+  assert np.any(grads["sr"] != 0)
+  assert not any(np.any(g != 0) for k, g in grads.items() if k != "sr")
+  # A weight scales L_ID (CE and triplets alike).
+  id_value, _ = losses.id_loss(student, labels, margin=0.1)
+  loss, _ = losses.total_loss(student, None, None, labels, margin=0.1,
+                              id_weight=2.0, sr_weight=0, ps_weight=0)
+  assert float(loss) == float(2.0 * id_value)
+
+
+@pytest.mark.parametrize("overrides,words", [
+    ({"loss.id_weight": 0, "loss.ps_weight": 0, "loss.sr_weight": 0},
+     ["loss.id_weight=0", "no loss term left"]),
+    ({"loss.id_weight": 0, "loss.ps_weight": 0,
+      "model.sr_module": "bicubic"}, ["sr_module='bicubic'",
+                                      "no loss term left"]),
+    ({"loss.id_weight": -1.0}, ["loss.id_weight=-1.0", ">= 0"])])
+def test_a_phase2_loss_with_nothing_to_train_is_refused(overrides, words):
+  import tiny_setup  # pylint: disable=g-import-not-at-top
+  from pshrnet_jax import config_checks  # pylint: disable=g-import-not-at-top
+  from pshrnet_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError) as info:
+    config_checks.check_config(tiny_setup.config_with("/data", **overrides))
+  for word in words:
+    assert word in str(info.value), (word, str(info.value))
+  # Phase 1 alone trains L_ID whatever phase 2's weights are.
+  config_checks.check_config(tiny_setup.config_with(
+      "/data", mode="phase1", **{"loss.id_weight": 0, "loss.ps_weight": 0,
+                                  "loss.sr_weight": 0}))
+
+
 def test_total_loss_under_jit_matches_eager(phase2_inputs):
   student, teacher, hr, labels = phase2_inputs
   fn = functools.partial(losses.total_loss, margin=0.3, sr_weight=0.25,

@@ -70,6 +70,37 @@ def test_vdsr_parameter_counts():
   assert _count(_shapes(plain, (1, 8, 8, 3))["params"]) == 667_008
 
 
+def test_channel_attention_size_both_readings():
+  # As training builds VDSR-CA from the config. Without attention: 667,008
+  # (above); each of the 18 blocks adds 64c + c + c*64 + 64 for c squeeze
+  # channels: c = 16 (the paper's r = 4 as RCAN's ratio) 2,128, c = 4 (the
+  # released layout) 580.
+  from configs import base  # pylint: disable=g-import-not-at-top
+  from pshrnet_jax.models import factory  # pylint: disable=g-import-not-at-top
+  found = {}
+  for preset in ("paper", "released_code"):
+    config = base.get_base_config(preset)
+    params = _shapes(factory.build_sr(config.model), (1, 8, 8, 3))["params"]
+    found[preset] = (config.model.ca_reduction, _count(params),
+                     params["block_17_ca"]["squeeze"]["kernel"].shape)
+  assert found == {"paper": (4, 667_008 + 18 * 2_128, (1, 1, 64, 16)),
+                   "released_code": (16, 677_448, (1, 1, 64, 4))}
+  assert 667_008 + 18 * 2_128 == 705_312
+
+
+@pytest.mark.parametrize("value,words", [
+    (3, ["ca_reduction=3", "does not divide", "sr_features=8"]),
+    (0, ["ca_reduction=0", "integer >= 1"])])
+def test_channel_attention_reduction_is_checked(value, words):
+  import tiny_setup  # pylint: disable=g-import-not-at-top
+  from pshrnet_jax import config_checks  # pylint: disable=g-import-not-at-top
+  config = tiny_setup.config_with("/data", **{"model.ca_reduction": value})
+  with pytest.raises(errors.ConfigError) as info:
+    config_checks.check_config(config)
+  for word in words:
+    assert word in str(info.value), (word, str(info.value))
+
+
 def test_reid_head_and_sequence_lengths(w32_reid):
   variables, (logits, aux) = w32_reid
   # add_block (Linear 6144->512, BN1d 512) + classifier (Linear 512->751).

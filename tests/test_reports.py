@@ -1,17 +1,14 @@
-"""Reports and SR quality: JSON values, Markdown, PNG sizes and frame colours."""
+"""Reports: JSON values, Markdown, PNG sizes and frame colours (SR quality's
+figures: test_sr_quality.py)."""
 
 import json
-import math
 
 import numpy as np
-import pytest
 from PIL import Image
-from skimage import metrics
 
 from pshrnet_jax import evaluation
 
 from pshrnet_jax.evaluation import reports, sr_quality
-from pshrnet_jax.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 from pshrnet_jax.evaluation import plots
 
 
@@ -32,7 +29,8 @@ def _result():
 
 
 def test_results_json_and_markdown(tmp_path):
-  sr = sr_quality.SRQuality(psnr=26.1234, ssim=0.91234, num_images=3)
+  sr = sr_quality.SRQuality(psnr_y=26.1234, ssim_y=0.91234, psnr_rgb=24.5678,
+                            ssim_rgb=0.85678, num_images=3)
   returned, markdown = reports.write_results(str(tmp_path), _result(),
                                              dataset="mlr_viper", sr=sr)
   with open(tmp_path / "results.json") as f:
@@ -45,14 +43,18 @@ def test_results_json_and_markdown(tmp_path):
   assert data["single_shot"]["rank1_std"] == 25.0  # Trials at 25% and 75%.
   assert data["single_shot"]["mAP_std"] == 10.0
   assert data["per_factor"]["2"]["rank1"] == 100.0
-  assert data["sr"] == {"psnr": 26.123, "ssim": 0.9123, "num_images": 3}
+  assert data["sr"] == {"psnr_y": 26.123, "ssim_y": 0.9123,
+                        "psnr_rgb": 24.568, "ssim_rgb": 0.8568,
+                        "num_images": 3,
+                        "conventions": sr_quality.CONVENTIONS}
   with open(tmp_path / "results.md") as f:
     text = f.read()
   assert markdown == text
   assert "| all | 50.00 ± 25.00 | 100.00 ± 0.00 | 100.00 ± 0.00 | " \
          "60.00 ± 10.00 | 40.00 | 4/4 |" in text
   assert "| LR x2 | 100.00 |" in text
-  assert "| SR vs HR | 26.12 | 0.9123 | 3 |" in text
+  assert "| Y (BT.601), Gaussian SSIM | 26.12 | 0.9123 | 3 |" in text
+  assert "| RGB [0, 1], 7x7 uniform SSIM | 24.57 | 0.8568 | 3 |" in text
 
 
 def test_cmc_png_size(tmp_path):
@@ -93,30 +95,3 @@ def test_ranked_list_frames(tmp_path):
                                           gap=5)
     assert tuple(pixels[y + 1, x + 1]) == plots.QUERY_COLOR
   assert correct.any() and not correct.all()
-
-
-def test_psnr_of_constant_offset_is_hand_computed():
-  hr = np.full((2, 8, 8, 3), 100, np.uint8)
-  sr = hr / 255.0 + 0.1  # MSE 0.01 on a [0, 1] range: PSNR = 20 dB.
-  quality = sr_quality.sr_quality(sr, hr, sr_normalized=False)
-  assert quality.psnr == pytest.approx(20.0, abs=1e-9)
-  assert quality.num_images == 2
-
-
-def test_ssim_matches_skimage_on_normalised_sr():
-  rng = np.random.default_rng(0)
-  hr = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
-  rgb = np.clip(hr / 255.0 + rng.normal(0, 0.05, hr.shape), 0, 1)
-  normalised = (rgb - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
-  quality = sr_quality.sr_quality(normalised.astype(np.float32), hr)
-  rgb32 = rgb.astype(np.float32).astype(np.float64)
-  expected_ssim = np.mean([metrics.structural_similarity(
-      h / 255.0, s, channel_axis=-1, data_range=1.0) for h, s in zip(hr, rgb)])
-  assert quality.ssim == pytest.approx(expected_ssim, abs=1e-5)
-  mse = np.mean((hr / 255.0 - rgb32) ** 2, axis=(1, 2, 3))
-  assert quality.psnr == pytest.approx(np.mean(-10 * np.log10(mse)),
-                                       abs=1e-3)
-  assert math.isclose(sr_quality.sr_quality(hr, hr, sr_normalized=False).ssim,
-                      1.0)
-  with pytest.raises(ValueError, match="shapes differ"):
-    sr_quality.sr_quality(hr[:1], hr, sr_normalized=False)

@@ -66,6 +66,7 @@ def tiny_config(root: str = "") -> ml_collections.ConfigDict:
   config.model.hrnet_blocks = 1
   config.model.sr_features = 8
   config.model.sr_blocks = 2
+  config.model.ca_reduction = 2  # Attention 8 -> 4 channels.
   # The ablation extractors and SR networks, as narrow and shallow: every
   # layer kind and skip, a fraction of the operations to compile.
   config.model.resnet_width = 4

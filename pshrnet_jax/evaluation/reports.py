@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional, Union
 
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.evaluation.metrics import RankResult
+from pshrnet_jax.evaluation import sr_quality
 from pshrnet_jax.evaluation.sr_quality import SRQuality
 
 RERANK_NOTE = ("+RR: k-reciprocal re-ranking (Zhong et al., CVPR 2017) of "
@@ -52,8 +53,11 @@ def results_dict(result: RankResult, *, dataset: str = "",
     out["per_factor"] = {str(k): _summary(v)
                          for k, v in sorted(result.per_factor.items())}
   if sr is not None:
-    out["sr"] = {"psnr": round(sr.psnr, 3), "ssim": round(sr.ssim, 4),
-                 "num_images": sr.num_images}
+    out["sr"] = {"psnr_y": round(sr.psnr_y, 3), "ssim_y": round(sr.ssim_y, 4),
+                 "psnr_rgb": round(sr.psnr_rgb, 3),
+                 "ssim_rgb": round(sr.ssim_rgb, 4),
+                 "num_images": sr.num_images,
+                 "conventions": dict(sr_quality.CONVENTIONS)}
   return out
 
 
@@ -87,9 +91,12 @@ def results_markdown(result: RankResult, *, dataset: str = "",
       lines += [row("all" + suffix, res)] + [
           row(f"LR x{f}{suffix}", r) for f, r in sorted(res.per_factor.items())]
   if sr is not None:
-    lines += ["", "| SR quality | PSNR (dB) | SSIM | images |", "|---|---|---|---|",
-              f"| SR vs HR | {sr.psnr:.2f} | {sr.ssim:.4f} | "
-              f"{sr.num_images} |"]
+    lines += ["", "| SR vs HR | PSNR (dB) | SSIM | images |",
+              "|---|---|---|---|",
+              f"| Y (BT.601), Gaussian SSIM | {sr.psnr_y:.2f} | "
+              f"{sr.ssim_y:.4f} | {sr.num_images} |",
+              f"| RGB [0, 1], 7x7 uniform SSIM | {sr.psnr_rgb:.2f} | "
+              f"{sr.ssim_rgb:.4f} | {sr.num_images} |"]
   return "\n".join(lines) + "\n"
 
 

@@ -128,12 +128,20 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   picks = np.unique(np.linspace(0, len(query) - 1, min(
       e.ranked_list_queries, len(query))).astype(int))
   results, headline, reranked = {}, None, {}
-  to_evaluate = _models_to_evaluate(config, workdir)
+  to_evaluate = {}
+  for label, (directory, build) in _models_to_evaluate(config,
+                                                       workdir).items():
+    # Weights that do not fit the configured model (another width, the
+    # released VDSR-CA layout) fail here, before anything is written.
+    model = build(config.model, num_classes)
+    variables = convert.restore_variables(directory)
+    factory.check_fits(variables, factory.abstract_variables(
+        model, (1, *image_size, 3)), f"The {label} {directory}")
+    to_evaluate[label] = (directory, model, variables)
   if ready is not None:
     ready()
-  for label, (directory, build) in to_evaluate.items():
-    variables = jax.device_put(convert.restore_variables(directory))
-    model = build(config.model, num_classes)
+  for label, (directory, model, variables) in to_evaluate.items():
+    variables = jax.device_put(variables)
     is_student = (label == workdir_layout.STUDENT
                   and factory.sr_output_scored(config.model))
     with_quality = is_student and e.sr_quality and q_has_hr.any()

@@ -10,11 +10,13 @@ PIL bicubic, scored as its SR output, the SR literature's baseline row).
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.models.pshrnet import HRNetReID
@@ -70,7 +72,8 @@ BACKBONES = {
 }
 SR_MODULES = {
     "vdsr_ca": SRModule(lambda m, dtype: VDSRCA(
-        m.sr_blocks, m.sr_features, channel_attention=True, dtype=dtype)),
+        m.sr_blocks, m.sr_features, m.sr_features // m.ca_reduction,
+        channel_attention=True, dtype=dtype)),
     "vdsr": SRModule(lambda m, dtype: VDSRCA(
         m.sr_blocks, m.sr_features, channel_attention=False, dtype=dtype)),
     "rcan": SRModule(lambda m, dtype: RCAN(
@@ -85,7 +88,8 @@ SR_MODULES = {
 
 def check_model_config(model_config: Any) -> None:
   """Raises ConfigError for an unknown backbone, head, SR module or compute
-  dtype, or a head the backbone does not have."""
+  dtype, a head the backbone does not have, or a channel-attention
+  reduction that does not divide VDSR-CA's width."""
   m = model_config
   for field, choices in (("backbone", BACKBONES), ("sr_module", SR_MODULES),
                          ("compute_dtype", COMPUTE_DTYPES)):
@@ -96,6 +100,17 @@ def check_model_config(model_config: Any) -> None:
   if m.head not in heads:
     raise ConfigError(f"--config.model.head={m.head!r}: the {m.backbone} "
                       f"extractor has the heads {heads}.")
+  r, features = m.ca_reduction, m.sr_features
+  if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+    raise ConfigError(f"--config.model.ca_reduction={r!r}: expected an "
+                      "integer >= 1 (VDSR-CA's attention squeezes "
+                      "sr_features / ca_reduction channels).")
+  if (m.sr_module == "vdsr_ca" and isinstance(features, int)
+      and features % r):
+    raise ConfigError(
+        f"--config.model.ca_reduction={r}: does not divide "
+        f"--config.model.sr_features={features} (VDSR-CA's attention "
+        f"squeezes sr_features / ca_reduction channels).")
 
 
 def build_teacher(model_config: Any, num_classes: int) -> nn.Module:
@@ -142,6 +157,41 @@ def abstract_variables(module: nn.Module,
   for inputs of `input_shape` (NHWC): `jax.eval_shape` of its init."""
   return dict(jax.eval_shape(lambda: module.init(
       jax.random.key(0), jnp.zeros(input_shape), train=False)))
+
+
+def check_fits(variables: Mapping[str, Any], expected: Mapping[str, Any],
+               what: str) -> None:
+  """Raises ConfigError unless `variables` have exactly the shapes of
+  `expected` (abstract variables); `what` names their origin (flag, path).
+  A VDSR-CA whose attention squeezes to another width (the released
+  weights' 64 -> 4 against the paper's 64 -> 16) is named with the
+  `--config.model.ca_reduction` that fits it."""
+  have = {jax.tree_util.keystr(p): np.shape(x) for p, x in
+          jax.tree_util.tree_leaves_with_path(dict(variables))}
+  want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in
+          jax.tree_util.tree_leaves_with_path(dict(expected))}
+  problems = [f"{k} is missing" for k in sorted(set(want) - set(have))]
+  problems += [f"{k} is not in the model" for k in sorted(set(have) - set(want))]
+  differ = [k for k in sorted(set(have) & set(want)) if have[k] != want[k]]
+  problems += [f"{k} has shape {have[k]}, the model expects {want[k]}"
+               for k in differ]
+  if not problems:
+    return
+  hint = "Use the model settings it was trained with."
+  squeeze = next((k for k in differ if re.search(
+      r"\['block_\d+_ca'\]\['squeeze'\]\['kernel'\]", k)), None)
+  if squeeze is not None:
+    features, channels = have[squeeze][-2:]
+    hint = (f"Its VDSR-CA attention squeezes {features} -> {channels} "
+            f"channels, the configured one {features} -> {want[squeeze][-1]}:"
+            f" pass --config.model.ca_reduction={features // channels}"
+            " (64 -> 4, ca_reduction=16, is the released weights' layout;"
+            " 64 -> 16, ca_reduction=4, the paper's r = 4).")
+  raise ConfigError(
+      f"{what} does not fit the configured model (--config.model.*): "
+      f"{'; '.join(problems[:3])}"
+      + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+      + f". {hint}")
 
 
 # --- Rebuilding a model from what a folder records ---------------------------

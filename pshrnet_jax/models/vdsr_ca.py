@@ -19,7 +19,9 @@ Dtype = Any
 
 class ChannelAttention(nn.Module):
   """RCAN channel attention: x * sigmoid(W2 relu(W1 avgpool(x) + b1) + b2),
-  W1 squeezing to `squeeze_channels` (released code: 4)."""
+  W1 squeezing to `squeeze_channels` (`config.model.ca_reduction`: the
+  paper's r = 4 read as RCAN's ratio, 64 -> 16; the released code's
+  64 -> 4, r = 16)."""
   squeeze_channels: int = 4
   dtype: Dtype = jnp.float32
   kernel_init: Callable[..., jax.Array] = layers.conv_kernel_init

@@ -92,26 +92,6 @@ def restore_teacher(config: ml_collections.ConfigDict,
   return convert.restore_variables(require_teacher(config, workdir))
 
 
-def check_fits(variables: Mapping[str, Any], expected: Mapping[str, Any],
-               what: str) -> None:
-  """Raises ConfigError unless `variables` have exactly the shapes of
-  `expected` (abstract variables); `what` names their origin (flag, path)."""
-  have = {jax.tree_util.keystr(p): np.shape(x) for p, x in
-          jax.tree_util.tree_leaves_with_path(dict(variables))}
-  want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in
-          jax.tree_util.tree_leaves_with_path(dict(expected))}
-  problems = [f"{k} is missing" for k in sorted(set(want) - set(have))]
-  problems += [f"{k} is not in the model" for k in sorted(set(have) - set(want))]
-  problems += [f"{k} has shape {have[k]}, the model expects {want[k]}"
-               for k in sorted(set(have) & set(want)) if have[k] != want[k]]
-  if problems:
-    raise ConfigError(
-        f"{what} does not fit the configured model (--config.model.*): "
-        f"{'; '.join(problems[:3])}"
-        + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
-        + ". Use the model settings it was trained with.")
-
-
 def initial_variables(config: ml_collections.ConfigDict, phase: Phase, model,
                       abstract_variables: Mapping[str, Any], workdir: str,
                       teacher_variables: Mapping[str, Any] | None = None

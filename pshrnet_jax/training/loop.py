@@ -48,7 +48,7 @@ def build_step(config: ml_collections.ConfigDict, phase: Phase,
   """The phase's model, optimiser and jitted step, for M = `num_classes`."""
   model = phase.build_model(config.model, num_classes)
   teacher = (factory.build_teacher(config.model, num_classes)
-             if phase.uses_teacher else None)
+             if phase.steps_with_teacher(config) else None)
   abstract_vars = factory.abstract_variables(
       model, (1, *config.data.image_size, 3))
   optim_config = ml_collections.ConfigDict(config.optim.to_dict())
@@ -57,7 +57,7 @@ def build_step(config: ml_collections.ConfigDict, phase: Phase,
                                    steps_per_epoch)
   bound = dict(model=model, tx=optimizer.tx,
                loss_config=config.loss.to_dict())
-  if teacher is not None:
+  if phase.uses_teacher:
     bound["teacher"] = teacher
   step_fn = steps.jit_step(
       phase.step, sharding.replicated(mesh), sharding.batch_sharded(mesh),
@@ -150,12 +150,12 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: Phase,
   sharding.check_global_batch(global_batch, mesh)
   image_size = tuple(d.image_size)
   teacher_variables = None
-  if phase.uses_teacher:
+  if phase.reads_teacher(config):
     # A missing or unfitting teacher fails before any work or write.
     teacher_variables = initialization.restore_teacher(config, workdir)
     teacher = factory.build_teacher(config.model,
                                     len({r.pid for r in benchmark.train}))
-    initialization.check_fits(
+    factory.check_fits(
         teacher_variables,
         factory.abstract_variables(teacher, (1, *image_size, 3)),
         f"The phase-1 teacher {workdir_layout.teacher_dir(config, workdir)}")
@@ -197,8 +197,8 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: Phase,
         teacher_variables)
     state = sharding.put_replicated(
         steps.create_state(variables, built.optimizer.tx), mesh)
-  extra = (() if teacher_variables is None else
-           (sharding.put_replicated(teacher_variables, mesh),))
+  extra = ((sharding.put_replicated(teacher_variables, mesh),)
+           if built.teacher is not None else ())
   if ready is not None:
     ready()
 

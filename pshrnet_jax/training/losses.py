@@ -205,14 +205,18 @@ def total_loss(student_aux: Mapping[str, jax.Array],
                margin: float, ce_weight: float = 1.15,
                label_smoothing: float = 0.1, triplet_weight: float = 0.2,
                triplet_features: Sequence[str] = SEQ_KEYS,
+               id_weight: float = 1.0,
                sr_weight: float = 0.5, ps_weight: float = 0.5,
                ps_features: Sequence[str] = PAPER_PS_KEYS,
                pair_mask: Optional[jax.Array] = None,
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """L_TOTAL = L_ID + sr_weight * L_SR + ps_weight * L_PS (phase 2).
+  """L_TOTAL = id_weight * L_ID + sr_weight * L_SR + ps_weight * L_PS
+  (phase 2; the paper's id_weight is 1).
 
-  A term whose weight is the Python number 0 (Table II's ablations) is not
-  computed (its `hr` / `teacher_aux` may be None) and absent from metrics.
+  A term whose weight is the Python number 0 (Tables II-IV's ablations) is
+  not computed (its `hr` / `teacher_aux` may be None) and absent from
+  metrics: with id_weight=0 and ps_weight=0 only L_SR trains (Table III's
+  "Solo SR").
 
   Args:
     student_aux: the student's aux dict on the LR images (with `sr` for L_SR).
@@ -221,19 +225,23 @@ def total_loss(student_aux: Mapping[str, jax.Array],
     labels: (B,) integer identities.
     margin, ce_weight, label_smoothing, triplet_weight, triplet_features:
       see id_loss.
+    id_weight: 1 in the paper; 0 leaves L_ID (CE and triplet) out.
     sr_weight, ps_weight: paper 0.5 each.
     ps_features: outputs compared by L_PS (any subset of PS_KEYS).
     pair_mask: (B,) bool, True for pairs with a real HR original (L_SR and
       L_PS average over those only); None: every pair.
 
   Returns:
-    (L_TOTAL, metrics): `loss`, id_loss's metrics, and when on `sr`, `ps`
-    and `ps_<key>` (unweighted).
+    (L_TOTAL, metrics): `loss` and, for the terms that are on, id_loss's
+    metrics, `sr`, `ps` and `ps_<key>` (unweighted).
   """
-  loss, metrics = id_loss(
-      student_aux, labels, ce_weight=ce_weight,
-      label_smoothing=label_smoothing, triplet_weight=triplet_weight,
-      margin=margin, triplet_features=triplet_features)
+  loss, metrics = jnp.zeros((), jnp.float32), {}
+  if not _is_off(id_weight):
+    id_term, metrics = id_loss(
+        student_aux, labels, ce_weight=ce_weight,
+        label_smoothing=label_smoothing, triplet_weight=triplet_weight,
+        margin=margin, triplet_features=triplet_features)
+    loss = id_weight * id_term
   if not _is_off(sr_weight):
     if hr is None or "sr" not in student_aux:
       raise ValueError(

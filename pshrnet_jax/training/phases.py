@@ -29,8 +29,9 @@ class Phase:
     loss_name: the loss it minimises, for the console.
     build_model: (config.model, num_classes) -> the trained module.
     step: the pure step (`steps.phase1_step` / `steps.phase2_step`).
-    uses_teacher: the step takes the frozen teacher (its module and, after
-      (state, batch, rng), its variables); batches carry LR images.
+    uses_teacher: the step can take the frozen teacher (its module and,
+      after (state, batch, rng), its variables; see `reads_teacher`);
+      batches carry LR images.
     extractor_path: where the ReID extractor sits in the model's variables:
       ImageNet weights (`config.init_from`) are copied there.
     student_init: `config.student_init='teacher'` starts it from the
@@ -54,6 +55,16 @@ class Phase:
   def from_teacher(self, config: ml_collections.ConfigDict) -> bool:
     """Whether its first weights are the phase-1 teacher's."""
     return self.student_init and config.student_init == "teacher"
+
+  def steps_with_teacher(self, config: ml_collections.ConfigDict) -> bool:
+    """Whether its step runs the frozen teacher (for L_PS)."""
+    return self.uses_teacher and config.loss.ps_weight != 0
+
+  def reads_teacher(self, config: ml_collections.ConfigDict) -> bool:
+    """Whether it needs the phase-1 teacher: for L_PS, or as its first
+    weights. Phase 2 without either (Table IV's joint SR + ID; Tables II
+    and III's rows without L_PS on a benchmark config) has no teacher."""
+    return self.steps_with_teacher(config) or self.from_teacher(config)
 
   def checkpoint_dir(self, workdir: str) -> str:
     return workdir_layout.checkpoint_dir(workdir, self.name)

@@ -85,22 +85,25 @@ def phase1_step(state: TrainState, batch: Batch, rng: jax.Array, *,
 
 
 def phase2_step(state: TrainState, batch: Batch, rng: jax.Array,
-                teacher_variables: Mapping[str, Any], *,
-                model: nn.Module, teacher: nn.Module,
+                teacher_variables: Mapping[str, Any] | None = None, *,
+                model: nn.Module, teacher: nn.Module | None,
                 tx: optax.GradientTransformation,
                 loss_config: Mapping[str, Any]) -> tuple[TrainState, Metrics]:
   """One SGD step of the student `model` on (HR, LR) pairs with L_TOTAL.
 
   The teacher runs in eval mode on HR images and gets no gradient; its
   variables are an argument so they are not baked into the compiled program.
+  Without L_PS (`loss_config['ps_weight']` 0) it may be None: no teacher.
   Pairs where the optional `batch['has_hr']` is False count in L_ID only; a
   student without an SR network has no L_SR.
   """
   hr = normalize_images(batch["hr"])
   lr = normalize_images(batch["lr"])
   dropout_rng = jax.random.fold_in(rng, state.step)
-  _, teacher_aux = teacher.apply(teacher_variables, hr, train=False)
-  teacher_aux = jax.lax.stop_gradient(teacher_aux)
+  teacher_aux = None
+  if teacher is not None:
+    _, teacher_aux = teacher.apply(teacher_variables, hr, train=False)
+    teacher_aux = jax.lax.stop_gradient(teacher_aux)
 
   def loss_fn(params):
     (_, aux), updated = model.apply(
@@ -108,6 +111,7 @@ def phase2_step(state: TrainState, batch: Batch, rng: jax.Array,
         train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
     loss, metrics = losses.total_loss(
         aux, teacher_aux, hr, batch["label"],
+        id_weight=loss_config["id_weight"],
         sr_weight=loss_config["sr_weight"] if model.has_sr_network else 0,
         ps_weight=loss_config["ps_weight"],
         ps_features=losses.present_keys(loss_config["ps_features"], aux),
