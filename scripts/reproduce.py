@@ -36,6 +36,8 @@ from typing import Sequence
 import numpy as np
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)  # Run as a file: the packages are in the root.
+from data_pipelines import atomic  # pylint: disable=g-import-not-at-top
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,13 +184,20 @@ def write_table(workdir: str, name: str, rows: Sequence[Row],
   lines += ["", "Paper figures: docs/SPEC.md section 6 (the full model "
             "only; it lists no per-row ablation figures)."]
   text = "\n".join(lines) + "\n"
-  with open(os.path.join(workdir, f"table_{name}.md"), "w") as f:
+  md, js = table_files(workdir, name)
+  with atomic.atomic_file(md) as tmp, open(tmp, "w") as f:
     f.write(text)
-  with open(os.path.join(workdir, f"table_{name}.json"), "w") as f:
+  with atomic.atomic_file(js) as tmp, open(tmp, "w") as f:
     json.dump({"table": name, "benchmark": benchmark,
                "rows": [{"row": r.name, "overrides": list(r.overrides), **e}
                         for r, e in zip(rows, entries)]}, f, indent=2)
   return text
+
+
+def table_files(workdir: str, name: str) -> tuple[str, str]:
+  """table_<name>.md and .json in `workdir`."""
+  return tuple(os.path.join(workdir, f"table_{name}.{ext}")
+               for ext in ("md", "json"))
 
 
 def _shell(flag: str) -> str:
@@ -256,9 +265,14 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--config", default="configs/demo.py")
   parser.add_argument("--workdir")
   parser.add_argument("--splits", type=int, default=0)
+  parser.add_argument("--overwrite", action="store_true",
+                      help="write table_N.md/.json over existing ones")
   parser.add_argument("--markdown", action="store_true",
                       help="print docs/ablations.md and exit")
   args, extra = parser.parse_known_args(argv)
+  if args.splits < 0:
+    parser.error(f"--splits={args.splits}: expected a number of splits >= 1 "
+                 "(or 0: the config's split alone)")
   if args.markdown:
     print(markdown(), end="")
     return
@@ -269,6 +283,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   name = args.table or "default"
   workdir = os.path.abspath(args.workdir or os.path.join(
       "workdirs", f"table_{name}" if args.table else "splits"))
+  try:  # Before any row runs: a finished table is not written over.
+    for path in table_files(workdir, name):
+      atomic.refuse_to_clobber(path, overwrite=args.overwrite, flag="")
+  except FileExistsError as e:
+    parser.error(str(e))
   os.makedirs(workdir, exist_ok=True)
   rows = TABLES[args.table] if args.table else DEFAULT_ROW
   splits = range(args.splits) if args.splits else [None]
