@@ -216,18 +216,6 @@ _BAD_RUNS = {
 }
 
 
-def _damaged_copy(variables_dir, target):
-  """A copy of exported variables with every array file truncated."""
-  shutil.copytree(variables_dir, target)
-  for root, _, names in os.walk(target):
-    for name in names:
-      path = os.path.join(root, name)
-      if "/d/" in path and os.path.getsize(path) > 16:
-        with open(path, "r+b") as f:
-          f.truncate(8)
-  return target
-
-
 def _workdir(kind, base, tiny_trained, tiny_killed):
   """Workdirs: see _BAD_RUNS; 'trained' is a copy of the finished run,
   'foreign' a folder of someone's files (a config.json of their own)."""
@@ -265,7 +253,7 @@ def test_bad_run_one_clear_error_and_the_workdir_unchanged(
     if name in overrides.values():
       paths[name] = _broken_source(tiny_source, str(tmp_path), name)
   if "DAMAGED_TEACHER" in overrides.values():
-    paths["DAMAGED_TEACHER"] = _damaged_copy(
+    paths["DAMAGED_TEACHER"] = tiny.damaged_copy(
         paths["TEACHER"], os.path.join(str(tmp_path), "DAMAGED_TEACHER"))
   overrides = {k: paths.get(v, v) if isinstance(v, str) else v
                for k, v in overrides.items()}

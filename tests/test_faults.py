@@ -36,6 +36,13 @@ from pshrnet_jax.inference import gallery
 from scripts import reproduce
 
 
+# Orbax's event-loop noise after the failed read of damaged variables,
+# reported when collected, during whichever test runs then (the commands
+# keep it off the terminal: console.route_logs).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning")
+
+
 def _fatal_lines(text):
   return [l for l in text.splitlines() if l.startswith("FATAL ")]
 
@@ -255,15 +262,139 @@ def test_training_identities_in_the_test_split_are_warned_about(tmp_path):
 # --- Damaged variables: one error, not Orbax's tracebacks.
 
 def test_damaged_variables_are_one_error(tiny_trained, tmp_path):
-  student = os.path.join(tiny_trained["workdir"], "phase2", "student")
-  damaged = str(tmp_path / "student")
-  shutil.copytree(student, damaged)
-  for root, _, names in os.walk(damaged):
-    for name in names:
-      path = os.path.join(root, name)
-      if "/d/" in path:
-        with open(path, "r+b") as f:
-          f.truncate(8)
+  damaged = tiny.damaged_copy(
+      os.path.join(tiny_trained["workdir"], "phase2", "student"),
+      str(tmp_path / "student"))
   with pytest.raises(errors.UnreadableVariablesError,
                      match=r"student: the saved variables cannot be read"):
     load_model(damaged)
+
+
+# --- Real commands: refusals, skipped images, and what reaches the terminal.
+
+_COMMANDS = {
+    # (module, flags with WORKDIR, PHOTOS, OUT, DAMAGED substituted)
+    "extract_out_exists": ("extract", ["--model=WORKDIR", "--images=PHOTOS",
+                                       "--out=OUT/mine.npz"]),
+    "extract_skips_a_bomb": ("extract", ["--model=WORKDIR", "--images=PHOTOS",
+                                         "--out=OUT/gallery.npz"]),
+    "search_top_k_zero": ("search", ["--model=WORKDIR", "--query=PHOTOS",
+                                     "--gallery=PHOTOS", "--top_k=0"]),
+    "search_damaged_model": ("search", ["--model=DAMAGED", "--query=PHOTOS",
+                                        "--gallery=PHOTOS"]),
+    "search_out_exists": ("search", ["--model=WORKDIR", "--query=PHOTOS",
+                                     "--gallery=PHOTOS", "--out=OUT"]),
+    "export_out_exists": ("export", ["--model=WORKDIR", "--out=OUT"]),
+}
+
+
+@pytest.fixture(scope="module")
+def commands(tiny_trained, tiny_source, tmp_path_factory):
+  """Runs every command of _COMMANDS at once; {case: (returncode, stdout,
+  stderr, OUT, log folder)}."""
+  base = tmp_path_factory.mktemp("commands")
+  photos = base / "photos"
+  photos.mkdir()
+  test_dir = os.path.join(tiny_source, "bounding_box_test")
+  for name in sorted(os.listdir(test_dir))[:2]:
+    shutil.copy(os.path.join(test_dir, name), photos / name)
+  write_bomb(str(photos / "bomb.png"))
+  (photos / "corrupt.jpg").write_bytes(b"not an image")
+  damaged = tiny.damaged_copy(
+      os.path.join(tiny_trained["workdir"], "phase2", "student"),
+      str(base / "damaged"))
+  procs = {}
+  for case, (module, flags) in _COMMANDS.items():
+    out, logs = base / case, base / f"{case}_logs"
+    out.mkdir()
+    if case == "extract_out_exists":
+      (out / "mine.npz").write_text("my features")
+    if case in ("search_out_exists", "export_out_exists"):
+      (out / "search.json").write_text("my search")
+    args = [f.replace("WORKDIR", tiny_trained["workdir"])
+            .replace("PHOTOS", str(photos)).replace("OUT", str(out))
+            .replace("DAMAGED", damaged) for f in flags]
+    procs[case] = (out, logs, subprocess.Popen(
+        [sys.executable, "-m", f"pshrnet_jax.{module}", *args],
+        cwd=tiny.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=dict(os.environ, JAX_PLATFORMS="cpu",
+                            PSHRNET_JAX_LOG_DIR=str(logs))))
+  results = {}
+  for case, (out, logs, proc) in procs.items():
+    stdout, stderr = proc.communicate(timeout=300)
+    results[case] = (proc.returncode, stdout, stderr, out, logs)
+  return results
+
+
+def _one_fatal(result, *words):
+  returncode, _, stderr, _, _ = result
+  assert returncode == 1, stderr[-3000:]
+  fatal = _fatal_lines(stderr)
+  assert len(fatal) == 1 and "Traceback" not in stderr, stderr[-3000:]
+  for word in words:
+    assert word in fatal[0], (word, fatal[0])
+
+
+def test_extract_refuses_to_overwrite_a_file(commands):
+  result = commands["extract_out_exists"]
+  _one_fatal(result, "mine.npz exists; refusing to overwrite it",
+             "--overwrite")
+  out = result[3]
+  assert os.listdir(out) == ["mine.npz"]  # Unchanged, no temporary.
+  assert (out / "mine.npz").read_text() == "my features"
+
+
+def test_extract_lists_a_bomb_and_keeps_library_logs_off_the_terminal(
+    commands):
+  returncode, stdout, stderr, out, logs = commands["extract_skips_a_bomb"]
+  assert returncode == 0, stderr[-3000:]
+  assert re.search(r"skipped .*bomb\.png: .*decompression bomb", stdout)
+  assert re.search(r"skipped .*corrupt\.jpg", stdout)
+  assert "2 images -> " in stdout and "2 skipped" in stdout
+  _, paths, _ = gallery.load_features(str(out / "gallery.npz"))
+  photos = out.parent / "photos"
+  assert paths == [str(photos / n) for n in sorted(os.listdir(photos))
+                   if n.endswith(".jpg") and n != "corrupt.jpg"]
+  assert os.listdir(out) == ["gallery.npz"]
+  # Orbax's INFO records are in the log file, not on the terminal.
+  assert "Closing _NonBlockingMetadataStore" not in stderr + stdout
+  assert " I " not in stderr, stderr[-2000:]
+  with open(logs / "extract.log") as f:
+    assert "Closing _NonBlockingMetadataStore" in f.read()
+
+
+def test_search_refuses_top_k_zero(commands):
+  _one_fatal(commands["search_top_k_zero"], "--top_k=0",
+             "not a positive integer")
+
+
+def test_search_on_a_damaged_model_is_one_line(commands):
+  result = commands["search_damaged_model"]
+  _one_fatal(result, "UnreadableVariablesError", "damaged",
+             "the saved variables cannot be read")
+  assert len(result[2].splitlines()) == 1, result[2][-3000:]
+
+
+def test_search_refuses_to_overwrite_its_report(commands):
+  result = commands["search_out_exists"]
+  _one_fatal(result, "search.json exists; refusing to overwrite it")
+  assert os.listdir(result[3]) == ["search.json"]
+  assert (result[3] / "search.json").read_text() == "my search"
+
+
+def test_export_refuses_a_folder_that_holds_files(commands):
+  result = commands["export_out_exists"]
+  _one_fatal(result, "export_out_exists exists; refusing to overwrite it",
+             "--overwrite")
+  assert os.listdir(result[3]) == ["search.json"]
+
+
+def test_finish_ends_a_process_a_stuck_thread_would_hold():
+  code = ("import threading\n"
+          "from pshrnet_jax import console\n"
+          "threading.Thread(target=threading.Event().wait,"
+          " name='stuck').start()\n"
+          "console.finish(console.fatal('held'), grace_s=0.5)\n")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=tiny.REPO,
+                        capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 1 and proc.stderr == "FATAL held\n"
