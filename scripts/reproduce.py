@@ -11,7 +11,8 @@ whose phase-1 teacher is the same (Tables II, IV, VII: only phase 2
 differs) share one teacher, trained once in `WORKDIR/teacher`. A finished
 row (its results.json exists) is skipped, and a row stopped half-way
 resumes from its checkpoints, so a killed table continues where it
-stopped. The table is written to `WORKDIR/table_<N>.md` and `.json`:
+stopped. The table is written to `WORKDIR/table_<N>.md` and `.json` (ones
+that exist are refused before any row runs, unless --overwrite):
 Rank-1/5/10 and mAP of each row's headline model on the benchmark's
 queries, beside the paper's figure where docs/SPEC.md gives one (SPEC 6:
 the full model's results; it lists no per-row ablation figures).
