@@ -20,8 +20,9 @@ all queries are LR by default; `lr_query_cameras=[c, ...]` (0-based) keeps
 only those cameras' queries, for the one-camera reading.
 
 Options: `DEFAULT_OPTIONS` (unknown keys are an error listing the valid ones).
-Builds go to `<build_dir>/<name>-seed<S>[-split<I>][-<hash of non-default
-options>]/` (builders/mlr.py); the HR-only sets get a build too (a manifest,
+Builds go to `<build_dir>/<name>-seed<S>[-split<I>]-root<hash of the
+dataset folder>[-<hash of non-default options>]/` (builders/mlr.py; the
+demo's without a root); the HR-only sets get a build too (a manifest,
 no images), so their images are checked once, not at every load.
 """
 
@@ -37,6 +38,7 @@ from typing import Any, Optional
 from data_pipelines.builders import mlr
 from data_pipelines.errors import ConfigError
 from data_pipelines.readers import caviar
+from data_pipelines.readers import checks
 from data_pipelines.readers import cuhk03
 from data_pipelines.readers import folder as folder_reader
 from data_pipelines.readers import market
@@ -114,11 +116,16 @@ def resolve_options(name: str, options: Optional[Mapping[str, Any]]
 
 
 def build_name(name: str, seed: int, split_index: int,
-               options: Mapping[str, Any]) -> str:
-  """The build folder name: readable for defaults, hashed overrides."""
+               options: Mapping[str, Any], root: Optional[str] = None) -> str:
+  """The build folder name: readable for defaults, hashed overrides, and
+  the dataset's folder (`checks.root_tag`), so that two copies of one
+  benchmark never share a build (the demo set generates its own, from the
+  seed)."""
   parts = [name] if name in _HR_ONLY else [f"{name}-seed{seed}"]
   if name in _SPLIT_SETS:
     parts.append(f"split{split_index}")
+  if root and name != "demo":
+    parts.append(checks.root_tag(root))
   changed = {k: v for k, v in options.items()
              if v != DEFAULT_OPTIONS[name][k]}
   if changed:
@@ -162,8 +169,8 @@ def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
   """Like `load_benchmark`, also returning the build folder and manifest."""
   options = resolve_options(name, options)
   if name not in _SPLIT_SETS and split_index != 0:
-    raise ValueError(f"{name} has a single split; split_index must be 0, "
-                     f"got {split_index}.")
+    raise ConfigError(f"--config.data.split_index={split_index}: {name} has "
+                      "a single split; split_index must be 0.")
   build_dir = _abs(build_dir)
   # The splits that get built LR versions: none on the HR-only sets; CAVIAR's
   # queries are genuinely LR, so only its training images.
@@ -200,7 +207,7 @@ def prepare_benchmark(name: str, root: Optional[str], *, build_dir: str,
         genuine_lr_train=options["genuine_lr_train"])
   return mlr.build_mlr(
       source, source_root=source_root or _abs(root), build_dir=build_dir,
-      build_name=build_name(name, seed, split_index, options),
+      build_name=build_name(name, seed, split_index, options, root),
       seed=seed if lr_splits else 0, lr_splits=lr_splits, options=options,
       factors=options.get("factors", mlr.DEFAULT_FACTORS),
       skip_unreadable=options["skip_unreadable"], protected_roots=protected)

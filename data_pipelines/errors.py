@@ -3,6 +3,8 @@ names the cause (the flag, the folder, the file). `pshrnet_jax.errors`
 includes `DATA_ERRORS`, so `main` prints these as one FATAL line.
 """
 
+from PIL import Image
+
 
 class ConfigError(ValueError):
   """A config value the run cannot use (the message names the flag)."""
@@ -58,3 +60,10 @@ class SamplerError(ValueError):
 
 # The bases of every type above.
 DATA_ERRORS = (ConfigError, DatasetError, PipelineError, SamplerError)
+
+# What PIL raises for a file it cannot decode, its own size limit included:
+# more than 2 x Image.MAX_IMAGE_PIXELS pixels (a decompression bomb, checked
+# from the header on opening) is a DecompressionBombError, which is neither
+# an OSError nor a ValueError.
+IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError,
+                       Image.DecompressionBombError)

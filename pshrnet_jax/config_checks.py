@@ -4,6 +4,7 @@ Checks that need the data happen where it is read."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Iterable
 
@@ -22,6 +23,8 @@ MODES = tuple(p.name for p in phases.PHASES) + ("eval", "all")
 DATA_SOURCES = ("tfds", "files")
 LR_INTERPOLATIONS = ("bilinear", "bicubic")
 STUDENT_INITS = ("imagenet", "teacher")
+# An SGD learning rate above this sends these networks to inf at once.
+MAX_LR = 10.0
 
 
 def _fail(flag: str, value: Any, wanted: str) -> None:
@@ -54,10 +57,11 @@ def _number(config, flag: str, low: float, high: float | None = None,
             high_open: bool = False) -> None:
   value = _get(config, flag)
   ok = (not isinstance(value, bool) and isinstance(value, (int, float))
-        and value >= low and (high is None or value < high
-                              or (not high_open and value == high)))
+        and math.isfinite(value) and value >= low
+        and (high is None or value < high
+             or (not high_open and value == high)))
   if not ok:
-    _fail(flag, value, f"expected a number >= {low}" + (
+    _fail(flag, value, f"expected a finite number >= {low}" + (
         "" if high is None else f" and {'<' if high_open else '<='} {high}"))
 
 
@@ -80,6 +84,17 @@ def _check_phase2_loss(config) -> None:
           "with loss.ps_weight=0 and no L_SR (loss.sr_weight="
           f"{loss.sr_weight}, model.sr_module={config.model.sr_module!r}) "
           "phase 2 has no loss term left to train")
+
+
+def _check_learning_rates(config) -> None:
+  """Every group's lr finite, in [0, MAX_LR] (0: frozen); make_optimizer
+  checks the rest of the groups (patterns, keys)."""
+  groups = config.optim.groups
+  if not hasattr(groups, "items"):
+    return  # make_optimizer names the problem.
+  for name, group in groups.items():
+    if hasattr(group, "items") and "lr" in group:
+      _number(config, f"optim.groups.{name}.lr", 0.0, MAX_LR)
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -124,12 +139,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
           "halves the image 5 times and its fusions upsample by 2, 4, 8)")
   _int(config, "data.p", 2)  # The triplet loss needs two identities.
   _int(config, "data.k", 1)
+  if config.data.k < 2 and config.loss.triplet_weight != 0:
+    # Batch-hard mining needs a positive other than the anchor: with K=1
+    # every triplet term is 0 and the loss trains nothing.
+    _fail("data.k", config.data.k, "expected an integer >= 2 while the "
+          "triplet loss is on (each identity needs a second image as the "
+          "positive; --config.loss.triplet_weight=0 turns it off)")
   _int(config, "data.pad", 0)
   _int(config, "data.worker_count", 0)
   _int(config, "data.split_index", 0)
   _int(config, "data.seed", 0)
   _one_of(config, "data.lr_interpolation", LR_INTERPOLATIONS)
   _one_of(config, "data.source", DATA_SOURCES)
+  build_dir = config.data.build_dir
+  if build_dir and os.path.exists(os.path.expanduser(build_dir)) and (
+      not os.path.isdir(os.path.expanduser(build_dir))):
+    _fail("data.build_dir", build_dir, "expected a folder, not a file")
 
   # Loss.
   for flag in ("ce_weight", "triplet_weight", "id_weight", "sr_weight",
@@ -142,6 +167,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       or any(f not in losses.PS_KEYS for f in features)):
     _fail("loss.ps_features", features,
           f"expected a non-empty tuple of {losses.PS_KEYS}")
+  repeated = sorted({f for f in features if list(features).count(f) > 1})
+  if repeated:
+    _fail("loss.ps_features", features,
+          f"{repeated} named more than once (each term would count twice)")
 
   # Optimiser (make_optimizer checks the groups themselves).
   _int(config, "optim.epochs", 1)
@@ -151,6 +180,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _number(config, "optim.weight_decay", 0.0)
   _number(config, "optim.decay_factor", 0.0)
   _number(config, "optim.warmup_lr", 0.0)
+  _check_learning_rates(config)
   for phase in phases.PHASES:
     if config.train[f"{phase.name}_epochs"] is not None:
       _int(config, f"train.{phase.name}_epochs", 1)

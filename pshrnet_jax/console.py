@@ -2,18 +2,23 @@
 
 The console shows a header per phase, a progress bar and the summary;
 everything logged goes to WORKDIR/log.txt once a run is sure to use the
-workdir (until then records stay in memory). Imports nothing from the
-project.
+workdir (until then records stay in memory), or for the commands without a
+workdir to ~/.cache/pshrnet_jax/logs/<command>.log. Imports nothing from
+the project.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import sys
+import threading
 import time
-from typing import Mapping, TextIO
+from typing import Mapping, NoReturn, TextIO
+
+from absl import logging as absl_logging
 
 
 def _format_duration(seconds: float) -> str:
@@ -96,6 +101,34 @@ def fatal(error: BaseException | str) -> int:
   return 1
 
 
+def finish(code: int, grace_s: float = 5.0) -> NoReturn:
+  """Ends the process with `code` after an error: threads a library left
+  running (which would hold the process, waiting for what never comes) get
+  `grace_s` to end, then it ends anyway, logs flushed (os._exit), child
+  processes terminated."""
+  deadline = time.monotonic() + grace_s
+  main = threading.main_thread()
+
+  def left() -> list[threading.Thread]:
+    return [t for t in threading.enumerate()
+            if t is not main and not t.daemon and t.is_alive()]
+
+  for thread in left():
+    thread.join(max(0.0, deadline - time.monotonic()))
+  stuck = left()
+  if not stuck:
+    sys.exit(code)
+  logging.getLogger("absl").info(
+      "Exiting with %d thread(s) still running: %s.", len(stuck),
+      ", ".join(t.name for t in stuck))
+  for child in multiprocessing.active_children():
+    child.terminate()
+  logging.shutdown()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)  # pylint: disable=protected-access
+
+
 class WorkdirLog(logging.Handler):
   """Every log record, kept in memory until `start(workdir)`, then written
   to WORKDIR/log.txt (appending, so a resumed run continues the file)."""
@@ -108,10 +141,11 @@ class WorkdirLog(logging.Handler):
     self._capacity = capacity
     self._file: TextIO | None = None
 
-  def start(self, workdir: str, name: str = "log.txt") -> None:
+  def start(self, workdir: str, name: str = "log.txt",
+            mode: str = "a") -> None:
     if self._file is not None:
       return
-    self._file = open(os.path.join(workdir, name), "a")
+    self._file = open(os.path.join(workdir, name), mode)
     for record in self._pending:
       self._write(record)
     self._pending = []
@@ -149,6 +183,31 @@ class HideAdvice(logging.Filter):
     return not any(message.startswith(a) for a in ADVICE_NOT_TROUBLE)
 
 
+class HideLibraryTracebacks(logging.Filter):
+  """Keeps off the terminal the tracebacks Orbax logs when a save or a
+  restore fails: the command reports that failure itself, in one line (the
+  records stay in the log file)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and "orbax" in record.pathname)
+
+
+def _quiet_unraisablehook(previous):
+  """After a failed write, TensorStore completes the writes Orbax had
+  started on an event loop Orbax has since closed; each completion reports
+  'Event loop is closed' as an unraisable error, with nothing left to do
+  about it. Those go to the log file; every other one as before."""
+
+  def hook(unraisable):
+    if (unraisable.exc_type is RuntimeError
+        and str(unraisable.exc_value) == "Event loop is closed"):
+      logging.getLogger("absl").debug("after a failed write: %s",
+                                      unraisable.exc_value)
+      return
+    previous(unraisable)
+  return hook
+
+
 _WORKDIR_LOG: WorkdirLog | None = None
 
 
@@ -167,3 +226,38 @@ def start_workdir_log(workdir: str) -> None:
   """Starts writing WORKDIR/log.txt, if a WorkdirLog is installed."""
   if _WORKDIR_LOG is not None:
     _WORKDIR_LOG.start(workdir)
+
+
+def route_logs(verbose: bool) -> None:
+  """Every record of absl (and Orbax) to the WorkdirLog; to the terminal
+  (absl's handler) only warnings and worse, less the libraries' speed
+  advice (ADVICE_NOT_TROUBLE) and Orbax's tracebacks of a failure the
+  command reports itself, unless `verbose` (-v, --verbosity)."""
+  install_workdir_log()
+  if not verbose:
+    # Python's level (30), not absl's logging.WARNING (-1).
+    handler = absl_logging.get_absl_handler()
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(HideAdvice())
+    handler.addFilter(HideLibraryTracebacks())
+    sys.unraisablehook = _quiet_unraisablehook(sys.unraisablehook)
+
+
+# Where the commands without a workdir (extract, search, export) keep their
+# log: <command>.log, the last run's.
+LOG_DIR_ENV = "PSHRNET_JAX_LOG_DIR"
+DEFAULT_LOG_DIR = os.path.join("~", ".cache", "pshrnet_jax", "logs")
+
+
+def start_command_log(command: str, verbose: bool) -> str | None:
+  """`route_logs`, then the log in $PSHRNET_JAX_LOG_DIR (default
+  ~/.cache/pshrnet_jax/logs)/<command>.log; its path, or None where that
+  folder cannot be written (the records then stay in memory)."""
+  route_logs(verbose)
+  folder = os.path.expanduser(os.environ.get(LOG_DIR_ENV) or DEFAULT_LOG_DIR)
+  try:
+    os.makedirs(folder, exist_ok=True)
+    _WORKDIR_LOG.start(folder, f"{command}.log", mode="w")
+  except OSError:
+    return None
+  return os.path.join(folder, f"{command}.log")

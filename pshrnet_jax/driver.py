@@ -1,7 +1,9 @@
 """The run behind `python -m pshrnet_jax.main`: `run(config, workdir)` checks
 the config, locks the workdir, reads the benchmark, trains the mode's phases
 and evaluates. A run stopped by bad input leaves the workdir as it was:
-`config.json` and log.txt are written once the first part is ready to start.
+`config.json` and log.txt are written once the first part is ready to start,
+the workdir's marker once the data is built; a folder that holds files and
+is not a workdir of this project is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import jax
 import ml_collections
 from absl import logging
 
+from data_pipelines import atomic
 from data_pipelines import benchmarks as benchmark_registry
 from data_pipelines.records import Benchmark
 from pshrnet_jax import compile_stats
@@ -63,11 +66,72 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes the resolved config beside the run's outputs (atomically)."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, workdir_layout.CONFIG_FILE)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(config.to_dict(), f, indent=2, default=str)
-  os.replace(tmp, path)
+  with atomic.atomic_file(
+      os.path.join(workdir, workdir_layout.CONFIG_FILE)) as tmp:
+    with open(tmp, "w") as f:
+      json.dump(config.to_dict(), f, indent=2, default=str)
+
+
+# The sections of the config.json every run of this project writes: a
+# workdir made before the marker existed is recognised by them.
+_CONFIG_SECTIONS = ("model", "data", "loss", "optim", "train", "eval")
+
+
+def _is_project_config(path: str) -> bool:
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return isinstance(saved, dict) and "mode" in saved and all(
+      isinstance(saved.get(k), dict) for k in _CONFIG_SECTIONS)
+
+
+def _some_files(folder: str, limit: int = 5) -> list[str]:
+  """Up to `limit` files under `folder` (empty sub-folders hold nothing)."""
+  found = []
+  for root, dirs, names in os.walk(folder):
+    dirs.sort()
+    found += [os.path.relpath(os.path.join(root, n), folder)
+              for n in sorted(names)]
+    if len(found) >= limit:
+      break
+  return found[:limit]
+
+
+def check_workdir(workdir: str) -> None:
+  """Refuses a --workdir that holds files and is not a workdir of this
+  project (its marker, or a config.json this project wrote): a run writes
+  config.json, log.txt and more into it.
+
+  Raises:
+    ConfigError: the folder holds someone else's files (a few are named).
+  """
+  if jax.process_index() != 0 or not os.path.isdir(workdir):
+    return  # Missing: created; a file: workdir_lock names it.
+  if os.path.exists(os.path.join(workdir, workdir_layout.MARKER_FILE)) or (
+      _is_project_config(os.path.join(workdir, workdir_layout.CONFIG_FILE))):
+    return
+  found = _some_files(workdir)
+  if found:
+    raise ConfigError(
+        f"--workdir={workdir} holds files and is not a workdir of this "
+        f"project (found {', '.join(found)}, and no "
+        f"{workdir_layout.MARKER_FILE}); a run would write config.json, "
+        "log.txt and checkpoints into it. Nothing was written: give a new "
+        "or empty folder, or a workdir an earlier run made.")
+
+
+def claim_workdir(workdir: str) -> None:
+  """Marks `workdir` as this project's (process 0, once)."""
+  path = os.path.join(workdir, workdir_layout.MARKER_FILE)
+  if jax.process_index() != 0 or os.path.exists(path):
+    return
+  with atomic.atomic_file(path) as tmp:
+    with open(tmp, "w") as f:
+      json.dump({"project": "pshrnet_jax", "what": "a workdir of "
+                 "python -m pshrnet_jax.main (docs/reliability.md)"}, f)
+      f.write("\n")
 
 
 @contextlib.contextmanager
@@ -122,6 +186,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     evaluate).
   """
   config_checks.check_config(config)
+  check_workdir(workdir)
   with workdir_lock(workdir):
     if jax.process_index() == 0:
       _check_writable(workdir)
@@ -139,6 +204,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                  benchmark.name, len(benchmark.train), len(benchmark.query),
                  len(benchmark.gallery))
     sources = data_sources(config, workdir, benchmark)
+    # The data is built (in WORKDIR/data by default): the workdir is this
+    # project's from here on, whatever a later check refuses.
+    claim_workdir(workdir)
     saved = []
 
     def ready() -> None:

@@ -21,7 +21,8 @@ __all__ = [
     "EmptySplitError", "FileNameError", "LRPairingError", "PipelineError",
     "SamplerError", "SplitError", "UnreadableImageError", "OptimConfigError",
     "ParamGroupError", "RankInputError", "TorchFileError", "ConversionError",
-    "CheckpointMismatchError", "CheckpointSaveError", "WorkdirBusyError",
+    "CheckpointMismatchError", "UnreadableVariablesError",
+    "CheckpointSaveError", "WorkdirBusyError",
     "MissingTeacherError", "NonFiniteLossError", "Preempted", "INPUT_ERRORS"]
 
 
@@ -47,6 +48,10 @@ class ConversionError(ValueError):
 
 class CheckpointMismatchError(ValueError):
   """A saved checkpoint of another model or data than the one trained."""
+
+
+class UnreadableVariablesError(ValueError):
+  """Saved variables (an export, converted weights) that cannot be read."""
 
 
 class CheckpointSaveError(OSError):
@@ -80,8 +85,9 @@ class Preempted(Exception):
 
 
 # What `main` reports as one FATAL line: bad input, and machine conditions a
-# user can fix (a full disk, a busy workdir, a path that does not exist).
+# user can fix (a full disk, a busy workdir, a path that does not exist, an
+# output that exists and is not to be overwritten).
 INPUT_ERRORS = DATA_ERRORS + (
     RankInputError, TorchFileError, ConversionError, CheckpointMismatchError,
-    CheckpointSaveError, WorkdirBusyError, MissingTeacherError,
-    NonFiniteLossError, FileNotFoundError)
+    UnreadableVariablesError, CheckpointSaveError, WorkdirBusyError, MissingTeacherError,
+    NonFiniteLossError, FileNotFoundError, FileExistsError)

@@ -1,15 +1,17 @@
 r"""Export a trained feature extractor for serving (jax.export).
 
     python -m pshrnet_jax.export --model=workdirs/demo --out=exported/demo \
-        [--which=student|teacher]
+        [--which=student|teacher] [--overwrite]
 
 writes OUT/feature_extractor.jax and OUT/feature_extractor.json; running it
-needs only jax (pshrnet_jax/inference/serving.py).
+needs only jax (pshrnet_jax/inference/serving.py). A non-empty OUT is
+refused, before any work, unless --overwrite is given (then replaced whole).
 """
 
 from absl import app
 from absl import flags
 
+from data_pipelines import atomic
 from pshrnet_jax import console
 from pshrnet_jax import errors
 from pshrnet_jax.inference import loading
@@ -17,14 +19,20 @@ from pshrnet_jax.inference import serving
 
 _MODEL, _WHICH = loading.define_flags()
 _OUT = flags.DEFINE_string("out", None, "Folder to create.", required=True)
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False,
+                                  "Replace a non-empty --out folder.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  console.start_command_log("export", flags.FLAGS["verbosity"].present)
   try:
+    atomic.refuse_to_clobber(_OUT.value, overwrite=_OVERWRITE.value,
+                             folder=True)
     model, variables, info = loading.load_model(_MODEL.value, _WHICH.value)
-    description = serving.export_model(model, variables, info, _OUT.value)
+    description = serving.export_model(model, variables, info, _OUT.value,
+                                       overwrite=_OVERWRITE.value)
   except (*errors.INPUT_ERRORS, FileExistsError) as e:
     return console.fatal(e)
   height, width, _ = description["input"]["shape"][1:]

@@ -1,16 +1,20 @@
 r"""Features of a folder of photos, written once to be searched many times.
 
     python -m pshrnet_jax.extract --model=workdirs/demo --images=DIR \
-        --out=gallery_features.npz [--which=student|teacher] [--batch_size=32]
+        --out=gallery_features.npz [--which=student|teacher] [--batch_size=32] \
+        [--overwrite]
 
 Every image under DIR is decoded as in training; unreadable files are
-listed and skipped. The .npz holds `features` (N, D), `paths` (N,) and the
+listed and skipped. An existing --out file is refused, before any work,
+unless --overwrite is given; it is replaced only once the new one is
+complete. The .npz holds `features` (N, D), `paths` (N,) and the
 model's identity, which `python -m pshrnet_jax.search --gallery=` checks.
 """
 
 from absl import app
 from absl import flags
 
+from data_pipelines import atomic
 from pshrnet_jax import console
 from pshrnet_jax import errors
 from pshrnet_jax.inference import gallery
@@ -21,13 +25,18 @@ _IMAGES = flags.DEFINE_string("images", None, "Folder of images.",
                               required=True)
 _OUT = flags.DEFINE_string("out", None, "Features file to write (.npz).",
                            required=True)
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per batch.")
+_OVERWRITE = flags.DEFINE_boolean(
+    "overwrite", False, "Replace an existing --out file.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per batch.",
+                               lower_bound=1)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  console.start_command_log("extract", flags.FLAGS["verbosity"].present)
   try:
+    atomic.refuse_to_clobber(_OUT.value, overwrite=_OVERWRITE.value)
     model, variables, info = loading.load_model(_MODEL.value, _WHICH.value)
     paths = gallery.list_images(_IMAGES.value)
     embedded = gallery.embed(model, variables, info, paths,

@@ -10,7 +10,7 @@ INFO) goes to WORKDIR/log.txt, and to the terminal too with `-v` (or
 `--verbosity=1`).
 """
 
-import logging as std_logging
+import importlib.util
 import os
 import sys
 
@@ -35,13 +35,74 @@ def _exit_with(message: BaseException | str) -> None:
   sys.exit(console.fatal(message))
 
 
+def _config_argument(argv: list[str]) -> str | None:
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _check_config_file(argv: list[str]) -> None:
+  """Runs --config=FILE[:preset] once here, so that a missing file, a syntax
+  error, no get_config() or an unknown preset is one FATAL line
+  (ml_collections raises each differently, some only when the config is
+  first used, some with a traceback in the message)."""
+  arg = _config_argument(argv)
+  if arg is None:
+    return
+  path, colon, preset = arg.partition(":")
+  where = f"--config={arg}"
+  if not os.path.isfile(path):
+    _exit_with(f"{where}: {path} "
+               + ("is not a file." if os.path.exists(path) else
+                  "does not exist (configs/*.py are the benchmarks' "
+                  "configs)."))
+  try:
+    spec = importlib.util.spec_from_file_location("_checked_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    _exit_with(f"{where}: syntax error in {path}, line {e.lineno}: {e.msg}.")
+  except Exception as e:  # pylint: disable=broad-except
+    _exit_with(f"{where}: running {path} failed: {type(e).__name__}: {e}")
+  if not callable(getattr(module, "get_config", None)):
+    _exit_with(f"{where}: {path} defines no get_config(), so it is not a "
+               "config file (see configs/*.py).")
+  call = f"get_config({preset!r})" if colon else "get_config()"
+  try:
+    module.get_config(*([preset] if colon else []))
+  except Exception as e:  # pylint: disable=broad-except
+    _exit_with(f"{where}: {call} failed: {type(e).__name__}: {e}")
+
+
+def _refuse_repeated_tuples(argv: list[str]) -> None:
+  """A tuple field given twice: ml_collections joins the values (a list
+  with duplicates), which no one means."""
+  keys = [a.split("=", 1)[0][len("--config."):] for a in argv[1:]
+          if a.startswith("--config.")]
+  for key in sorted({k for k in keys if keys.count(k) > 1}):
+    value = _CONFIG.value
+    for name in key.split("."):
+      value = value[name]
+    if isinstance(value, (tuple, list)):
+      _exit_with(f"--config.{key} was given {keys.count(key)} times, which "
+                 f"joins the values into {tuple(value)!r}; give it once, "
+                 "with the whole tuple.")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, naming unknown --config.* fields (ml_collections
-  raises a bare AttributeError('nonexistent') for them)."""
+  raises a bare AttributeError('nonexistent') for them), and config files
+  and tuple flags it would take badly."""
   # A bare -v (absl's -v takes a number) means: show INFO records too.
   argv = [a if a != "-v" else "--verbosity=1" for a in argv]
+  _check_config_file(argv)
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    _refuse_repeated_tuples(argv)
+    return rest
   except flags.Error as e:
     _exit_with(f"Flags parsing error: {e}\nPass --helpshort or --helpfull "
                "to see help on flags.")
@@ -71,17 +132,6 @@ def _initialize_distributed(config) -> None:
     _exit_with(f"jax.distributed.initialize({kwargs}) failed: {e}")
 
 
-def _route_logs() -> None:
-  """Everything to WORKDIR/log.txt; to the terminal only warnings and worse
-  (less the libraries' speed advice, console.ADVICE_NOT_TROUBLE), unless
-  --verbosity (-v) was given."""
-  console.install_workdir_log()
-  if not flags.FLAGS["verbosity"].present:
-    # Python's level (30), not absl's logging.WARNING (-1).
-    logging.get_absl_handler().setLevel(std_logging.WARNING)
-    logging.get_absl_handler().addFilter(console.HideAdvice())
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -95,7 +145,9 @@ def main(argv):
         f"--config.preset={config.preset} cannot re-apply a preset after the "
         "config was built; use "
         f"--config={preset_arg.split(':', 1)[0]}:{config.preset} instead.")
-  _route_logs()
+  # Everything to WORKDIR/log.txt; to the terminal only warnings and worse,
+  # unless --verbosity (-v) was given.
+  console.route_logs(flags.FLAGS["verbosity"].present)
   if config.distributed:
     _initialize_distributed(config)
   if config.compilation_cache_dir:
@@ -114,10 +166,10 @@ def main(argv):
   try:
     driver.run(config, _WORKDIR.value)
   except errors.INPUT_ERRORS as e:
-    _exit_with(e)
+    console.finish(console.fatal(e))
   except errors.Preempted as e:
     sys.stderr.write(f"PREEMPTED {e}\n")
-    sys.exit(e.exit_code)
+    console.finish(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@ r"""Search a gallery for the people in query photos, with a trained model.
 
     python -m pshrnet_jax.search --model=workdirs/demo \
         --query=me_far.jpg [more.jpg ...] --gallery=DIR_OR_FEATURES \
-        [--top_k=10] [--out=DIR] [--which=student|teacher]
+        [--top_k=10] [--out=DIR [--overwrite]] [--which=student|teacher]
 
 `--gallery` is a folder of images or a features file of the same model
 (`python -m pshrnet_jax.extract`). Prints each query's top-k with distance
 (1 - cosine; re-ranked with `--rerank`) and, for Market-style file names,
-identity and camera; `--out` adds ranked_list.png and search.json.
+identity and camera; `--out` adds ranked_list.png and search.json (files
+already there are refused, before any work, unless --overwrite is given).
 """
 
 import os
@@ -15,6 +16,7 @@ import os
 from absl import app
 from absl import flags
 
+from data_pipelines import atomic
 from pshrnet_jax import console
 from pshrnet_jax import errors
 from pshrnet_jax.inference import gallery
@@ -26,16 +28,21 @@ _QUERY = flags.DEFINE_multi_string(
     required=True)
 _GALLERY = flags.DEFINE_string("gallery", None, "Folder of images, or a "
                                "features file (.npz).", required=True)
-_TOP_K = flags.DEFINE_integer("top_k", 10, "Matches shown per query.")
+_TOP_K = flags.DEFINE_integer("top_k", 10, "Matches shown per query.",
+                               lower_bound=1)
 _OUT = flags.DEFINE_string("out", None, "Folder for ranked_list.png and "
                            "search.json.")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per batch.")
+_OVERWRITE = flags.DEFINE_boolean(
+    "overwrite", False, "Replace ranked_list.png and search.json in --out.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per batch.",
+                               lower_bound=1)
 _RERANK = flags.DEFINE_boolean(
     "rerank", False, "k-reciprocal re-ranking (Zhong et al. 2017) of the "
     "distances, with the queries and the gallery as its neighbourhood.")
-_K1 = flags.DEFINE_integer("rerank_k1", 20, "Re-ranking k1.")
-_K2 = flags.DEFINE_integer("rerank_k2", 6, "Re-ranking k2.")
-_LAMBDA = flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking lambda.")
+_K1 = flags.DEFINE_integer("rerank_k1", 20, "Re-ranking k1.", lower_bound=1)
+_K2 = flags.DEFINE_integer("rerank_k2", 6, "Re-ranking k2.", lower_bound=1)
+_LAMBDA = flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking lambda.",
+                             lower_bound=0.0, upper_bound=1.0)
 
 
 def _gallery_features(model, variables, info):
@@ -54,8 +61,14 @@ def _describe(path: str) -> str:
 
 
 def main(argv):
+  console.start_command_log("search", flags.FLAGS["verbosity"].present)
   queries_given = list(_QUERY.value) + list(argv[1:])
   try:
+    if _OUT.value:
+      atomic.refuse_to_clobber(_OUT.value, overwrite=True, folder=True)
+      for name in gallery.REPORT_FILES:
+        atomic.refuse_to_clobber(os.path.join(_OUT.value, name),
+                                 overwrite=_OVERWRITE.value)
     model, variables, info = loading.load_model(_MODEL.value, _WHICH.value)
     g_feats, g_paths, g_failed = _gallery_features(model, variables, info)
     queries = gallery.embed(model, variables, info,

@@ -1,6 +1,7 @@
 """Where a run keeps what it writes: one function per path of a workdir.
 
     WORKDIR/
+      .pshrnet_jax_workdir       the marker: this folder is a workdir
       config.json                resolved config of the last start
       data/                      built data (MLR images, TFDS files, image
                                  caches) unless --config.data.build_dir
@@ -22,6 +23,9 @@ import os
 from typing import Any
 
 CONFIG_FILE = "config.json"
+# Written when a run first writes into a workdir; a run refuses a folder
+# that holds files and neither this nor a config.json of this project.
+MARKER_FILE = ".pshrnet_jax_workdir"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 CMC_PNG = "cmc.png"

@@ -12,7 +12,8 @@ skipped, parameter count). Training starts from it with
 
 The checkpoint is converted completely before anything is written, and the
 files are renamed into place at the end, so a failure leaves DIR untouched.
-An existing non-empty DIR is refused.
+An existing non-empty DIR is refused, unless --overwrite is given (then it is
+replaced whole, once the new one is complete).
 """
 
 import json
@@ -25,6 +26,7 @@ from absl import flags
 # `python scripts/convert_pytorch_hrnet.py` puts scripts/ on the path, not
 # the repository root the packages live in.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data_pipelines import atomic  # pylint: disable=g-import-not-at-top
 from pshrnet_jax import convert  # pylint: disable=g-import-not-at-top
 
 _INPUT = flags.DEFINE_string("input", None, "PyTorch .pth file.")
@@ -36,6 +38,8 @@ _KIND = flags.DEFINE_enum(
     "teacher / student: released PS-HRNet checkpoints -> HRNetReID / PSHRNet; "
     "resnet50: torchvision's ResNet-50 -> ResNet50Classifier (the "
     "--config.init_from of --config.model.backbone=resnet50).")
+_OVERWRITE = flags.DEFINE_boolean(
+    "overwrite", False, "Replace a non-empty --output folder.")
 _WIDTH = flags.DEFINE_integer(
     "width", None, "Expected HRNet width (e.g. 32); default: the checkpoint's.")
 _POOLING = flags.DEFINE_enum(
@@ -44,8 +48,8 @@ _POOLING = flags.DEFINE_enum(
 
 
 def convert_file(input_path: str, output_dir: str, kind: str = "hrnet",
-                 width: int | None = None,
-                 pooling: str = "avgmax") -> dict:
+                 width: int | None = None, pooling: str = "avgmax", *,
+                 overwrite: bool = False) -> dict:
   """Converts `input_path` and saves it under `output_dir`.
 
   Args:
@@ -54,22 +58,23 @@ def convert_file(input_path: str, output_dir: str, kind: str = "hrnet",
     kind: 'hrnet', 'teacher', 'student' or 'resnet50'.
     width: expected HRNet width, or None.
     pooling: ReID pooling mode for teacher/student.
+    overwrite: replace a non-empty `output_dir` (whole, at the end).
 
   Returns:
     The conversion info written to conversion.json.
 
   Raises:
-    FileExistsError: `output_dir` is not empty (checked before converting).
+    FileExistsError: `output_dir` is not empty and not `overwrite`, or is a
+      file (checked before converting).
     errors.ConversionError, errors.TorchFileError, FileNotFoundError: bad
       input; nothing is written.
   """
-  if os.path.exists(output_dir) and (not os.path.isdir(output_dir)
-                                     or os.listdir(output_dir)):
-    raise FileExistsError(f"--output={output_dir} exists and is not an empty "
-                          "directory; refusing to overwrite it")
+  atomic.refuse_to_clobber(output_dir, overwrite=overwrite, folder=True,
+                           flag="--output")
   variables, _, info = convert.convert_checkpoint(
       input_path, kind, width=width, pooling=pooling)
-  convert.save_variables(variables, output_dir, info)
+  convert.save_variables(variables, output_dir, info,
+                         replace=overwrite and os.path.exists(output_dir))
   return info
 
 
@@ -79,7 +84,7 @@ def main(argv):
     raise app.UsageError("--input and --output are required")
   try:
     info = convert_file(_INPUT.value, _OUTPUT.value, _KIND.value, _WIDTH.value,
-                        _POOLING.value)
+                        _POOLING.value, overwrite=_OVERWRITE.value)
   except (ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

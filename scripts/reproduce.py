@@ -22,7 +22,8 @@ stopped. The table is written to `WORKDIR/table_<N>.md` and `.json`: the
 table's figures (Rank-1/5/10 and mAP; Rank-1 and mAP for HR-only tables;
 PSNR/SSIM in both conventions for Table III) of each row's headline model,
 beside the paper's figure where docs/SPEC.md gives one (SPEC 6: the full
-model only; it lists no per-row ablation figures).
+model only; it lists no per-row ablation figures). Table files that exist
+are refused before any row runs, unless --overwrite.
 
 `--splits=N` runs every row on `data.split_index` 0..N-1 (MLR-VIPeR, CAVIAR
 and MLR-CUHK03 are reported as the mean over 10 random splits, each trained
@@ -48,6 +49,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_pipelines import atomic
 from scripts import paper_tables
 from scripts.paper_tables import COLUMNS, DEFAULT, OWN, SHARED, TABLES
 from scripts.paper_tables import Row, Table
@@ -67,7 +69,7 @@ def figures(results: dict, report: str) -> dict:
 def _main(config: str, workdir: str, *flags: str) -> None:
   argv = [sys.executable, "-m", "pshrnet_jax.main", f"--config={config}",
           f"--workdir={workdir}", *flags]
-  print("$ " + " ".join(argv[1:]), flush=True)
+  print("$ python " + " ".join(argv[1:]), flush=True)
   proc = subprocess.run(argv, cwd=_REPO)
   if proc.returncode:
     raise SystemExit(f"the row's command failed (exit {proc.returncode}); "
@@ -161,15 +163,22 @@ def write_table(workdir: str, name: str, table: Table,
     lines += ["Y: the SR literature's convention; RGB: this project's first"
               " (pshrnet_jax/evaluation/sr_quality.py)."]
   text = "\n".join(lines) + "\n"
-  with open(os.path.join(workdir, f"table_{name}.md"), "w") as f:
+  md, js = table_files(workdir, name)
+  with atomic.atomic_file(md) as tmp, open(tmp, "w") as f:
     f.write(text)
-  with open(os.path.join(workdir, f"table_{name}.json"), "w") as f:
+  with atomic.atomic_file(js) as tmp, open(tmp, "w") as f:
     json.dump({"table": name, "title": table.title, "sections": [
         {"config": c, "benchmark": b, "rows": [
             {"row": r.name, "overrides": [*table.common, *r.overrides], **e}
             for r, e in zip(table.rows, entries)]}
         for c, b, entries in sections]}, f, indent=2)
   return text
+
+
+def table_files(workdir: str, name: str) -> tuple[str, str]:
+  """table_<name>.md and .json in `workdir`."""
+  return tuple(os.path.join(workdir, f"table_{name}.{ext}")
+               for ext in ("md", "json"))
 
 
 def plan(name: str, configs: Sequence[str], user: Sequence[str] = ()
@@ -201,11 +210,17 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--splits", type=int, default=0)
   parser.add_argument("--seeds", type=int, default=0,
                       help="run every row with seeds 0..N-1; mean +- std")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="write table_N.md/.json over existing ones")
   parser.add_argument("--dry_run", action="store_true",
                       help="print each row's config and flags; run nothing")
   parser.add_argument("--markdown", action="store_true",
                       help="print docs/ablations.md and exit")
   args, extra = parser.parse_known_args(argv)
+  for flag in ("splits", "seeds"):
+    if getattr(args, flag) < 0:
+      parser.error(f"--{flag}={getattr(args, flag)}: expected a number of "
+                   f"{flag} >= 1 (or 0: the config's {flag[:-1]} alone)")
   if args.markdown:
     print(markdown(), end="")
     return
@@ -224,6 +239,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     return
   workdir = os.path.abspath(args.workdir or os.path.join(
       "workdirs", f"table_{name}" if args.table else "splits"))
+  try:  # Before any row runs: a finished table is not written over.
+    for path in table_files(workdir, name):
+      atomic.refuse_to_clobber(path, overwrite=args.overwrite, flag="")
+  except FileExistsError as e:
+    parser.error(str(e))
   splits = range(args.splits) if args.splits else [None]
   seeds = range(args.seeds) if args.seeds else [None]
   sections = []

@@ -24,6 +24,7 @@ from configs import mlr_market1501
 from pshrnet_jax import config_checks
 from pshrnet_jax import driver
 from pshrnet_jax import errors
+from pshrnet_jax import workdir_layout
 from pshrnet_jax.training import checkpoint
 from pshrnet_jax.training import sharding
 
@@ -76,6 +77,22 @@ _BAD_VALUES = {
                            "does not exist"]),
     "teacher_dir_missing": ("teacher_dir", "/nonexistent/t",
                             ["teacher_dir", "/nonexistent/t"]),
+    # The maths: what would train nothing, or blow up after the compile.
+    "k_one_with_triplet": ("data.k", 1, ["data.k=1", ">= 2", "triplet"]),
+    "lr_nan": ("optim.groups.hrnet.lr", float("nan"),
+               ["optim.groups.hrnet.lr=nan", "finite"]),
+    "lr_inf": ("optim.groups.sr.lr", float("inf"),
+               ["optim.groups.sr.lr=inf", "finite"]),
+    "lr_huge": ("optim.groups.hrnet.lr", 1e30,
+                ["optim.groups.hrnet.lr=1e+30", "<= 10"]),
+    "weight_inf": ("loss.ce_weight", float("inf"),
+                   ["loss.ce_weight=inf", "finite"]),
+    "ps_features_repeated": ("loss.ps_features", ("seq1", "seq5", "seq1"),
+                             ["loss.ps_features", "['seq1'] named more than "
+                              "once"]),
+    "build_dir_is_a_file": ("data.build_dir", os.path.join(tiny.REPO,
+                                                           "README.md"),
+                            ["data.build_dir", "README.md", "not a file"]),
 }
 
 
@@ -86,6 +103,11 @@ def test_check_config_names_the_bad_value(case):
   with pytest.raises(errors.ConfigError) as info:
     config_checks.check_config(config)
   _assert_input_error(info, errors.ConfigError, words)
+
+
+def test_k_one_is_accepted_without_the_triplet_loss():
+  config_checks.check_config(tiny.config_with(
+      "/data", **{"data.k": 1, "loss.triplet_weight": 0.0}))
 
 
 def test_a_benchmark_config_without_imagenet_weights_is_refused():
@@ -178,17 +200,32 @@ _BAD_RUNS = {
                                             "model.width": 8,
                                             "init_from": "TEACHER"},
                               errors.ConversionError, ["shape"]),
+    "workdir_of_someone_else": ("foreign", {}, errors.ConfigError,
+                                ["not a workdir of this project",
+                                 "config.json", "photo.jpg"]),
+    "resume_fewer_steps": ("trained", {"mode": "phase1",
+                                       "train.phase1_epochs": 1},
+                           errors.CheckpointMismatchError,
+                           ["checkpoints/8 is at step 8",
+                            "--config.train.phase1_epochs=1 asks for 4 "
+                            "steps", "2 epochs or more"]),
+    "teacher_damaged": ("data_only", {"mode": "phase2",
+                                      "teacher_dir": "DAMAGED_TEACHER"},
+                        errors.UnreadableVariablesError,
+                        ["DAMAGED_TEACHER", "cannot be read"]),
 }
 
 
 def _workdir(kind, base, tiny_trained, tiny_killed):
+  """Workdirs: see _BAD_RUNS; 'trained' is a copy of the finished run,
+  'foreign' a folder of someone's files (a config.json of their own)."""
   workdir = os.path.join(base, "workdir")
-  if kind in ("killed", "data_only"):
+  if kind in ("killed", "data_only", "trained"):
     shutil.copytree(tiny_killed if kind == "killed"
                     else tiny_trained["workdir"], workdir)
     if kind == "data_only":
       for name in os.listdir(workdir):
-        if name != "data":
+        if name not in ("data", workdir_layout.MARKER_FILE):
           path = os.path.join(workdir, name)
           (shutil.rmtree if os.path.isdir(path) else os.remove)(path)
   elif kind == "file":
@@ -197,6 +234,12 @@ def _workdir(kind, base, tiny_trained, tiny_killed):
     workdir = os.path.join(workdir, "sub")
   elif kind == "busy":
     os.makedirs(workdir)
+  elif kind == "foreign":
+    os.makedirs(workdir)
+    for name, text in (("config.json", '{"camera": "mine"}'),
+                       ("photo.jpg", "not a workdir")):
+      with open(os.path.join(workdir, name), "w") as f:
+        f.write(text)
   return workdir
 
 
@@ -209,6 +252,9 @@ def test_bad_run_one_clear_error_and_the_workdir_unchanged(
   for name in ("LAYOUT", "CORRUPT", "EMPTY"):
     if name in overrides.values():
       paths[name] = _broken_source(tiny_source, str(tmp_path), name)
+  if "DAMAGED_TEACHER" in overrides.values():
+    paths["DAMAGED_TEACHER"] = tiny.damaged_copy(
+        paths["TEACHER"], os.path.join(str(tmp_path), "DAMAGED_TEACHER"))
   overrides = {k: paths.get(v, v) if isinstance(v, str) else v
                for k, v in overrides.items()}
   workdir = _workdir(kind, str(tmp_path), tiny_trained, tiny_killed)
@@ -239,6 +285,11 @@ _COMMAND_LINES = {
     "missing_root": (["--config.data.root=/nonexistent",
                       "--config.init_from=none"],
                      ["DatasetNotFoundError", "/nonexistent"], True),
+    # ml_collections would join the two into ('seq1', 'seq4').
+    "tuple_flag_twice": (["--config.loss.ps_features=('seq1',)",
+                          "--config.loss.ps_features=('seq4',)"],
+                         ["--config.loss.ps_features was given 2 times",
+                          "('seq1', 'seq4')"], False),
 }
 
 

@@ -160,9 +160,15 @@ def _run_script(*args):
 def test_script_writes_orbax_and_json(tiny, tmp_path):
   path, out = tmp_path / "hrnet.pth", tmp_path / "converted"
   torch.save(tiny[0].state_dict(), path)
-  result = _run_script(f"--input={path}", f"--output={out}", "--width=4")
+  out.mkdir()
+  (out / "old.txt").write_text("an earlier conversion")
+  # --overwrite replaces a non-empty folder as a whole (refused without it:
+  # test_script_failure_writes_nothing).
+  result = _run_script(f"--input={path}", f"--output={out}", "--width=4",
+                       "--overwrite")
   assert result.returncode == 0, result.stderr
   assert sorted(os.listdir(out)) == ["conversion.json", "variables"]
+  assert sorted(os.listdir(tmp_path)) == ["converted", "hrnet.pth"]
   info = json.loads((out / "conversion.json").read_text())
   assert info["model"] == "HRNetClassifier"
   assert info["model_kwargs"]["width"] == 4

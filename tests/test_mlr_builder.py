@@ -15,6 +15,7 @@ import fixtures_data
 from data_pipelines import benchmarks
 from pshrnet_jax import errors
 from data_pipelines.builders import mlr
+from data_pipelines.readers import checks
 
 
 def _tree(folder):
@@ -44,7 +45,8 @@ def mlr_market(market_root, tmp_path_factory):
 def test_two_builds_are_byte_identical(market_root, mlr_market, tmp_path):
   other = benchmarks.prepare_benchmark("mlr_market1501", market_root,
                                        build_dir=str(tmp_path), seed=5)
-  assert os.path.basename(other.path) == "mlr_market1501-seed5"
+  assert os.path.basename(other.path) == (
+      f"mlr_market1501-seed5-{checks.root_tag(market_root)}")
   first, second = _tree(mlr_market.path), _tree(other.path)
   assert first == second
   assert "manifest.json" in first and len(first) == 1 + 5 + 2
@@ -154,7 +156,7 @@ def test_unreadable_image_error_or_skip(tmp_path):
                      match="0007_c6s2_000771_01.jpg"):
     benchmarks.prepare_benchmark("mlr_market1501", root,
                                  build_dir=str(tmp_path / "b"))
-  assert not os.path.exists(tmp_path / "b" / "mlr_market1501-seed0")
+  assert not os.listdir(tmp_path / "b")  # No build, no temporary.
   built = benchmarks.prepare_benchmark(
       "mlr_market1501", root, build_dir=str(tmp_path / "b"),
       options={"skip_unreadable": True})
@@ -167,7 +169,8 @@ def test_unreadable_image_error_or_skip(tmp_path):
 def test_hr_only_market_and_duke(market_root, tmp_path):
   built = benchmarks.prepare_benchmark("market1501", market_root,
                                        build_dir=str(tmp_path))
-  assert os.path.basename(built.path) == "market1501"
+  assert os.path.basename(built.path) == (
+      f"market1501-{checks.root_tag(market_root)}")
   assert built.manifest["files"] == {}
   assert all(r.lr_path is None for r in built.benchmark.query)
   duke = fixtures_data.make_market(str(tmp_path / "duke"),

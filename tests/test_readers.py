@@ -9,6 +9,7 @@ import pytest
 
 import fixtures_data
 from data_pipelines.readers import caviar
+from data_pipelines.readers import checks
 from data_pipelines.readers import cuhk03
 from pshrnet_jax import errors
 from data_pipelines.readers import market
@@ -211,10 +212,11 @@ def cuhk03_data(tmp_path_factory):
 
 
 def test_cuhk03_extraction_matches_the_mat(cuhk03_data):
-  _, build, data = cuhk03_data
+  root, build, data = cuhk03_data
   # 11 persons x 10 cells, minus the 2 empty cells.
   assert len(data.records) == 108
-  assert data.images_root == os.path.join(build, "cuhk03-labeled-images")
+  assert data.images_root == os.path.join(
+      build, f"cuhk03-labeled-images-{checks.root_tag(root)}")
   assert {r.pid for r in data.records} == {
       1001, 1002, 1003, 2001, 2002, 3001, 3002, 4001, 4002, 5001, 5002}
   by_name = {os.path.basename(r.hr_path): r for r in data.records}
@@ -257,7 +259,8 @@ def test_cuhk03_detected_and_reuse(cuhk03_data):
   root, build, data = cuhk03_data
   detected = cuhk03.extract_cuhk03(root, build_dir=build,
                                    image_type="detected")
-  assert detected.images_root.endswith("cuhk03-detected-images")
+  assert detected.images_root.endswith(
+      f"cuhk03-detected-images-{checks.root_tag(root)}")
   with Image.open(detected.records[0].hr_path) as image:
     np.testing.assert_array_equal(
         np.asarray(image), fixtures_data.cuhk03_pixels("detected", 1, 1, 1))

@@ -12,10 +12,11 @@ and test_multiprocess.py.
 import dataclasses
 import errno
 import os
+import threading
+import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 import tiny_setup as tiny
@@ -65,31 +66,125 @@ def test_corrupt_latest_checkpoint_resumes_from_the_previous(
                "teacher resumed from step 2")
 
 
-def test_failing_save_stops_with_a_clear_error_and_keeps_earlier_ones(
-    tiny_killed, tiny_source, tmp_path, monkeypatch):
+def _non_daemon_threads():
+  return {t for t in threading.enumerate()
+          if t is not threading.main_thread() and not t.daemon
+          and t.is_alive()}
+
+
+def _threads_left(before, wait_s=5.0):
+  """Non-daemon threads started since `before` still alive after `wait_s`
+  (each would keep the process from exiting)."""
+  deadline = time.monotonic() + wait_s
+  while _non_daemon_threads() - before and time.monotonic() < deadline:
+    time.sleep(0.1)
+  return sorted(t.name for t in _non_daemon_threads() - before)
+
+
+def test_a_full_disk_is_one_error_and_the_run_resumes_after(
+    tiny_killed, tiny_trained, tiny_source, tmp_path, monkeypatch):
   workdir = tiny.copy_workdir(tiny_killed, tmp_path)
   checkpoints = os.path.join(workdir, "phase1", "checkpoints")
-  original_save = ocp.CheckpointManager.save
+  real_save = checkpoint.save_hook
 
-  def disk_full(self, step, *args, **kwargs):
-    if step >= 6:
-      raise OSError(errno.ENOSPC, "No space left on device", checkpoints)
-    return original_save(self, step, *args, **kwargs)
+  def disk_full(manager, step, **kwargs):
+    if step < 6:
+      return real_save(manager, step, **kwargs)
+    # What TensorStore raises half-way through writing a step.
+    partial = os.path.join(checkpoints, f"{step}.orbax-checkpoint-tmp")
+    os.makedirs(os.path.join(partial, "state"))
+    with open(os.path.join(partial, "state", "half"), "wb") as f:
+      f.write(b"\0" * 1000)
+    raise ValueError(
+        f'RESOURCE_EXHAUSTED: Error writing local file "{partial}/state": '
+        "Failed to write 469211 bytes to file 11: No space left on device "
+        "[os_error_code='28']")
 
-  monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full)
-  with pytest.raises(errors.CheckpointSaveError,
-                     match=r"checkpoint of step 6 .*No space left on device"
-                     r".*\(\[2, 4\]\) are intact"):
+  monkeypatch.setattr(checkpoint, "save_hook", disk_full)
+  before = _non_daemon_threads()
+  with pytest.raises(errors.CheckpointSaveError) as info:
     driver.run(tiny.config_with(tiny_source, **tiny.PHASE1_ONLY), workdir)
-  monkeypatch.undo()
+  message = str(info.value)
+  disk = checkpoint._mount_point(checkpoints)  # pylint: disable=protected-access
+  state_mb = sum(x.nbytes for x in jax.tree.leaves(
+      _teacher(tiny_trained["workdir"]))) / 1e6
+  assert message.startswith(f"No space left on {disk} (the disk of "
+                            f"{checkpoints}): the checkpoint of step 6 needs "
+                            "about "), message
+  needed = float(message.split("needs about ")[1].split(" MB")[0])
+  assert state_mb <= needed <= 4 * state_mb  # Parameters + optimiser state.
+  assert ("the partial save was removed (6.orbax-checkpoint-tmp); the "
+          "checkpoints already written ([2, 4]) are intact") in message
+  assert sorted(os.listdir(checkpoints)) == ["2", "4"]
+  assert not _threads_left(before)
   assert not os.path.exists(os.path.join(workdir, "phase1", "teacher"))
-  # The earlier checkpoints restore (this is what a rerun resumes from).
-  manager = ocp.CheckpointManager(checkpoints)
-  assert manager.all_steps() == [2, 4]
-  state = manager.restore(4, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))["state"]
-  manager.close()
-  assert int(state["step"]) == 4
+  # Space freed: the same command resumes from step 4 and ends as an
+  # uninterrupted run.
+  monkeypatch.undo()
+  with tiny.capture_logs() as logs:
+    driver.run(tiny.config_with(tiny_source, **tiny.PHASE1_ONLY), workdir)
+  assert "phase1: resumed from step 4 of 8." in logs.text
+  _assert_same(_teacher(workdir), _teacher(tiny_trained["workdir"]),
+               "teacher resumed after a full disk")
+
+
+def test_an_unwritable_checkpoint_folder_stops_at_once_and_leaves_no_thread(
+    tiny_killed, tiny_source, tmp_path, monkeypatch):
+  # The folder becomes unusable just before the save of step 6 (a file in
+  # its place: unwritable for root too). Orbax creating step folders in the
+  # background left threads waiting for it, and the process with them.
+  workdir = tiny.copy_workdir(tiny_killed, tmp_path)
+  checkpoints = os.path.join(workdir, "phase1", "checkpoints")
+  real_save = checkpoint.save_hook
+
+  def folder_gone(manager, step, **kwargs):
+    if step == 6:
+      os.rename(checkpoints, checkpoints + ".aside")
+      with open(checkpoints, "w") as f:
+        f.write("in the way")
+    return real_save(manager, step, **kwargs)
+
+  monkeypatch.setattr(checkpoint, "save_hook", folder_gone)
+  before = _non_daemon_threads()
+  with pytest.raises(errors.CheckpointSaveError,
+                     match=r"^Could not write the checkpoint of step 6 under "
+                     r".*Not a directory"):
+    driver.run(tiny.config_with(tiny_source, **tiny.PHASE1_ONLY), workdir)
+  assert not _threads_left(before)
+  os.remove(checkpoints)
+  os.rename(checkpoints + ".aside", checkpoints)
+  assert sorted(os.listdir(checkpoints)) == ["2", "4"]
+
+
+class _FailingManager:
+  """A CheckpointManager whose background write of the first save fails:
+  the error surfaces at the next save."""
+
+  def __init__(self):
+    self.saves = 0
+
+  def save(self, step, **kwargs):
+    del step, kwargs
+    self.saves += 1
+    return True
+
+  def wait_until_finished(self):
+    if self.saves:
+      raise OSError(errno.EACCES, "Permission denied", "checkpoints/6")
+
+  def latest_step(self):
+    return 4
+
+
+def test_a_failed_background_save_is_named_by_its_own_step(tmp_path):
+  ckpt = checkpoint.PhaseCheckpointer(str(tmp_path / "checkpoints"))
+  ckpt._manager.close()  # pylint: disable=protected-access
+  ckpt._manager = _FailingManager()  # pylint: disable=protected-access
+  state = {"w": np.zeros(250, np.float32)}
+  assert ckpt.save(6, state, {}, {})
+  with pytest.raises(errors.CheckpointSaveError,
+                     match=r"checkpoint of step 6 under .*Permission denied"):
+    ckpt.save(8, state, {}, {})
 
 
 def test_resume_refuses_changed_settings_and_allows_harmless_ones(

@@ -90,7 +90,7 @@ def _process(item, tmp: str) -> tuple[Optional[str], Optional[str]]:
   try:
     with Image.open(record.hr_path) as image:
       image = image.convert("RGB")
-  except (OSError, ValueError) as e:
+  except errors.IMAGE_DECODE_ERRORS as e:
     return f"{record.hr_path}: {e}", None
   if lr_rel is None:
     return None, None
@@ -150,6 +150,13 @@ def _finish(source: Benchmark, plan, build_path: str, source_root: str,
       splits["query"], splits["gallery"], source.name,
       by_image=source.gallery_exclusion == QUERY_IMAGE_ONLY)
   benchmark = dataclasses.replace(source, **splits)
+  overlap = checks.train_test_overlap(benchmark)
+  if overlap:
+    logging.warning(
+        "%s: %d training identities also appear in the query or gallery "
+        "split (%s); the MLR protocols keep them apart, so the results are "
+        "not comparable with published ones.", source.name, len(overlap),
+        checks.list_names(overlap))
   return benchmark, {"identities": identities, "lr_images": images,
                      "skipped_unreadable": sorted(skipped)}
 

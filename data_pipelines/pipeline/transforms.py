@@ -69,7 +69,7 @@ def decode_image(source: Union[str, bytes, np.ndarray],
       # Photos taken rotated carry the rotation in EXIF: apply it, as
       # viewers do (re-ID datasets carry none, so they are unchanged).
       return ImageOps.exif_transpose(image).convert("RGB")
-  except (OSError, SyntaxError, ValueError) as e:
+  except errors.IMAGE_DECODE_ERRORS as e:
     raise errors.UnreadableImageError(f"cannot decode image {name}: {e}") from e
 
 

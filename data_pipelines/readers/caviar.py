@@ -76,7 +76,7 @@ def _median_area(records: Sequence[ImageRecord]) -> float:
     try:
       with Image.open(r.hr_path) as image:
         areas.append(image.size[0] * image.size[1])
-    except OSError as e:
+    except errors.IMAGE_DECODE_ERRORS as e:
       raise errors.UnreadableImageError(f"Cannot read {r.hr_path}: {e}") from e
   return statistics.median(areas)
 

@@ -6,6 +6,7 @@ show the folder tree the reader expects (errors are in data_pipelines.errors).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Optional
@@ -151,6 +152,20 @@ def check_gallery_matches(query: Iterable[ImageRecord],
     raise SplitError(
         f"{dataset}: {len(unmatched)} query identities have no gallery image "
         f"{removed}: {list_names(unmatched)}")
+
+
+def train_test_overlap(benchmark: Benchmark) -> list[int]:
+  """The training identities that also appear in the query or gallery
+  split (the MLR protocols, and every published split, keep them apart)."""
+  test = {r.pid for r in benchmark.query} | {r.pid for r in benchmark.gallery}
+  return sorted({r.pid for r in benchmark.train} & test)
+
+
+def root_tag(root: str) -> str:
+  """'root' and 8 hex digits of the dataset folder's real path: a build of
+  one copy of a dataset is never taken for another's."""
+  path = os.path.realpath(os.path.expanduser(root))
+  return "root" + hashlib.sha256(path.encode()).hexdigest()[:8]
 
 
 def is_inside(path: str, root: str) -> bool:

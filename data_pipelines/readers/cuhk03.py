@@ -126,7 +126,8 @@ def extract_cuhk03(root: str, *, build_dir: str,
   mat_path = os.path.join(root, MAT_NAME)
   build_dir = os.path.abspath(os.path.expanduser(build_dir))
   checks.require_outside(build_dir, [root])
-  out = os.path.join(build_dir, f"cuhk03-{image_type}-images")
+  out = os.path.join(build_dir, f"cuhk03-{image_type}-images-"
+                     f"{checks.root_tag(root)}")
   key = {"version": _EXTRACT_VERSION, "image_type": image_type,
          "mat_size": os.path.getsize(mat_path)}
   if not os.path.exists(out):

@@ -181,7 +181,7 @@ def read_prebuilt_lr(
     try:
       with Image.open(record.hr_path) as hr, Image.open(lr_path) as lr:
         factor = infer_factor(hr.size, lr.size)
-    except OSError as e:
+    except errors.IMAGE_DECODE_ERRORS as e:
       raise errors.UnreadableImageError(
           f"Cannot read the size of {record.hr_path} or {lr_path}: {e}") from e
     paired[record.hr_path] = (lr_path, factor)

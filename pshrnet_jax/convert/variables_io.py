@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from data_pipelines import atomic
+from pshrnet_jax.errors import UnreadableVariablesError
 
 Variables = dict[str, Any]
 
@@ -48,13 +49,26 @@ def save_variables(variables: Variables, directory: str | os.PathLike,
 
 
 def restore_variables(directory: str | os.PathLike) -> Variables:
-  """The variables `save_variables` wrote to `directory`, as numpy arrays."""
+  """The variables `save_variables` wrote to `directory`, as numpy arrays.
+
+  Raises:
+    FileNotFoundError: there are none.
+    UnreadableVariablesError: they cannot be read (damaged, truncated).
+  """
   path = os.path.join(os.path.abspath(os.fspath(directory)), "variables")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{directory}: no Orbax variables (expected {path}, "
                             "written by convert.save_variables)")
-  with _local_checkpointer() as checkpointer:
-    restored = checkpointer.restore(path)
+  try:
+    with _local_checkpointer() as checkpointer:
+      restored = checkpointer.restore(path)
+  except Exception as e:  # pylint: disable=broad-except
+    # Orbax and TensorStore raise many kinds for damaged files.
+    raise UnreadableVariablesError(
+        f"{directory}: the saved variables cannot be read ("
+        f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        "); the files are damaged or incomplete. Export or convert them "
+        "again.") from e
   return jax.tree.map(np.asarray, restored)
 
 

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from data_pipelines import atomic
 from data_pipelines.readers import checks
 from pshrnet_jax import console
 from pshrnet_jax.errors import ConfigError
@@ -28,6 +29,8 @@ from pshrnet_jax.inference.loading import ModelInfo
 # Market-1501 / DukeMTMC-reID names: identity, then camera (1-based).
 _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 FEATURES_FORMAT = "pshrnet_jax.features.v1"
+# What `write_report` writes into a search's --out folder.
+REPORT_FILES = ("ranked_list.png", "search.json")
 
 
 @dataclasses.dataclass
@@ -41,24 +44,37 @@ class Embedded:
 
 
 def list_images(source: str | Sequence[str]) -> list[str]:
-  """Image files of a folder (recursively, sorted) or the given paths."""
-  if isinstance(source, str):
-    if os.path.isdir(source):
-      found = []
-      for root, dirs, names in os.walk(source):
-        dirs.sort()
-        found += [os.path.join(root, n) for n in sorted(names)
-                  if n.lower().endswith(checks.IMAGE_EXTENSIONS)]
-      if not found:
-        raise DatasetNotFoundError(
-            f"{source} holds no images ({', '.join(checks.IMAGE_EXTENSIONS)})")
-      return found
-    source = [source]
-  missing = [p for p in source if not os.path.isfile(p)]
+  """The given image files, and the image files of each given folder
+  (recursively, sorted), in order.
+
+  Raises:
+    DatasetNotFoundError: a path that does not exist, or a folder without
+      images.
+  """
+  found, missing = [], []
+  for path in [source] if isinstance(source, str) else source:
+    if os.path.isdir(path):
+      found += _images_in(path)
+    elif os.path.isfile(path):
+      found.append(path)
+    else:
+      missing.append(path)
   if missing:
     raise DatasetNotFoundError(
-        f"image file(s) not found: {checks.list_names(missing)}")
-  return list(source)
+        f"image file(s) or folder(s) not found: {checks.list_names(missing)}")
+  return found
+
+
+def _images_in(folder: str) -> list[str]:
+  found = []
+  for root, dirs, names in os.walk(folder):
+    dirs.sort()
+    found += [os.path.join(root, n) for n in sorted(names)
+              if n.lower().endswith(checks.IMAGE_EXTENSIONS)]
+  if not found:
+    raise DatasetNotFoundError(
+        f"{folder} holds no images ({', '.join(checks.IMAGE_EXTENSIONS)})")
+  return found
 
 
 def identity_of(path: str) -> tuple[int, int] | None:
@@ -128,11 +144,10 @@ def save_features(path: str, embedded: Embedded, info: ModelInfo) -> None:
           "kind": info.kind, "fingerprint": info.fingerprint,
           "image_size": list(info.image_size),
           "failed": embedded.failed}
-  tmp = f"{path}.tmp-{os.getpid()}.npz"
-  np.savez(tmp, features=embedded.features,
-           paths=np.array(embedded.paths, dtype=str),
-           meta=np.array(json.dumps(meta)))
-  os.replace(tmp, path)
+  with atomic.atomic_file(path) as tmp, open(tmp, "wb") as f:
+    np.savez(f, features=embedded.features,
+             paths=np.array(embedded.paths, dtype=str),
+             meta=np.array(json.dumps(meta)))
 
 
 def load_features(path: str, fingerprint: str | None = None
@@ -144,22 +159,42 @@ def load_features(path: str, fingerprint: str | None = None
     fingerprint: when given, the model the features must come from.
 
   Raises:
-    ConfigError: not a features file of this format, or of another model.
+    ConfigError: not a features file of this format, of another model, or
+      damaged (non-finite features, not one row per path).
   """
   try:
     with np.load(path, allow_pickle=False) as data:
       meta = json.loads(str(data["meta"]))
       feats, paths = data["features"], [str(p) for p in data["paths"]]
-  except (OSError, KeyError, ValueError) as e:
+  except (OSError, KeyError, IndexError, TypeError, ValueError) as e:
     raise ConfigError(f"{path} is not a features file written by "
                       f"pshrnet_jax.extract ({e}).") from e
-  if meta.get("format") != FEATURES_FORMAT:
-    raise ConfigError(f"{path}: unknown features format {meta.get('format')}")
+  if not isinstance(meta, dict) or meta.get("format") != FEATURES_FORMAT:
+    raise ConfigError(f"{path}: not a features file of the format "
+                      f"{FEATURES_FORMAT}.")
   if fingerprint is not None and meta.get("fingerprint") != fingerprint:
     raise ConfigError(
         f"{path} holds features of another model ({meta.get('model_path')});"
         " extract the gallery again with this model.")
+  _check_features(path, feats, paths)
   return feats, paths, meta
+
+
+def _check_features(path: str, feats: np.ndarray, paths: list[str]) -> None:
+  """A features file's rows: float (N, D), N >= 1, finite, one per path."""
+  problem = None
+  if feats.ndim != 2 or feats.dtype.kind != "f" or not len(feats):
+    problem = f"features of shape {feats.shape} and type {feats.dtype}"
+  elif len(paths) != len(feats):
+    problem = f"{len(feats)} feature rows for {len(paths)} paths"
+  elif not np.isfinite(feats).all():
+    rows = np.flatnonzero(~np.isfinite(feats).all(axis=1))
+    problem = (f"non-finite features in {len(rows)} row(s) (of "
+               f"{checks.list_names([paths[i] for i in rows], 3)})")
+  if problem:
+    raise ConfigError(
+        f"{path} is damaged: {problem}; expected N finite rows of features, "
+        "one per path. Extract the gallery again.")
 
 
 def search(query: np.ndarray, gallery: np.ndarray, top_k: int, *,
@@ -198,9 +233,9 @@ def write_report(out_dir: str, queries: Embedded, indices: np.ndarray,
   if all(i is not None for i in ids + q_ids):
     correct = np.array([[ids[j][0] == q_ids[r][0] for j in row]
                         for r, row in enumerate(indices)])
-  plots.save_ranked_list(os.path.join(out_dir, "ranked_list.png"),
-                         queries.paths, gallery_paths, indices, correct,
-                         sr_images=queries.sr)
+  with atomic.atomic_file(os.path.join(out_dir, REPORT_FILES[0])) as tmp:
+    plots.save_ranked_list(tmp, queries.paths, gallery_paths, indices,
+                           correct, sr_images=queries.sr)
   report = {"model": model, "gallery": gallery_source,
             "distance": "1 - cosine similarity of flip-summed features",
             "queries": [
@@ -212,5 +247,6 @@ def write_report(out_dir: str, queries: Embedded, indices: np.ndarray,
                     for k, j in enumerate(indices[r])]}
                 for r, q in enumerate(queries.paths)],
             "skipped": [{"path": p, "reason": why} for p, why in skipped]}
-  with open(os.path.join(out_dir, "search.json"), "w") as f:
-    json.dump(report, f, indent=2)
+  with atomic.atomic_file(os.path.join(out_dir, REPORT_FILES[1])) as tmp:
+    with open(tmp, "w") as f:
+      json.dump(report, f, indent=2)

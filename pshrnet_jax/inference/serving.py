@@ -45,10 +45,11 @@ def feature_function(model, variables):
   return extract
 
 
-def export_model(model, variables, info: ModelInfo,
-                 out_dir: str) -> dict[str, Any]:
-  """Writes the artefact and its description into `out_dir` (atomically);
-  returns the description (feature_extractor.json)."""
+def export_model(model, variables, info: ModelInfo, out_dir: str, *,
+                 overwrite: bool = False) -> dict[str, Any]:
+  """Writes the artefact and its description into `out_dir` (atomically;
+  a non-empty one is replaced whole only with `overwrite`); returns the
+  description (feature_extractor.json)."""
   height, width = info.image_size
   batch, = jax.export.symbolic_shape("batch")
   exported = jax.export.export(jax.jit(feature_function(model, variables)))(
@@ -73,7 +74,7 @@ def export_model(model, variables, info: ModelInfo,
                 **{k: info.description[k] for k in ("model", "model_kwargs")
                    if k in info.description}},
   }
-  with atomic.atomic_directory(out_dir) as tmp:
+  with atomic.atomic_directory(out_dir, replace=overwrite) as tmp:
     with open(os.path.join(tmp, ARTEFACT), "wb") as f:
       f.write(exported.serialize())
     with open(os.path.join(tmp, DESCRIPTION), "w") as f:

@@ -18,6 +18,7 @@ from data_pipelines.records import Benchmark
 from pshrnet_jax import console
 from pshrnet_jax import convert
 from pshrnet_jax import workdir_layout
+from pshrnet_jax.errors import CheckpointMismatchError
 from pshrnet_jax.errors import NonFiniteLossError
 from pshrnet_jax.errors import Preempted
 from pshrnet_jax.models import factory
@@ -100,13 +101,25 @@ def run_settings(config: ml_collections.ConfigDict, phase: Phase,
 def check_resumable(config: ml_collections.ConfigDict, workdir: str,
                     phase: Phase) -> None:
   """Refuses, before any data is read, a workdir whose latest checkpoint of
-  `phase` was written with other settings (those the config decides)."""
+  `phase` was written with other settings (those the config decides), or
+  is further on than the steps the config asks for."""
   directory = phase.checkpoint_dir(workdir)
-  saved = checkpoint.latest_settings(directory)
-  if saved is not None:
-    expected = config_settings(config, phase)
-    checkpoint.check_settings({k: saved.get(k) for k in expected}, expected,
-                              directory)
+  latest = checkpoint.latest_settings(directory)
+  if latest is None:
+    return
+  step, saved = latest
+  expected = config_settings(config, phase)
+  checkpoint.check_settings({k: saved.get(k) for k in expected}, expected,
+                            directory)
+  per_epoch, epochs = saved.get("steps_per_epoch"), phase.epochs(config)
+  if isinstance(per_epoch, int) and step > epochs * per_epoch:
+    raise CheckpointMismatchError(
+        f"{phase.name}: the checkpoint {directory}/{step} is at step {step} "
+        f"({per_epoch} steps per epoch), but --config."
+        f"{phase.epochs_flag(config)}={epochs} asks for {epochs * per_epoch}"
+        f" steps; a run cannot train backwards. Ask for "
+        f"{-(-step // per_epoch)} epochs or more to continue it, or use a "
+        "new --workdir; nothing was changed on disk.")
 
 
 def _check_finite(phase: str, step: int, metrics: Mapping[str, float],
@@ -254,6 +267,7 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: Phase,
   finally:
     writer.close()
     ckpt.abandon()  # After an error: stop Orbax's threads, raise nothing.
+    data_iter.close()  # And the input pipeline's threads and workers.
   variables = {"params": jax.device_get(state.params),
                "batch_stats": jax.device_get(state.batch_stats)}
   # Every process logs it: with several, they must all say the same.

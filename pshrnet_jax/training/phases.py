@@ -52,6 +52,12 @@ class Phase:
     override = config.train.get(f"{self.name}_epochs")
     return int(override if override is not None else config.optim.epochs)
 
+  def epochs_flag(self, config: ml_collections.ConfigDict) -> str:
+    """The flag `epochs` reads, for messages."""
+    name = f"train.{self.name}_epochs"
+    return name if config.train.get(f"{self.name}_epochs") is not None else (
+        "optim.epochs")
+
   def from_teacher(self, config: ml_collections.ConfigDict) -> bool:
     """Whether its first weights are the phase-1 teacher's."""
     return self.student_init and config.student_init == "teacher"
