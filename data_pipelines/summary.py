@@ -148,6 +148,11 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS
   print(text)
 
 
-if __name__ == "__main__":
+def cli():
+  """The console script (pyproject.toml)."""
   define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

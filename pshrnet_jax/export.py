@@ -34,5 +34,10 @@ def main(argv):
   return 0
 
 
-if __name__ == "__main__":
+def cli():
+  """The console script (pyproject.toml)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -120,5 +120,10 @@ def main(argv):
     sys.exit(e.exit_code)
 
 
-if __name__ == "__main__":
+def cli():
+  """The console script (pyproject.toml)."""
   app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  cli()

@@ -213,7 +213,7 @@ def markdown() -> str:
       " IV's SRCNN row on MLR-CUHK03, for example (Table IV's extractor is"
       " ResNet-50, so it starts from torchvision's ImageNet weights):", "",
       "```bash",
-      "python scripts/convert_pytorch_hrnet.py --kind=resnet50"
+      "python -m pshrnet_jax.convert --kind=resnet50"
       " --input=resnet50-0676ba61.pth --output=weights/resnet50",
       "python -m pshrnet_jax.main --config=configs/mlr_cuhk03.py"
       " --workdir=workdirs/cuhk03_resnet50_srcnn \\",
