@@ -367,7 +367,7 @@ def test_scripts_import_no_command_script():
 
 def test_scripts_run_from_anywhere():
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  for script, word in (("scripts/convert_pytorch_hrnet.py", "--input"),
+  for script, word in (("scripts/benchmark_data.py", "--num_ids"),
                        ("scripts/benchmark_eval.py", "--rerank")):
     # Run as README shows them: from anywhere, without PYTHONPATH.
     proc = subprocess.run([sys.executable, os.path.join(REPO, script),
