@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 
 from data_pipelines import benchmarks
+from data_pipelines import cli as cli_lib
 from data_pipelines import errors
 from data_pipelines import records
 from data_pipelines.records import Benchmark, ImageRecord
@@ -151,7 +152,7 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS
 def cli():
   """The console script (pyproject.toml)."""
   define_flags()
-  app.run(main)
+  cli_lib.run(main, __name__)
 
 
 if __name__ == "__main__":

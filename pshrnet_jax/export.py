@@ -12,6 +12,7 @@ inference/onnx_export.py), each with OUT/feature_extractor.json.
 from absl import app
 from absl import flags
 
+from data_pipelines import cli as cli_lib
 from pshrnet_jax import console
 from pshrnet_jax import errors
 from pshrnet_jax.inference import loading
@@ -45,7 +46,7 @@ def main(argv):
 
 def cli():
   """The console script (pyproject.toml)."""
-  app.run(main)
+  cli_lib.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ model's identity, which `python -m pshrnet_jax.search --gallery=` checks.
 from absl import app
 from absl import flags
 
+from data_pipelines import cli as cli_lib
 from pshrnet_jax import console
 from pshrnet_jax import errors
 from pshrnet_jax.inference import gallery
@@ -45,7 +46,7 @@ def main(argv):
 
 def cli():
   """The console script (pyproject.toml)."""
-  app.run(main)
+  cli_lib.run(main, __name__)
 
 
 if __name__ == "__main__":

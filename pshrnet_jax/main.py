@@ -25,6 +25,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from data_pipelines import cli as cli_lib
 from pshrnet_jax import console
 from pshrnet_jax import driver
 from pshrnet_jax import errors
@@ -158,7 +159,7 @@ def main(argv):
 
 def cli():
   """The console script (pyproject.toml)."""
-  app.run(main, flags_parser=_parse_flags)
+  cli_lib.run(main, __name__, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 from absl import app
 from absl import flags
 
+from data_pipelines import cli as cli_lib
 from pshrnet_jax import console
 from pshrnet_jax import errors
 from pshrnet_jax.inference import gallery
@@ -91,7 +92,7 @@ def main(argv):
 
 def cli():
   """The console script (pyproject.toml)."""
-  app.run(main)
+  cli_lib.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import os
 from absl import app
 from absl import flags
 
+from data_pipelines import cli as cli_lib
 from pshrnet_jax import console
 from pshrnet_jax import convert
 
@@ -88,7 +89,7 @@ def main(argv):
 
 def cli():
   """The console script (pyproject.toml)."""
-  app.run(main)
+  cli_lib.run(main, __name__)
 
 
 if __name__ == "__main__":
