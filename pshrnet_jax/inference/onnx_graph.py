@@ -265,7 +265,7 @@ _EMITTERS: dict[str, Callable[..., list[str]]] = {
     "logistic": _elementwise("Sigmoid"), "exp": _elementwise("Exp"),
     "rsqrt": _rsqrt, "convert_element_type": _convert,
     "optimization_barrier": _identity, "copy": _identity,
-    "copy_p": _identity, "reshape": _reshape,
+    "reshape": _reshape,
     "broadcast_in_dim": _broadcast_in_dim, "transpose": _transpose,
     "squeeze": _squeeze, "concatenate": _concatenate, "rev": _rev,
     "slice": _slice, "reduce_sum": _reduce("ReduceSum", True),
@@ -285,6 +285,15 @@ def _inner(eqn) -> jcore.ClosedJaxpr | None:
   if isinstance(inner, jcore.Jaxpr):
     inner = jcore.ClosedJaxpr(inner, ())
   return inner
+
+
+def _where(eqn) -> str:
+  """'; at file:line (function)' of the user code behind `eqn`, if known."""
+  try:
+    from jax._src import source_info_util  # pylint: disable=g-import-not-at-top
+    return f"; at {source_info_util.summarize(eqn.source_info)}"
+  except (ImportError, AttributeError):
+    return ""
 
 
 def _foldable(eqn) -> bool:
@@ -320,8 +329,7 @@ def _convert_jaxpr(g: _Graph, closed: jcore.ClosedJaxpr,
       if emit is None:
         raise ConversionError(
             f"the JAX primitive {eqn.primitive.name!r} has no ONNX emitter "
-            f"(pshrnet_jax/inference/onnx_graph.py); at "
-            f"{jax._src.source_info_util.summarize(eqn.source_info)}")  # pylint: disable=protected-access
+            f"(pshrnet_jax/inference/onnx_graph.py){_where(eqn)}")
       outs = emit(g, eqn, values)
     for var, out in zip(eqn.outvars, outs):
       env[var] = out
