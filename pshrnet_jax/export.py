@@ -24,8 +24,8 @@ _OUT = flags.DEFINE_string("out", None, "Folder to create.", required=True)
 _FORMATS = {"jax": serving.export_model, "onnx": onnx_export.export_model}
 _FORMAT = flags.DEFINE_enum(
     "format", "jax", list(_FORMATS), "jax: feature_extractor.jax "
-    "(jax.export); onnx: feature_extractor.onnx (ONNX Runtime, TensorRT, "
-    "OpenVINO; needs pip install 'pshrnet-jax[onnx]').")
+    "(jax.export); onnx: feature_extractor.onnx (ONNX Runtime and other "
+    "ONNX runtimes; needs pip install '.[onnx]').")
 
 
 def main(argv):

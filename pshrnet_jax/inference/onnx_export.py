@@ -4,8 +4,8 @@ Writes feature_extractor.onnx, the function serving.py exports (uint8 RGB
 images at the network size, any batch -> L2-normalised flip-summed features
 and the SR output), as an opset-17 ONNX graph with the weights inside, and
 feature_extractor.json as for jax.export, with the opset, the converter's
-and onnx's versions and the check below. ONNX Runtime, and the runtimes
-that read ONNX (TensorRT, OpenVINO), run it without JAX:
+and onnx's versions and the check below. ONNX runtimes run it without JAX
+(ONNX Runtime is the one tested here):
 
     import onnxruntime as ort
     session = ort.InferenceSession("exported/demo/feature_extractor.onnx")
@@ -14,7 +14,7 @@ that read ONNX (TensorRT, OpenVINO), run it without JAX:
 Before anything is written, ONNX Runtime runs the graph on two probe images:
 its features and SR output must equal the JAX extractor's within CHECK_RTOL
 (relative), else nothing is written; the differences are recorded.
-Needs onnx and onnxruntime: `pip install 'pshrnet-jax[onnx]'`.
+Needs onnx and onnxruntime: `pip install '.[onnx]'`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ is a ConversionError naming the primitive. Only the batch dimension is
 symbolic; the ONNX graph keeps JAX's NHWC layout and puts transposes around
 each convolution (ONNX Runtime removes the pairs that cancel).
 
-Needs `onnx` (`pip install 'pshrnet-jax[onnx]'`); imported on first use.
+Needs `onnx` (`pip install '.[onnx]'`); imported on first use.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.errors import ConversionError
 
 OPSET = 17
-INSTALL_HINT = ("pip install 'pshrnet-jax[onnx]' (from a clone: "
-                "pip install '.[onnx]'; or pip install onnx onnxruntime)")
+INSTALL_HINT = ("pip install '.[onnx]' in a clone (the package's extra "
+                "'onnx'), or pip install onnx onnxruntime")
 _INT64_MIN = np.iinfo(np.int64).min
 
 
