@@ -42,7 +42,7 @@ def get_base_config(preset: str = "paper") -> ml_collections.ConfigDict:
   # 'all' runs phase 1 (teacher), phase 2 (student) and evaluation in order.
   config.mode = "all"  # 'phase1' | 'phase2' | 'eval' | 'all'
   # ImageNet weights of the extractor: an Orbax directory written by
-  # scripts/convert_pytorch_hrnet.py, or the .pth itself (converted on the
+  # `python -m pshrnet_jax.convert`, or the .pth itself (converted on the
   # fly: HRNet-W*-C, or torchvision's resnet50 for backbone=resnet50).
   # 'none': random initialisation, on purpose.
   config.init_from = ""

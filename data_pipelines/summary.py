@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 
 from data_pipelines import benchmarks
+from data_pipelines import cli as cli_lib
 from data_pipelines import errors
 from data_pipelines import records
 from data_pipelines.records import Benchmark, ImageRecord
@@ -148,6 +149,11 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS
   print(text)
 
 
-if __name__ == "__main__":
+def cli():
+  """The console script (pyproject.toml)."""
   define_flags()
-  app.run(main)
+  cli_lib.run(main, __name__)
+
+
+if __name__ == "__main__":
+  cli()

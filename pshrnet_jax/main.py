@@ -4,7 +4,11 @@ r"""PS-HRNet training and evaluation.
         [--config.mode=all|phase1|phase2|eval] [--config.a.b=value ...] [-v]
 
 The released-code preset is chosen with the config argument,
-`--config=configs/mlr_cuhk03.py:released_code`. The terminal shows a header
+`--config=configs/mlr_cuhk03.py:released_code`. A config is a file; where
+no such file exists, a bare name (`--config=demo`) or `configs/<name>.py`
+means that config of the installed package `configs` (so README's commands
+work from any folder once the package is installed); a file of that path in
+the working directory comes first. The terminal shows a header
 per phase, a progress bar and the results; everything logged (Orbax, absl
 INFO) goes to WORKDIR/log.txt, and to the terminal too with `-v` (or
 `--verbosity=1`).
@@ -20,12 +24,14 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from data_pipelines import cli as cli_lib
 from pshrnet_jax import console
 from pshrnet_jax import driver
 from pshrnet_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file (configs/*.py), optionally with ':preset'.",
+    "config", None, "Config file (configs/*.py), or the name of an installed "
+    "one (demo, mlr_cuhk03, ...), optionally with ':preset'.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", "workdirs/default", "Where checkpoints, logs and results go.")
@@ -91,6 +97,33 @@ def _refuse_repeated_tuples(argv: list[str]) -> None:
                  f"joins the values into {tuple(value)!r}; give it once, "
                  "with the whole tuple.")
 
+def _installed_configs() -> tuple[str, dict[str, str]]:
+  """The folder of the package `configs` and its configs' paths by name
+  (found without importing it)."""
+  spec = importlib.util.find_spec("configs")
+  if spec is None or not spec.submodule_search_locations:
+    return "", {}
+  folder = spec.submodule_search_locations[0]
+  return folder, {n[:-3]: os.path.join(folder, n)
+                  for n in sorted(os.listdir(folder))
+                  if n.endswith(".py") and n[0] != "_" and n != "base.py"}
+
+
+def _resolve_config(value: str) -> str:
+  """`--config`'s value, with the installed config's path for a name
+  (`demo`, `demo.py`) or a `configs/<name>.py` that is not a file here."""
+  path, colon, preset = value.partition(":")
+  if os.path.exists(path):
+    return value
+  folder, name = os.path.split(path)
+  name = name[:-len(".py")] if name.endswith(".py") else name
+  installed = _installed_configs()[1]
+  if folder in ("", "configs") and name in installed:
+    return installed[name] + colon + preset
+  _exit_with(f"--config={value}: no such file, nor an installed config of "
+             f"that name (in {_installed_configs()[0] or 'no configs package'}"
+             f": {', '.join(installed)})")
+
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, naming unknown --config.* fields (ml_collections
@@ -98,6 +131,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
   and tuple flags it would take badly."""
   # A bare -v (absl's -v takes a number) means: show INFO records too.
   argv = [a if a != "-v" else "--verbosity=1" for a in argv]
+  argv = [f"--config={_resolve_config(a[len('--config='):])}"
+          if a.startswith("--config=") else a for a in argv]
   _check_config_file(argv)
   try:
     rest = flags.FLAGS(argv)
@@ -172,5 +207,10 @@ def main(argv):
     console.finish(e.exit_code)
 
 
+def cli():
+  """The console script (pyproject.toml)."""
+  cli_lib.run(main, __name__, flags_parser=_parse_flags)
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  cli()

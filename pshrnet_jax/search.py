@@ -17,6 +17,7 @@ from absl import app
 from absl import flags
 
 from data_pipelines import atomic
+from data_pipelines import cli as cli_lib
 from pshrnet_jax import console
 from pshrnet_jax import errors
 from pshrnet_jax.inference import gallery
@@ -102,5 +103,10 @@ def main(argv):
   return 0
 
 
+def cli():
+  """The console script (pyproject.toml)."""
+  cli_lib.run(main, __name__)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()

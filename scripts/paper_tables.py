@@ -207,7 +207,7 @@ def markdown() -> str:
       " L_SR alone: no L_ID, no L_PS, so no teacher; `results.json`'s `sr`"
       " holds its PSNR/SSIM in both conventions):", "",
       "```bash",
-      "python scripts/convert_pytorch_hrnet.py --kind=resnet50"
+      "python -m pshrnet_jax.convert --kind=resnet50"
       " --input=resnet50-0676ba61.pth --output=weights/resnet50",
       "for mode in phase2 eval; do",
       "  python -m pshrnet_jax.main --config=configs/mlr_cuhk03.py"

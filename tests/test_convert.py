@@ -21,7 +21,7 @@ from reference import torch_models as tr
 from pshrnet_jax import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "scripts", "convert_pytorch_hrnet.py")
+COMMAND = [sys.executable, "-m", "pshrnet_jax.convert"]
 TINY = dict(width=4, num_classes=10, head_planes=(4, 8, 8, 16),
             final_features=32)
 
@@ -150,10 +150,9 @@ def test_unreadable_files(tmp_path, tiny):
 
 
 def _run_script(*args):
-  # No PYTHONPATH: the script must run as README shows it, from anywhere.
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  env["JAX_PLATFORMS"] = "cpu"
-  return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True,
+  # As README shows it: `python -m pshrnet_jax.convert` from the clone.
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([*COMMAND, *args], capture_output=True, cwd=REPO,
                         text=True, env=env, timeout=300)
 
 

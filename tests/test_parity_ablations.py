@@ -174,12 +174,11 @@ def test_convert_script_kind_resnet50(tmp_path):
   torch_model = tr.randomize(ta.ResNet(num_classes=10, **TINY_RESNET), seed=7)
   path, out = tmp_path / "resnet.pth", tmp_path / "converted"
   torch.save(torch_model.state_dict(), path)
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  env["JAX_PLATFORMS"] = "cpu"
   result = subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "convert_pytorch_hrnet.py"),
-       "--kind=resnet50", f"--input={path}", f"--output={out}"],
-      capture_output=True, text=True, env=env, timeout=300)
+      [sys.executable, "-m", "pshrnet_jax.convert", "--kind=resnet50",
+       f"--input={path}", f"--output={out}"], cwd=REPO,
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert result.returncode == 0, result.stderr
   info = json.loads((out / "conversion.json").read_text())
   assert info["model"] == "ResNet50Classifier"

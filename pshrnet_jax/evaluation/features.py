@@ -30,18 +30,24 @@ ImageSource = Union[str, os.PathLike, np.ndarray, Image.Image]
 _FEATURE_FNS: dict[Any, Callable[..., Any]] = {}  # See make_feature_fn.
 
 
+def _first(pair: jax.Array) -> jax.Array:
+  return jax.lax.index_in_dim(pair, 0, keepdims=False)
+
+
 def flip_summed(apply_fn: ApplyFn, variables: Any,
                 images: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(B, D) L2-normalised feature(x) + feature(flipped x) of uint8 images, and
   the SR output of the unflipped ones (the normalised input without SR)."""
   x = normalize_images(images)
-  both = jnp.concatenate([x, x[:, :, ::-1, :]], axis=0)
+  both = jnp.concatenate([x, jnp.flip(x, axis=2)], axis=0)
   _, aux = apply_fn(variables, both, train=False)
   feats = aux["feature"].astype(jnp.float32)
-  batch = x.shape[0]
-  summed = feats[:batch] + feats[batch:]
+  # The halves by a reshape and static slices, not slices at the batch size:
+  # with a symbolic batch (jax.export, ONNX) those would be gathers.
+  halves = feats.reshape(2, x.shape[0], feats.shape[-1])
+  summed = _first(halves) + jax.lax.index_in_dim(halves, 1, keepdims=False)
   norm = jnp.linalg.norm(summed, axis=1, keepdims=True)
-  sr = aux["sr"][:batch] if "sr" in aux else x
+  sr = _first(aux["sr"].reshape(2, *x.shape)) if "sr" in aux else x
   return summed / jnp.maximum(norm, _NORM_EPS), sr
 
 

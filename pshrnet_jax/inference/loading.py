@@ -6,7 +6,7 @@
 The folder is a workdir (its `config.json` names the export of the chosen
 model: `phase2/student`, or `phase1/teacher` / `--config.teacher_dir`), an
 export (variables and `model.json`, written by training), or a converted
-checkpoint (variables and `conversion.json`, scripts/convert_pytorch_hrnet.py).
+checkpoint (variables and `conversion.json`, `python -m pshrnet_jax.convert`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _from_export(directory: str, which: str | None):
     raise ConfigError(
         f"{directory} has neither {workdir_layout.MODEL_FILE} nor "
         "conversion.json, so the model cannot be rebuilt; training and "
-        "scripts/convert_pytorch_hrnet.py write one beside the variables.")
+        "`python -m pshrnet_jax.convert` write one beside the variables.")
   description = _read_json(path)
   model = factory.from_description(description, path)
   kind = description["kind"]

@@ -45,7 +45,7 @@ def check_init_from(config: ml_collections.ConfigDict) -> None:
   raise ConfigError(
       f"{' and '.join(needs)} should start from ImageNet {weights} weights "
       "(SPEC 3), but --config.init_from is not set. Convert them with "
-      f"`python scripts/convert_pytorch_hrnet.py --kind={kind} --input=FILE "
+      f"`python -m pshrnet_jax.convert --kind={kind} --input=FILE "
       "--output=DIR` and pass --config.init_from=DIR (or the .pth file), or "
       f"pass --config.init_from={INIT_FROM_NONE} to train from random "
       "weights on purpose.")
@@ -65,7 +65,7 @@ def random_variables(model, seed: int,
 
 def load_init_weights(path: str, backbone: str = "hrnet") -> dict[str, Any]:
   """ImageNet classifier variables from a folder written by
-  scripts/convert_pytorch_hrnet.py, or from the .pth of `backbone`."""
+  `python -m pshrnet_jax.convert`, or from the .pth of `backbone`."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"--config.init_from={path} does not exist.")
   if os.path.isdir(path):

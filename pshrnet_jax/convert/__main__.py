@@ -1,11 +1,11 @@
 r"""Converts a PyTorch HRNet / PS-HRNet / ResNet-50 checkpoint into Orbax.
 
-  python scripts/convert_pytorch_hrnet.py \
+  python -m pshrnet_jax.convert \
       --input=hrnetv2_w32_imagenet_pretrained.pth --output=/tmp/hrnet_w32
-  python scripts/convert_pytorch_hrnet.py --kind=resnet50 \
+  python -m pshrnet_jax.convert --kind=resnet50 \
       --input=resnet50-0676ba61.pth --output=/tmp/resnet50
 
-writes DIR/variables (Orbax: {'params', 'batch_stats'}) and
+(installed, `pshrnet-convert` is the same command) writes DIR/variables (Orbax: {'params', 'batch_stats'}) and
 DIR/conversion.json (source, model class and arguments, key prefixes, keys
 skipped, parameter count). Training starts from it with
 `--config.init_from=DIR` (read by `pshrnet_jax.convert.restore_variables`).
@@ -18,16 +18,14 @@ replaced whole, once the new one is complete).
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
 
-# `python scripts/convert_pytorch_hrnet.py` puts scripts/ on the path, not
-# the repository root the packages live in.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_pipelines import atomic  # pylint: disable=g-import-not-at-top
-from pshrnet_jax import convert  # pylint: disable=g-import-not-at-top
+from data_pipelines import atomic
+from data_pipelines import cli as cli_lib
+from pshrnet_jax import console
+from pshrnet_jax import convert
 
 _INPUT = flags.DEFINE_string("input", None, "PyTorch .pth file.")
 _OUTPUT = flags.DEFINE_string(
@@ -86,8 +84,7 @@ def main(argv):
     info = convert_file(_INPUT.value, _OUTPUT.value, _KIND.value, _WIDTH.value,
                         _POOLING.value, overwrite=_OVERWRITE.value)
   except (ValueError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    return console.fatal(e)
   print(json.dumps({k: info[k] for k in ("model", "model_kwargs", "num_params",
                                           "num_tensors")}, indent=1))
   print(f"wrote {_OUTPUT.value} ({len(info['ignored_keys'])} unused keys "
@@ -95,5 +92,10 @@ def main(argv):
   return 0
 
 
+def cli():
+  """The console script (pyproject.toml)."""
+  cli_lib.run(main, __name__)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()
