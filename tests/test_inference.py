@@ -51,10 +51,8 @@ def _readme_commands(section: str) -> list[str]:
 def _run(command: str, substitutions: dict[str, str]) -> str:
   for old, new in substitutions.items():
     command = command.replace(old, new)
-  argv = command.split()
-  if argv[0] == "python":  # README's commands, run by this interpreter
-    argv[0] = sys.executable
-  proc = subprocess.run(argv, cwd=tiny.REPO, capture_output=True,
+  proc = subprocess.run(tiny.command_argv(command), cwd=tiny.REPO,
+                        capture_output=True,
                         text=True, timeout=600,
                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert proc.returncode == 0, (command, proc.stderr[-3000:])

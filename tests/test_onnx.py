@@ -164,7 +164,8 @@ def test_readme_onnx_export_matches_the_jax_extractor(tiny_trained,
   command = (_readme_onnx_command()
              .replace("workdirs/demo", tiny_trained["workdir"])
              .replace("workdirs/exported_onnx", str(out_dir)))
-  proc = subprocess.run(command.split(), cwd=tiny.REPO, capture_output=True,
+  proc = subprocess.run(tiny.command_argv(command), cwd=tiny.REPO,
+                        capture_output=True,
                         text=True, timeout=600,
                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert proc.returncode == 0, proc.stderr[-3000:]

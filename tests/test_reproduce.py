@@ -194,8 +194,11 @@ def test_each_teacher_mode_runs_what_it_says(tmp_path, monkeypatch, capsys):
           ("teacher", "phase1", False), (keys[5], "phase2", True),
           (keys[5], "eval", True)]
   calls.clear()
-  reproduce.main(["--table=IV", f"--workdir={tmp_path}"])
-  assert calls == []  # Every row finished: nothing ran again.
+  with pytest.raises(SystemExit):  # The finished table is not written over...
+    reproduce.main(["--table=IV", f"--workdir={tmp_path}"])
+  assert "table_IV.md exists" in capsys.readouterr().err and calls == []
+  reproduce.main(["--table=IV", f"--workdir={tmp_path}", "--overwrite"])
+  assert calls == []  # ...and with --overwrite every row is finished.
   capsys.readouterr()
   # Table V: each row its own whole run, on each HR config in its folder.
   reproduce.main(["--table=V", f"--workdir={tmp_path / 'v'}"])

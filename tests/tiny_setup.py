@@ -251,6 +251,12 @@ def main_args(workdir, *overrides, config_file="configs/mlr_market1501.py"):
           *overrides]
 
 
+def command_argv(command: str) -> list[str]:
+  """A README command line as argv, run by this interpreter."""
+  argv = command.split()
+  return [sys.executable, *argv[1:]] if argv[0] == "python" else argv
+
+
 def copy_workdir(src: str, tmp_path) -> str:
   dst = str(tmp_path / "workdir")
   shutil.copytree(src, dst)
