@@ -123,9 +123,9 @@ def extract_row(dtype: str, args, images: np.ndarray) -> tuple[dict, np.ndarray]
 def run(args, record, part: str) -> None:
   """The part 'jax' (steps, extraction, peak) or 'jax_nobarrier' (the steps
   traced without `layers.materialize`'s barriers)."""
-  record.info(**environment())
-  say(f"JAX {jax.__version__} on {record.data['info']['jax_device']} "
-      f"({jax.default_backend()})")
+  env = environment()
+  record.info(environment=env)
+  say(f"JAX {jax.__version__} on {env['jax_device']} ({env['jax_backend']})")
   variant = "default"
   if part == "jax_nobarrier":
     disable_barriers()

@@ -41,10 +41,13 @@ def derive(results: dict, args) -> None:
     step = _one(results, "steps", framework="jax", variant="default",
                 phase=1, dtype=row["dtype"])
     if step:
-      # The device busy for the isolated step's time at every step; the
-      # rest of the loop's time it was idle (input, logging, dispatch).
+      # The device busy for the isolated step's time at every step, idle
+      # the rest (input, logging, dispatch); negative: the loop's steps
+      # ran faster than the isolated ones, each waited for.
+      row["loop_ms_per_step"] = 1e3 / row["steps_per_s"]
+      row["isolated_step_ms"] = step["median_ms"]
       row["device_idle_share_estimate"] = (
-          1 - row["steps_per_s"] * step["median_ms"] / 1e3)
+          1 - step["median_ms"] / row["loop_ms_per_step"])
 
 
 def goals(results: dict, args) -> list[dict]:
@@ -97,9 +100,11 @@ def table(results: dict) -> str:
   what = ("SMOKE: tiny sizes on this machine, not a result" if results["smoke"]
           else "full sizes")
   add(f"Accelerator check {results['date']} ({what})")
+  plugin = env.get("jax-cuda13-plugin") or env.get("jax-cuda12-plugin", "-")
   add(f"device: {env.get('gpu') or env.get('jax_device')}; driver "
-      f"{env.get('driver', '-')}; jax {env.get('jax')} / jaxlib "
-      f"{env.get('jaxlib')} ({env.get('jax_backend')}), flax "
+      f"{env.get('driver', '-')}; Python {env.get('python')}; jax "
+      f"{env.get('jax')} / jaxlib {env.get('jaxlib')} "
+      f"({env.get('jax_backend')}, CUDA plugin {plugin}), flax "
       f"{env.get('flax')}, optax {env.get('optax')}, orbax "
       f"{env.get('orbax-checkpoint')}, torch {env.get('torch')} (CUDA "
       f"{env.get('torch_cuda', '-')}, cuDNN {env.get('cudnn', '-')})")
@@ -159,9 +164,10 @@ def table(results: dict) -> str:
   for r in results["loop"]:
     add(f"(d) training loop ({r['dtype']}, {r['workers']} workers): "
         f"{r['steps_per_s']:.2f} steps/s over {r['timed_steps']} steps; "
-        f"blocked on input {r['input_wait_share']:.1%} of the time; device "
-        f"idle (estimate) "
-        f"{_f(r.get('device_idle_share_estimate'), '{:.1%}')}")
+        f"blocked on input {r['input_wait_share']:.1%} of the time; "
+        f"{_f(r.get('loop_ms_per_step'), '{:.1f}')} ms a step against "
+        f"{_f(r.get('isolated_step_ms'), '{:.1f}')} ms isolated (a): the "
+        f"device idle {_f(r.get('device_idle_share_estimate'), '{:.1%}')}")
   for r in results["resume"]:
     same = ("bit-identical" if r["identical"] else
             f"{r['leaves_differing']}/{r['leaves']} arrays differ, max "

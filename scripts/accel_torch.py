@@ -110,7 +110,7 @@ def run(args, record, part: str) -> None:
   if device.type == "cuda":
     torch.set_float32_matmul_precision("high")
     torch.backends.cudnn.benchmark = True
-  record.info(**environment(device))
+  record.info(environment=environment(device))
   say(f"PyTorch {torch.__version__} on {device}")
   variant = "compile" if part == "torch_compile" else "eager"
   if variant == "eager":

@@ -319,7 +319,7 @@ def drive(args, argv, log) -> dict:
       for row in part["rows"]:
         kind = row.pop("kind")
         results[kinds.get(kind, kind)].append(row)
-      results["environment"].update(part["info"])
+      results["environment"].update(part["info"].pop("environment", {}))
       results["parts"][name] = {k: part[k] for k in ("status", "seconds",
                                                      "errors", "info")}
       log.write(f"----- {name} output -----\n{part['output']}")

@@ -127,6 +127,13 @@ def test_pipeline_loop_and_resume_rows(check):
   assert _positive(loop["steps_per_s"], loop["timed_s"])
   assert loop["steps_per_s"] == pytest.approx(7 / loop["timed_s"])
   assert 0 <= loop["input_wait_share"] < 1
+  isolated = [s["median_ms"] for s in results["steps"]
+              if (s["framework"], s["variant"], s["phase"], s["dtype"])
+              == ("jax", "default", 1, loop["dtype"])]
+  assert loop["isolated_step_ms"] == isolated[0]
+  assert loop["loop_ms_per_step"] == pytest.approx(1e3 / loop["steps_per_s"])
+  assert loop["device_idle_share_estimate"] == pytest.approx(
+      1 - isolated[0] / loop["loop_ms_per_step"])
   resumes = {r["name"]: r for r in results["resume"]}
   assert set(resumes) == {"resume", "resume_deterministic"}
   for r in resumes.values():
