@@ -69,9 +69,16 @@ class Record:
       self._save()
       say(f"  {what}: skipped (time cap)")
       return None
+    running = self.data.setdefault("running", [])
+    running.append(what)  # Named if the part is stopped in it.
+    self._save()
     try:
-      return fn(*args, **kwargs)
+      result = fn(*args, **kwargs)
+      running.pop()
+      self._save()
+      return result
     except Exception as e:  # pylint: disable=broad-except
+      running.pop()
       trace = traceback.format_exc()
       sys.stderr.write(trace)
       self.data["errors"].append({"what": what,

@@ -127,18 +127,19 @@ def run(args, record, part: str) -> None:
   images = np.random.default_rng(0).integers(
       0, 256, (args.extract_batch, *args.image_size, 3), dtype=np.uint8)
   last_s = 0.0
-  # Each dtype's steps, then its extraction: what a time cap cuts is last.
+  # The steps in --rows' order (phase 1 in both dtypes first), then the
+  # extractions: what a time cap cuts is last.
+  for phase, dtype in args.row_list:
+    t0 = time.perf_counter()
+    row = record.attempt(f"torch {variant} phase {phase} {dtype}", step_row,
+                         phase, dtype, args, batch, device, variant,
+                         min_s=max(5, 0.8 * last_s))
+    last_s = time.perf_counter() - t0
+    if row:
+      record.add(dict(kind="step", **row))
+  if variant != "eager":
+    return
   for dtype in args.dtype_list:
-    for phase in [p for p, d in args.row_list if d == dtype]:
-      t0 = time.perf_counter()
-      row = record.attempt(f"torch {variant} phase {phase} {dtype}",
-                           step_row, phase, dtype, args, batch, device,
-                           variant, min_s=max(5, 0.8 * last_s))
-      last_s = time.perf_counter() - t0
-      if row:
-        record.add(dict(kind="step", **row))
-    if variant != "eager":
-      continue
     row = record.attempt(f"torch extraction {dtype}", extract_row, dtype,
                          args, images, device, min_s=5)
     if row:

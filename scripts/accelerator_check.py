@@ -114,8 +114,9 @@ def parse(argv):
   parser.add_argument("--budget_s", type=float, default=480)
   parser.add_argument("--cap_s", type=float, default=0,
                       help="every part's time cap (0: each its own)")
-  parser.add_argument("--rows", default="1:float32,2:float32,1:bfloat16,"
-                      "2:bfloat16", help="phase:dtype of the step rows")
+  parser.add_argument("--rows", default="1:float32,1:bfloat16,2:float32,"
+                      "2:bfloat16", help="phase:dtype of the step rows, in "
+                      "the order they run")
   parser.add_argument("--nobarrier_rows", default="1:float32,2:float32")
   for name, default in (("warmup", 3), ("steps", 20), ("extract_batch", 128),
                         ("extract_repeats", 20), ("matmul_size", 8192),
@@ -246,7 +247,7 @@ def _start(args, name: str, timeout: float, argv: list[str],
     if proc.returncode != 0:
       status = f"exited with {proc.returncode}"
   except subprocess.TimeoutExpired:
-    status = f"stopped at its time cap ({timeout:.0f} s)"
+    status = "stopped at its time cap"
   finally:
     try:
       os.killpg(proc.pid, signal.SIGKILL)  # Its workers and commands too.
@@ -258,6 +259,10 @@ def _start(args, name: str, timeout: float, argv: list[str],
   if os.path.exists(path):
     with open(path) as f:
       part = json.load(f)
+  running = part.pop("running", [])
+  if running:  # What the time cap (or a crash) cut short.
+    part["errors"].append({"what": running[-1],
+                           "error": f"cut short: the part {status}"})
   if status == "ok" and part["errors"]:
     status = "errors"
   with open(log_path, errors="replace") as f:
