@@ -365,6 +365,10 @@ def main(argv=None) -> dict | None:
   if args.part:
     run_part(args)
     return None
+  import jax  # pylint: disable=g-import-not-at-top
+  # This process only starts the parts: never the device (on a GPU JAX
+  # would take most of its memory from them).
+  jax.config.update("jax_platforms", "cpu")
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "accelerator_check.log"), "w") as log:
     stdout, sys.stdout = sys.stdout, _Tee(sys.stdout, log)
