@@ -26,7 +26,6 @@ DTYPES = {"float32", "bfloat16"}
 def check(tmp_path_factory):
   out = tmp_path_factory.mktemp("accelerator_check")
   env = dict(os.environ, PYTHONUNBUFFERED="1")
-  env.pop("JAX_PLATFORMS", None)
   proc = subprocess.run(
       [sys.executable, os.path.join("scripts", "accelerator_check.py"),
        "--smoke", f"--out={out}",
