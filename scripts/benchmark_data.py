@@ -22,8 +22,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from data_pipelines import pipeline
 from data_pipelines.records import ImageRecord
+from scripts import input_timing
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "HR/LR pairs in the set.")
 _NUM_IDS = flags.DEFINE_integer("num_ids", 100, "identities in the set.")
@@ -62,22 +62,9 @@ def _write_set(folder: str, count: int, num_ids: int) -> list[ImageRecord]:
 
 def _time(records, workers: int, steps: int, cache_dir) -> tuple[float, float]:
   """(seconds to build the iterator, pairs/s over `steps` steps)."""
-  start = time.perf_counter()
-  iterator = pipeline.make_train_iterator(
-      records, image_size=_IMAGE_SIZE, p=_P.value, k=_K.value,
-      worker_count=workers, cache_dir=cache_dir)
-  build = time.perf_counter() - start
-  # Warm-up: worker start-up and the first epoch plan are not throughput.
-  for _ in range(5):
-    next(iterator)
-  start = time.perf_counter()
-  pairs = 0
-  for _ in range(steps):
-    batch = next(iterator)
-    pairs += len(batch["hr"])
-  rate = pairs / (time.perf_counter() - start)
-  iterator.close()
-  return build, rate
+  return input_timing.time_train_iterator(
+      records, workers=workers, steps=steps, image_size=_IMAGE_SIZE,
+      p=_P.value, k=_K.value, cache_dir=cache_dir)
 
 
 def main(argv):

@@ -36,9 +36,9 @@ sys.path.insert(0, _ROOT)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from pshrnet_jax.evaluation import features
 from pshrnet_jax.models import factory
-from reference import torch_models as tr
 from reference import torch_train
 from scripts import jax_steps
+from scripts import torch_steps
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
@@ -50,12 +50,6 @@ def _best_s(fn, repeats: int) -> float:
     fn()
     best = min(best, time.perf_counter() - t0)
   return best
-
-
-def gemm_peak_gflops(repeats: int = 5) -> float:
-  a = torch.randn(2048, 2048)
-  b = torch.randn(2048, 2048)
-  return 2 * 2048**3 / _best_s(lambda: torch.mm(a, b), repeats) / 1e9
 
 
 def cpu_description() -> str:
@@ -105,24 +99,11 @@ def main():
   jax_s = _best_s(lambda: jax.block_until_ready(compiled(variables, images)),
                   args.repeats)
 
-  depth = dict(modules=tuple(args.hrnet_modules), blocks=args.hrnet_blocks)
-  net = tr.randomize(tr.HighResolutionNet(
-      args.width, args.num_classes, tuple(config.model.head_planes),
-      reid=True, sr=tr.VDSR(args.sr_blocks, args.sr_features, squeeze=(
-          config.model.sr_features // config.model.ca_reduction)), **depth),
-                     0).eval()
+  net = torch_steps.student(config, args)
   x = torch_train.images(images)
+  torch_s = _best_s(lambda: torch_steps.features(net, x), args.repeats)
 
-  def torch_features():
-    with torch.no_grad():
-      both = torch.cat([x, torch.flip(x, dims=[3])])
-      out = torch_train.forward(net, both)
-      f = torch.cat([out["seq5"], out["l_f"]], 1)
-      f = f[:args.batch] + f[args.batch:]
-      return f / f.norm(dim=1, keepdim=True).clamp(min=1e-12)
-  torch_s = _best_s(torch_features, args.repeats)
-
-  peak = gemm_peak_gflops()
+  peak = torch_steps.matmul_gflops()
   rate = flops / jax_s / 1e9
   print(f"JAX:     compile {compile_s:.1f} s; {args.batch / jax_s:.2f} "
         f"images/s (best of {args.repeats}); {flops / 1e9:.2f} GFLOP per "

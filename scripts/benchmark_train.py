@@ -38,9 +38,8 @@ sys.path.insert(0, _ROOT)
 from pshrnet_jax.models import inputs
 from pshrnet_jax.models import layers
 from pshrnet_jax.training import losses
-from reference import torch_models as tr
-from reference import torch_train
 from scripts import jax_steps
+from scripts import torch_steps
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
@@ -67,24 +66,18 @@ def _min_ms(fn, repeats):
 def jax_phase(phase, config, args, batch_np):
   """Compiles and times the project's jitted step; returns a result dict."""
   built = jax_steps.build_step(phase, config, args, batch_np)
-  state, batch, rng, extra = built.state, built.batch, built.rng, built.extra
+  batch, extra = built.batch, built.extra
   model, teacher, loss_config = built.model, built.teacher, built.loss_config
-  t0 = time.perf_counter()
-  compiled = built.step.lower(*built.args).compile()
-  compile_s = time.perf_counter() - t0
-  times, first_loss = [], None
-  for i in range(args.warmup + args.steps):
-    t0 = time.perf_counter()
-    state, metrics = compiled(state, batch, rng, *extra)
-    loss = float(metrics["loss"])
-    if i >= args.warmup:
-      times.append(1e3 * (time.perf_counter() - t0))
-    first_loss = loss if first_loss is None else first_loss
-  if not np.isfinite(loss):
-    raise FloatingPointError(f"JAX phase {phase}: loss became {loss}")
-  result = dict(compile_s=compile_s, step_ms=times, loss=first_loss)
+  compiled, compile_s, _ = jax_steps.compile_step(built)
+  timed = jax_steps.run_steps(compiled, built, args.warmup, args.steps)
+  if not np.isfinite(timed["last_loss"]):
+    raise FloatingPointError(
+        f"JAX phase {phase}: loss became {timed['last_loss']}")
+  result = dict(compile_s=compile_s, step_ms=timed["step_ms"],
+                loss=timed["first_loss"])
   if args.no_breakdown:
     return result
+  state = built.state
 
   # Forward + loss alone, as inside the step (train-mode BN, dropout).
   def forward(params, batch_stats, teacher_vars, b):
@@ -114,42 +107,14 @@ def jax_phase(phase, config, args, batch_np):
 
 # --------------------------------------------------------------- torch side
 def torch_phase(phase, config, args, batch_np):
-  """Times the eager PyTorch step; returns a result dict."""
-  torch.manual_seed(0)
-  m, lc = config.model, config.loss.to_dict()
-  net_args = (args.width, args.num_classes, tuple(m.head_planes))
-  sr = (tr.VDSR(args.sr_blocks, args.sr_features,
-                squeeze=m.sr_features // m.ca_reduction)  # As the JAX one.
-        if phase == 2 else None)
-  depth = dict(modules=tuple(args.hrnet_modules), blocks=args.hrnet_blocks)
-  net = tr.HighResolutionNet(*net_args, reid=True, sr=sr, **depth).train()
-  teacher = tr.randomize(tr.HighResolutionNet(*net_args, reid=True, **depth),
-                         2)
-  unused = ("downsamp_modules.", "final_layer.")  # not in the ReID model
-  groups = {"hrnet": [], "sr": []}
-  for name, p in net.named_parameters():
-    if not name.startswith(unused):
-      groups["sr" if name.startswith("vdsr.") else "hrnet"].append(p)
-  lrs = {k: g["lr"] for k, g in config.optim.groups.items()}
-  opt = torch.optim.SGD([{"params": v, "lr": lrs[k]}
-                         for k, v in groups.items() if v],
-                        lr=lrs["hrnet"], momentum=config.optim.momentum,
-                        nesterov=True, weight_decay=config.optim.weight_decay)
-  hr, lr = torch_train.images(batch_np["hr"]), torch_train.images(batch_np["lr"])
-  labels = torch.from_numpy(batch_np["label"]).long()
+  """Times the eager PyTorch step (CPU); returns a result dict."""
+  step = torch_steps.TrainStep(phase, config, args, batch_np)
   step_ms, fwd_ms, first_loss = [], [], None
   for i in range(args.warmup + args.steps):
     t0 = time.perf_counter()
-    opt.zero_grad(set_to_none=True)
-    if phase == 1:
-      loss = torch_train.loss(torch_train.forward(net, hr), labels, lc)
-    else:
-      with torch.no_grad():
-        t_out = torch_train.forward(teacher, hr)
-      loss = torch_train.loss(torch_train.forward(net, lr), labels, lc, t_out, hr)
+    loss = step.forward_loss()
     t1 = time.perf_counter()
-    loss.backward()
-    opt.step()
+    step.update(loss)
     t2 = time.perf_counter()
     first_loss = float(loss.detach()) if first_loss is None else first_loss
     if i >= args.warmup:

@@ -9,6 +9,7 @@ mesh, with the paper's loss config).
 """
 
 import dataclasses
+import time
 from typing import Any
 
 import jax
@@ -133,3 +134,27 @@ def build_step(phase: int, config, args, batch_np) -> Step:
       random_variables(built.teacher, size, 2), mesh),)
   return Step(phase, built.step, state, batch, rng, extra, built.model,
               built.teacher, config.loss.to_dict())
+
+
+def compile_step(built: Step) -> tuple[Any, float, bool]:
+  """(the compiled step, seconds to lower and compile it, whether the
+  lowered program holds optimisation barriers: `layers.materialize`)."""
+  t0 = time.perf_counter()
+  lowered = built.step.lower(*built.args)
+  barriers = "optimization_barrier" in lowered.as_text()
+  compiled = lowered.compile()
+  return compiled, time.perf_counter() - t0, barriers
+
+
+def run_steps(compiled, built: Step, warmup: int, steps: int) -> dict:
+  """Runs the compiled step warmup + steps times on the same batch, each
+  step waited for (its loss read back); the timed steps' milliseconds and
+  the first and last loss. `built.state` follows the (donated) state."""
+  times, losses = [], []
+  for i in range(warmup + steps):
+    t0 = time.perf_counter()
+    built.state, metrics = compiled(*built.args)
+    losses.append(float(metrics["loss"]))
+    if i >= warmup:
+      times.append(1e3 * (time.perf_counter() - t0))
+  return dict(step_ms=times, first_loss=losses[0], last_loss=losses[-1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from typing import Any, Callable, Mapping
 
 import jax
@@ -238,7 +239,12 @@ def train_phase(config: ml_collections.ConfigDict, workdir: str, phase: Phase,
   try:
     with preemption.PreemptionWatch() as preempted:
       while step < total_steps:
-        batch = sharding.put_batch(next(data_iter), mesh)
+        # Time blocked on the input pipeline (an upper bound on the
+        # device's wait: it may still be running earlier steps).
+        waiting = time.perf_counter()
+        host_batch = next(data_iter)
+        writer.add_input_wait(time.perf_counter() - waiting)
+        batch = sharding.put_batch(host_batch, mesh)
         state, metrics = built.step(state, batch, rng, *extra)
         step += 1
         stop = preempted.requested(step)
