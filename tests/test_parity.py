@@ -71,7 +71,7 @@ def test_tiny_classifier_parity(tiny_classifier, height, width):
 
 
 def test_full_hrnet_w32_c_parity():
-  """The README snippet, on a randomised W32-C, at 224x224 (batch 1)."""
+  """`load_torch_hrnet` on a randomised W32-C, at 224x224 (batch 1)."""
   torch_model = tr.randomize(tr.HighResolutionNet(width=32, num_classes=1000),
                              seed=4)
   variables = load_torch_hrnet(tr.state_dict_numpy(torch_model), width=32)

@@ -85,7 +85,7 @@ def test_tiny_resnet_parity(height, width):
 
 
 def test_resnet50_logits_from_a_torchvision_state_dict():
-  """The README snippet on a randomised full ResNet-50, at 64x64."""
+  """`load_torch_resnet` on a randomised full ResNet-50, at 64x64."""
   torch_model = tr.randomize(ta.ResNet(), seed=3)
   variables = load_torch_resnet(tr.state_dict_numpy(torch_model))
   x = _nchw((1, 3, 64, 64), seed=4)
