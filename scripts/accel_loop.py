@@ -14,9 +14,13 @@
   machine is) half-way and started again: its exported teacher against
   the uninterrupted one's, bit for bit.
 - 'resume_deterministic': that kill-and-resume, shorter, under the XLA
-  flags the check's driver put in XLA_FLAGS (GPU determinism).
+  flags the check's driver put in XLA_FLAGS (GPU determinism). With no
+  flags of its own and the same epochs it would run the loop part's (e)
+  program again: when that came out bit-identical, its row is reused and
+  marked `same_run_as`.
 """
 
+import json
 import logging
 import os
 import signal
@@ -274,11 +278,32 @@ def loop_part(args, record) -> None:
                  / row["timed_steps"] + 30)
 
 
+def _loop_resume_row(args) -> dict | None:
+  """The loop part's (e) row, if that part recorded one."""
+  path = os.path.join(args.scratch, "loop.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    rows = json.load(f)["rows"]
+  return next((r for r in rows if r.get("name") == "resume"), None)
+
+
 def resume_part(args, record) -> None:
   prepare_process(args)
   loop = os.path.join(args.scratch, "loop")
   same = (not args.added_flags and os.path.isdir(loop) and args.resume_epochs
           == loop_epochs(args, phase1_steps_per_epoch(args)))
+  ran = _loop_resume_row(args) if same else None
+  if ran is not None and ran["identical"]:
+    # Without flags of its own this part is the loop part's (e) exactly:
+    # the same command, epochs and XLA_FLAGS, and that run came out
+    # bit-identical. Running the same program again adds nothing (the
+    # suite's CPU smoke is such a case); the row says it is that run's.
+    record.add(dict(ran, name="resume_deterministic", reference="loop",
+                    same_run_as="resume", seconds=[]))
+    say("  resume_deterministic: no XLA flags of its own, so the loop "
+        "part's (e), bit-identical, is this part's result")
+    return
   # Without flags of its own, the loop part's run is this one's reference.
   _kill_and_resume(args, record, args.resume_epochs, loop if same else None,
                    "resume_deterministic")

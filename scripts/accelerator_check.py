@@ -31,7 +31,8 @@ and the next one starts), all within `--budget_s`:
                   this backend);
   resume_deterministic  (e) again, shorter, under the XLA flags that make
                   GPU runs deterministic (`--resume_flags`; the next
-                  alternative if XLA refuses one);
+                  alternative if XLA refuses one); with no flags (the CPU
+                  smoke), (e)'s bit-identical row stands for it;
   torch_compile   the PyTorch steps under `torch.compile`.
 
 It prints progress with timestamps, then one table, and writes

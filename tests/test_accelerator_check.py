@@ -110,7 +110,7 @@ def test_extraction_and_peak_rows(check):
 
 
 def test_pipeline_loop_and_resume_rows(check):
-  results, _, _ = check
+  results, _, out = check
   pipeline = {(r["phase"], r["workers"]): r for r in results["pipeline"]}
   assert set(pipeline) == {(1, 2), (2, 2), (2, 0)}
   for (phase, _), r in pipeline.items():
@@ -144,9 +144,20 @@ def test_pipeline_loop_and_resume_rows(check):
     assert r["leaves"] > 50 and r["leaves_differing"] == 0
     # The smoke adds no flags (the CPU needs none): what the suite set.
     assert r["xla_flags"] == os.environ.get("XLA_FLAGS", "")
-  # Without flags of its own, the deterministic part's runs are the loop
-  # part's: its uninterrupted run is the reference of both.
+  # Without flags of its own, the deterministic part would run the loop
+  # part's (e) again: that bit-identical run is its row, marked so.
   assert [r["reference"] for r in resumes.values()] == ["loop", "loop"]
+  det = resumes["resume_deterministic"]
+  assert det["same_run_as"] == "resume" and "same_run_as" not in resumes[
+      "resume"]
+  assert {k: v for k, v in det.items() if k not in (
+      "name", "same_run_as", "seconds")} == {
+          k: v for k, v in resumes["resume"].items()
+          if k not in ("name", "seconds")}
+  assert det["seconds"] == [] and len(resumes["resume"]["seconds"]) == 2
+  with open(out / "accelerator_check.log") as f:
+    assert "the loop part's (e), bit-identical, is this part's result" in (
+        f.read())
 
 
 def test_goals_follow_from_the_rows(check):

@@ -5,10 +5,6 @@ from __future__ import annotations
 import functools
 from typing import Callable, Mapping, Optional, Sequence, Union
 
-import matplotlib
-
-matplotlib.use("Agg")  # Headless: reports are written on servers.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -29,6 +25,11 @@ def plot_cmc(path: str, results: Union[RankResult, Mapping[str, RankResult]],
              dpi: int = 100) -> str:
   """Saves CMC curves (percent vs rank) of one RankResult or of label ->
   RankResult as a `size_px` (width, height) PNG at `path`; returns `path`."""
+  # Imported here: matplotlib costs every process that starts the trainer
+  # about half a second, and only the end of an evaluation draws.
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")  # Headless: reports are written on servers.
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   if isinstance(results, RankResult):
     results = {"": results}
   fig, ax = plt.subplots(figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi)
