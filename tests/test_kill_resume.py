@@ -127,9 +127,13 @@ def test_sigterm_saves_the_current_step_and_exits_143(runs):
   assert len(lines) == 1 and "Traceback" not in log, log[-3000:]
   step = int(re.search(r"SIGTERM at step (\d+);", lines[0]).group(1))
   assert 2 <= step < 8  # Mid-epoch in phase 2, not at its end.
-  # The next start resumed from exactly that step.
+  # The next start resumed from exactly that step, and trained on from the
+  # step after it (none again, none skipped).
   resumed = runs["chain"][3][1]
   assert f"phase2: resumed from step {step} of 8." in resumed
+  trained = [int(n) for n in re.findall(r"phase2 step (\d+)/8 ", resumed)]
+  assert trained == list(range(step + 1, step + 1 + len(trained))), trained
+  assert trained and trained[-1] >= 6  # Killed while saving step 6.
 
 
 def test_stopped_run_ends_bit_identical_to_the_uninterrupted_one(runs):

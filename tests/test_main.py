@@ -5,9 +5,10 @@ A synthetic Market-layout set (6 training and 6 test identities, 3 cameras,
 student for 6, of 4 steps each. The tests check what a run leaves in its workdir
 against independent recomputations (rank metrics from the exported student,
 TensorBoard scalars against the configured learning rates, the exported
-teacher against the last checkpoint), resuming after a kill, a second run
-on a finished workdir, and the absl command line. The runs are the session
-fixtures of conftest.py; bad input is in test_bad_input.py.
+teacher against the last checkpoint), a second run on a finished workdir,
+and the absl command line. The runs are the session fixtures of
+conftest.py; bad input is in test_bad_input.py, resuming after a kill in
+test_kill_resume.py (real processes) and test_reliability.py.
 """
 
 import json
@@ -165,30 +166,6 @@ def test_exports_equal_the_final_checkpoints(tiny_trained):
     _assert_same_variables(exported["params"], state["params"], phase)
     _assert_same_variables(exported["batch_stats"], state["batch_stats"],
                            phase)
-
-
-def test_resume_after_kill_ends_like_an_uninterrupted_run(
-    tiny_killed, tiny_trained, tiny_source, tmp_path):
-  workdir = tiny.copy_workdir(tiny_killed, tmp_path)
-  manager = ocp.CheckpointManager(os.path.join(workdir, "phase1",
-                                               "checkpoints"))
-  assert manager.all_steps() == [2, tiny.KILL_AFTER_STEP]
-  manager.close()
-  assert not os.path.exists(os.path.join(workdir, "phase1", "teacher"))
-  total = tiny.TOTAL_STEPS["phase1"]
-  with tiny.capture_logs() as logs:
-    driver.run(tiny.config_with(tiny_source, **tiny.PHASE1_ONLY), workdir)
-  assert (f"phase1: resumed from step {tiny.KILL_AFTER_STEP} of {total}"
-          in logs.text)
-  trained_steps = [m.split()[2] for m in logs.messages
-                   if m.startswith("phase1 step ")]
-  assert trained_steps == [f"{s}/{total}" for s in
-                           range(tiny.KILL_AFTER_STEP + 1, total + 1)]
-  resumed = convert.restore_variables(os.path.join(workdir, "phase1",
-                                                   "teacher"))
-  uninterrupted = convert.restore_variables(
-      os.path.join(tiny_trained["workdir"], "phase1", "teacher"))
-  _assert_same_variables(resumed, uninterrupted, "resumed teacher")
 
 
 def test_second_run_on_a_finished_workdir_does_not_retrain(tiny_trained,

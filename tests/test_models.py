@@ -23,6 +23,9 @@ from pshrnet_jax import errors
 from pshrnet_jax.training import initialization
 
 TINY = dict(width=4, head_planes=(4, 8, 8, 16))
+# As TINY, one HR module per stage of one block: for checks that do not
+# depend on HRNet's depth (tracing the full depth costs seconds).
+SHALLOW = dict(TINY, num_modules=(1, 1, 1), num_blocks=1)
 
 
 def _student(num_classes, sr_module="vdsr_ca", sr_blocks=18, sr_features=64,
@@ -122,28 +125,29 @@ def test_reid_paths_match_the_classifier(w32_classifier_shapes, w32_reid):
       assert [(p, x.shape) for p, x in a] == [(p, x.shape) for p, x in b]
 
 
+def _init_with_output(model, x):
+  """((logits, aux), variables) of `model.init` on `x`, shapes only."""
+  return jax.eval_shape(lambda x: model.init_with_output(
+      jax.random.key(0), x, train=False), x)
+
+
 def test_student_layout_and_sr_options():
+  # The SR options do not depend on HRNet's depth: one module per stage.
   x = jax.ShapeDtypeStruct((1, 64, 32, 3), jnp.float32)
   for sr_module, sr_params in (("vdsr_ca", 677_448), ("vdsr", 667_008),
                                ("none", 0)):
-    model = _student(5, sr_module, **TINY)
-    variables = jax.eval_shape(
-        lambda x: model.init(jax.random.key(0), x, train=False), x)
+    model = _student(5, sr_module, **SHALLOW)
+    (_, aux), variables = _init_with_output(model, x)
     assert set(variables["params"]) == ({"reid"} | ({"sr"} if sr_params else set()))
     assert _count(variables["params"].get("sr", {})) == sr_params
-    _, aux = jax.eval_shape(lambda v, x: model.apply(v, x, train=False),
-                            variables, x)
     assert aux["sr"].shape == (1, 64, 32, 3)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_outputs():
-  model = HRNetReID(num_classes=5, dtype=jnp.bfloat16, **TINY)
+  model = HRNetReID(num_classes=5, dtype=jnp.bfloat16, **SHALLOW)
   x = jax.ShapeDtypeStruct((1, 64, 32, 3), jnp.float32)
-  variables = jax.eval_shape(
-      lambda x: model.init(jax.random.key(0), x, train=False), x)
+  (_, aux), variables = _init_with_output(model, x)
   assert {a.dtype for a in jax.tree.leaves(variables)} == {jnp.dtype("float32")}
-  _, aux = jax.eval_shape(lambda v, x: model.apply(v, x, train=False),
-                          variables, x)
   assert {a.dtype for a in aux.values()} == {jnp.dtype("float32")}
 
 
@@ -208,7 +212,7 @@ def test_pool_branch_flattens_channel_major(pooling):
 def test_bad_pooling_name():
   x = jnp.zeros((1, 64, 32, 3))
   with pytest.raises(ValueError, match="'mean'"):
-    HRNetReID(pooling="mean", **TINY).init(jax.random.key(0), x)
+    HRNetReID(pooling="mean", **SHALLOW).init(jax.random.key(0), x)
 
 
 def _numbered(shapes, offset):
@@ -220,10 +224,11 @@ def _numbered(shapes, offset):
 
 def test_reid_from_imagenet_and_student_from_teacher():
   x = (1, 64, 32, 3)
+  depth = {k: SHALLOW[k] for k in ("num_modules", "num_blocks")}
   cls = _numbered(_shapes(HRNetClassifier(width=4, num_classes=3,
                                           head_planes=TINY["head_planes"],
-                                          final_features=8), x), 1000)
-  reid = _numbered(_shapes(HRNetReID(num_classes=5, **TINY), x), 5000)
+                                          final_features=8, **depth), x), 1000)
+  reid = _numbered(_shapes(HRNetReID(num_classes=5, **SHALLOW), x), 5000)
   out = convert.reid_from_imagenet(cls, reid)
   for col in ("params", "batch_stats"):
     for name in ("backbone", "incre_modules"):
@@ -233,7 +238,7 @@ def test_reid_from_imagenet_and_student_from_teacher():
                                    reid["params"]["head"]))
   assert reid["params"]["backbone"]["conv1"]["kernel"].flat[0] >= 5000  # Untouched.
 
-  student = _numbered(_shapes(_student(5, sr_blocks=2, **TINY), x), 9000)
+  student = _numbered(_shapes(_student(5, sr_blocks=2, **SHALLOW), x), 9000)
   new = convert.student_from_teacher(out, student)
   assert jax.tree.all(jax.tree.map(np.array_equal, new["params"]["reid"]["backbone"],
                                    cls["params"]["backbone"]))
@@ -244,7 +249,7 @@ def test_reid_from_imagenet_and_student_from_teacher():
 
   wider = _numbered(_shapes(HRNetClassifier(width=8, num_classes=3,
                                             head_planes=TINY["head_planes"],
-                                            final_features=8), x), 0)
+                                            final_features=8, **depth), x), 0)
   with pytest.raises(errors.ConversionError,
                      match=r"params/backbone\['conv1'\]|params/backbone.*shape"):
     convert.reid_from_imagenet(wider, reid)
@@ -282,14 +287,11 @@ def test_every_extractor_with_every_sr_module(backbone, head, sr_modules):
         "model.backbone": backbone, "model.head": head,
         "model.sr_module": sr_module})
     student = factory.build_student(config.model, 5)
-    variables = jax.eval_shape(
-        lambda x: student.init(jax.random.key(0), x, train=False), x)
+    (_, aux), variables = _init_with_output(student, x)
     assert set(variables["params"]) == {"reid"} | (
         {"sr"} if sr_params else set()), sr_module
     assert _count(variables["params"].get("sr", {})) == sr_params, sr_module
     assert student.has_sr_network == bool(sr_params)
-    _, aux = jax.eval_shape(lambda v, x: student.apply(v, x, train=False),
-                            variables, x)
     assert {k for k in aux if k.startswith("seq")} == seqs
     width = aux["seq5"].shape[1]
     assert aux["feature"].shape == (2, width + 512)
@@ -321,11 +323,12 @@ def test_imagenet_weights_into_the_ablation_extractors():
   from pshrnet_jax.models import ResNet50Classifier  # pylint: disable=g-import-not-at-top
   from pshrnet_jax.models import ResNet50ReID  # pylint: disable=g-import-not-at-top
   x = (1, 64, 32, 3)
+  depth = {k: SHALLOW[k] for k in ("num_modules", "num_blocks")}
   cls = _numbered(_shapes(HRNetClassifier(width=4, num_classes=3,
-                                          head_planes=TINY["head_planes"]),
-                          x, train=False), 1000)
+                                          head_planes=TINY["head_planes"],
+                                          **depth), x, train=False), 1000)
   reid = _numbered(_shapes(HRNetReID(num_classes=5, head_kind="imagenet",
-                                     **TINY), x, train=False), 5000)
+                                     **SHALLOW), x, train=False), 5000)
   out = convert.reid_from_imagenet(cls, reid)
   copied = {"backbone", "incre_modules", "final_layer", "downsamp_modules_0",
             "downsamp_modules_1", "downsamp_modules_2"}
