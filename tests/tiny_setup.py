@@ -2,9 +2,9 @@
 
 One config (width 4, 64x32 images, P x K = 4 x 2), one synthetic source and
 one random batch, so every test trains the same tiny models with the same
-optimiser and loss: their steps are then traced once per process
-(`loop.phase_step` caches them) and compiled once per machine (the
-persistent compilation cache).
+optimiser and loss: their steps are then traced once per process (equal
+phases share a trace through `steps.jit_step`'s key) and compiled once per
+machine (the persistent compilation cache).
 """
 
 from __future__ import annotations

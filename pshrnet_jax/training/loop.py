@@ -61,9 +61,13 @@ def build_step(config: ml_collections.ConfigDict, phase: Phase,
                loss_config=config.loss.to_dict())
   if phase.uses_teacher:
     bound["teacher"] = teacher
+  # What `bound` is made of: an equal phase built again shares the trace.
+  key = (model, teacher, steps_per_epoch,
+         ml_collections.FrozenConfigDict(optim_config),
+         ml_collections.FrozenConfigDict(config.loss))
   step_fn = steps.jit_step(
       phase.step, sharding.replicated(mesh), sharding.batch_sharded(mesh),
-      num_extra_args=int(teacher is not None), **bound)
+      key=key, num_extra_args=int(teacher is not None), **bound)
   return PhaseStep(model, teacher, optimizer, abstract_vars, step_fn)
 
 

@@ -4,8 +4,7 @@ them over the "data" mesh."""
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Hashable, Mapping
 
 import flax
 import jax
@@ -124,16 +123,59 @@ def phase2_step(state: TrainState, batch: Batch, rng: jax.Array,
                           dict(metrics, loss=loss))
 
 
+class _Bound:
+  """A step's keyword-only arguments as one static argument of jax.jit, equal
+  to another when their `key`s are equal (the step function the same)."""
+
+  def __init__(self, step_fn: Callable[..., Any], key: Hashable,
+               kwargs: Mapping[str, Any]):
+    self.step_fn, self.key, self.kwargs = step_fn, key, dict(kwargs)
+    self._hash = hash((step_fn, key))
+
+  def __eq__(self, other: Any) -> bool:
+    return (isinstance(other, _Bound) and self.step_fn is other.step_fn
+            and self.key == other.key)
+
+  def __hash__(self) -> int:
+    return self._hash
+
+
+def _train_step(bound: _Bound, *args: Any) -> Any:
+  return bound.step_fn(*args, **bound.kwargs)
+
+
+class JittedStep:
+  """`step(state, batch, rng, *extra)`, and `.lower(...)` with the same
+  arguments (ahead-of-time compilation, for benchmarks)."""
+
+  def __init__(self, jitted: Any, bound: _Bound):
+    self._jitted, self._bound = jitted, bound
+
+  def __call__(self, *args: Any) -> tuple[TrainState, Metrics]:
+    return self._jitted(self._bound, *args)
+
+  def lower(self, *args: Any) -> Any:
+    return self._jitted.lower(self._bound, *args)
+
+
 def jit_step(step_fn: Callable[..., tuple[TrainState, Metrics]],
-             replicated: Any, batch_sharding: Any, *, num_extra_args: int = 0,
-             **bound: Any) -> Callable[..., tuple[TrainState, Metrics]]:
+             replicated: Any, batch_sharding: Any, *, key: Hashable,
+             num_extra_args: int = 0, **bound: Any) -> JittedStep:
   """`step_fn` with its keyword-only arguments `bound`, jitted with the batch
   sharded, the state, the key and `num_extra_args` further positional
-  arguments (phase 2's teacher variables) replicated, the state donated."""
-  fn = functools.partial(step_fn, **bound)
-  return jax.jit(
-      fn,
+  arguments (phase 2's teacher variables) replicated, the state donated.
+
+  `key` is what `bound` is a pure function of (hashable; e.g. the modules
+  and the configs the optimiser and the losses are made from): steps jitted
+  again with an equal key and the same `step_fn`, in this process, share
+  one trace and compiled program (jax.jit's own cache, which compares
+  static arguments by value) -- a phase trained again in a notebook, or by
+  another test.
+  """
+  jitted = jax.jit(
+      _train_step, static_argnums=0,
       in_shardings=(replicated, batch_sharding, replicated)
       + (replicated,) * num_extra_args,
       out_shardings=(replicated, replicated),
-      donate_argnums=(0,), compiler_options=layers.compiler_options())
+      donate_argnums=1, compiler_options=layers.compiler_options())
+  return JittedStep(jitted, _Bound(step_fn, key, bound))
