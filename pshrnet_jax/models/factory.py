@@ -151,12 +151,20 @@ def imagenet_weights(model_config: Any) -> tuple[str, str]:
   return backbone.imagenet_name(model_config), backbone.imagenet_kind
 
 
+def _init(module: nn.Module, input_shape: tuple[int, ...]) -> Any:
+  return module.init(jax.random.key(0), jnp.zeros(input_shape), train=False)
+
+
+# The module and shape are static: jax.jit's trace cache compares them by
+# value, so an equal module's shapes are traced once per process.
+_init_jit = jax.jit(_init, static_argnums=(0, 1))
+
+
 def abstract_variables(module: nn.Module,
                        input_shape: tuple[int, ...]) -> dict[str, Any]:
   """`module`'s variables as shapes and dtypes (`jax.ShapeDtypeStruct`s)
-  for inputs of `input_shape` (NHWC): `jax.eval_shape` of its init."""
-  return dict(jax.eval_shape(lambda: module.init(
-      jax.random.key(0), jnp.zeros(input_shape), train=False)))
+  for inputs of `input_shape` (NHWC): the shapes of its init."""
+  return dict(_init_jit.eval_shape(module, tuple(input_shape)))
 
 
 def check_fits(variables: Mapping[str, Any], expected: Mapping[str, Any],
