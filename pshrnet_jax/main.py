@@ -18,7 +18,6 @@ import importlib.util
 import os
 import sys
 
-import jax
 from absl import app
 from absl import flags
 from absl import logging
@@ -26,7 +25,6 @@ from ml_collections import config_flags
 
 from data_pipelines import cli as cli_lib
 from pshrnet_jax import console
-from pshrnet_jax import driver
 from pshrnet_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -159,6 +157,7 @@ def _initialize_distributed(config) -> None:
     kwargs["num_processes"] = config.num_processes
   if config.process_id >= 0:
     kwargs["process_id"] = config.process_id
+  import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
     jax.distributed.initialize(
@@ -180,6 +179,10 @@ def main(argv):
         f"--config.preset={config.preset} cannot re-apply a preset after the "
         "config was built; use "
         f"--config={preset_arg.split(':', 1)[0]}:{config.preset} instead.")
+  # JAX and the library after the flags: --help and a bad flag answer at
+  # once, without the seconds JAX and Flax take to import.
+  import jax  # pylint: disable=g-import-not-at-top
+  from pshrnet_jax import driver  # pylint: disable=g-import-not-at-top
   # Everything to WORKDIR/log.txt; to the terminal only warnings and worse,
   # unless --verbosity (-v) was given.
   console.route_logs(flags.FLAGS["verbosity"].present)
