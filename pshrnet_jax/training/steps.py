@@ -162,7 +162,7 @@ def jit_step(step_fn: Callable[..., tuple[TrainState, Metrics]],
              replicated: Any, batch_sharding: Any, *, key: Hashable,
              num_extra_args: int = 0, **bound: Any) -> JittedStep:
   """`step_fn` with its keyword-only arguments `bound`, jitted with the batch
-  sharded, the state, the key and `num_extra_args` further positional
+  sharded, the state, the RNG key and `num_extra_args` further positional
   arguments (phase 2's teacher variables) replicated, the state donated.
 
   `key` is what `bound` is a pure function of (hashable; e.g. the modules
