@@ -15,7 +15,6 @@ The data-parallel test runs the phase-2 step on a mesh of the 8 CPU devices
 conftest.py forces, against the same step on one device.
 """
 
-import dataclasses
 import json
 
 import jax
@@ -386,46 +385,3 @@ def test_data_parallel_step_matches_single_device(config, batch, phase2,
   assert result["max_param_change"] > 1e-3
   assert result["max_batch_stats_change"] > 1e-3
 
-
-def test_an_equal_phase_built_again_reuses_the_trace_and_no_other(
-    config, mesh, batch):
-  """`loop.build_step` twice with the same settings: one trace (jax.jit's
-  cache, by `jit_step`'s key); another learning rate: traced anew, another
-  update."""
-  traced = []
-
-  def counted(*args, **kwargs):
-    traced.append(1)  # Runs only while JAX traces the step.
-    return steps.phase1_step(*args, **kwargs)
-  phase = dataclasses.replace(phases.TEACHER, step=counted)
-  variables = tiny.init_variables(
-      phase.build_model(config.model, tiny.NUM_TRAIN_IDS), config.seed)
-
-  def first_update(run_config):
-    built = tiny.build_step(run_config, phase, mesh)
-    state = sharding.put_replicated(
-        steps.create_state(variables, built.optimizer.tx), mesh)
-    new_state, _ = built.step(
-        state, sharding.put_batch(batch, mesh),
-        sharding.put_replicated(jax.random.key(STEP_RNG_SEED), mesh))
-    return jax.device_get(new_state.params["head"]["fc1"]["kernel"])
-
-  first = first_update(config)
-  again = first_update(tiny.tiny_config())
-  assert len(traced) == 1
-  np.testing.assert_array_equal(again, first)
-  doubled = tiny.tiny_config()
-  with doubled.unlocked():
-    doubled.optim.groups.hrnet.lr = 2 * tiny.HRNET_LR
-  other = first_update(doubled)
-  assert len(traced) == 2
-  # SGD's first update is linear in the learning rate, and doubling it is
-  # exact in floating point (lr * d and 2 lr * d round alike). What remains
-  # is the rounding of p + update and of (p + update) - p: at most half a
-  # unit in the last place of the largest magnitude M each, so
-  # |(other - start) - 2 (first - start)| <= 1 + 2 = 3 ulp(M).
-  start = variables["params"]["head"]["fc1"]["kernel"]
-  ulp = np.spacing(np.float32(max(np.abs(start).max(), np.abs(other).max())))
-  assert np.abs(first - start).max() > 1e3 * ulp
-  np.testing.assert_allclose(other - start, 2 * (first - start), rtol=0,
-                             atol=3 * ulp)

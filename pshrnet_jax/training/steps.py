@@ -130,6 +130,7 @@ class _Bound:
   def __init__(self, step_fn: Callable[..., Any], key: Hashable,
                kwargs: Mapping[str, Any]):
     self.step_fn, self.key, self.kwargs = step_fn, key, dict(kwargs)
+    # Once: jax.jit hashes its static argument at every call (every step).
     self._hash = hash((step_fn, key))
 
   def __eq__(self, other: Any) -> bool:
