@@ -6,7 +6,6 @@ import dataclasses
 
 import jax
 import numpy as np
-import pytest
 
 import tiny_setup as tiny
 from pshrnet_jax.training import phases
@@ -16,26 +15,12 @@ from pshrnet_jax.training import steps
 STEP_RNG_SEED = 1
 
 
-@pytest.fixture(scope="module")
-def config():
-  return tiny.tiny_config()
-
-
-@pytest.fixture(scope="module")
-def mesh():
-  return sharding.make_data_mesh(1)
-
-
-@pytest.fixture(scope="module")
-def batch():
-  return tiny.tiny_batch()
-
-
-def test_an_equal_phase_built_again_reuses_the_trace_and_no_other(
-    config, mesh, batch):
+def test_an_equal_phase_built_again_reuses_the_trace_and_no_other():
   """`loop.build_step` twice with the same settings: one trace (jax.jit's
   cache, by `jit_step`'s key); another learning rate: traced anew, another
   update."""
+  config, batch = tiny.tiny_config(), tiny.tiny_batch()
+  mesh = sharding.make_data_mesh(1)
   traced = []
 
   def counted(*args, **kwargs):
