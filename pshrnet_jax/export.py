@@ -18,17 +18,15 @@ from data_pipelines import atomic
 from data_pipelines import cli as cli_lib
 from pshrnet_jax import console
 from pshrnet_jax import errors
-from pshrnet_jax.inference import loading
-from pshrnet_jax.inference import onnx_export
-from pshrnet_jax.inference import serving
+from pshrnet_jax.inference import commands
 
-_MODEL, _WHICH = loading.define_flags()
+_MODEL, _WHICH = commands.define_flags()
+flags.adopt_module_key_flags(commands)  # --help lists them too.
 _OUT = flags.DEFINE_string("out", None, "Folder to create.", required=True)
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False,
                                   "Replace a non-empty --out folder.")
-_FORMATS = {"jax": serving.export_model, "onnx": onnx_export.export_model}
 _FORMAT = flags.DEFINE_enum(
-    "format", "jax", list(_FORMATS), "jax: feature_extractor.jax "
+    "format", "jax", ["jax", "onnx"], "jax: feature_extractor.jax "
     "(jax.export); onnx: feature_extractor.onnx (ONNX Runtime and other "
     "ONNX runtimes; needs pip install '.[onnx]').")
 
@@ -40,9 +38,16 @@ def main(argv):
   try:
     atomic.refuse_to_clobber(_OUT.value, overwrite=_OVERWRITE.value,
                              folder=True)
+    # JAX and the model code once the flags and --out have passed: --help,
+    # a bad flag and a refused folder answer at once.
+    from pshrnet_jax.inference import loading  # pylint: disable=g-import-not-at-top
+    if _FORMAT.value == "onnx":
+      from pshrnet_jax.inference import onnx_export as exporter  # pylint: disable=g-import-not-at-top
+    else:
+      from pshrnet_jax.inference import serving as exporter  # pylint: disable=g-import-not-at-top
     model, variables, info = loading.load_model(_MODEL.value, _WHICH.value)
-    description = _FORMATS[_FORMAT.value](model, variables, info, _OUT.value,
-                                          overwrite=_OVERWRITE.value)
+    description = exporter.export_model(model, variables, info, _OUT.value,
+                                        overwrite=_OVERWRITE.value)
   except (*errors.INPUT_ERRORS, FileExistsError) as e:
     return console.fatal(e)
   height, width, _ = description["input"]["shape"][1:]

@@ -18,10 +18,10 @@ from data_pipelines import atomic
 from data_pipelines import cli as cli_lib
 from pshrnet_jax import console
 from pshrnet_jax import errors
-from pshrnet_jax.inference import gallery
-from pshrnet_jax.inference import loading
+from pshrnet_jax.inference import commands
 
-_MODEL, _WHICH = loading.define_flags()
+_MODEL, _WHICH = commands.define_flags()
+flags.adopt_module_key_flags(commands)  # --help lists them too.
 _IMAGES = flags.DEFINE_string("images", None, "Folder of images.",
                               required=True)
 _OUT = flags.DEFINE_string("out", None, "Features file to write (.npz).",
@@ -38,6 +38,10 @@ def main(argv):
   console.start_command_log("extract", flags.FLAGS["verbosity"].present)
   try:
     atomic.refuse_to_clobber(_OUT.value, overwrite=_OVERWRITE.value)
+    # JAX and the model code once the flags and --out have passed: --help,
+    # a bad flag and a refused file answer at once.
+    from pshrnet_jax.inference import gallery  # pylint: disable=g-import-not-at-top
+    from pshrnet_jax.inference import loading  # pylint: disable=g-import-not-at-top
     model, variables, info = loading.load_model(_MODEL.value, _WHICH.value)
     paths = gallery.list_images(_IMAGES.value)
     embedded = gallery.embed(model, variables, info, paths,

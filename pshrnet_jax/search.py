@@ -20,10 +20,10 @@ from data_pipelines import atomic
 from data_pipelines import cli as cli_lib
 from pshrnet_jax import console
 from pshrnet_jax import errors
-from pshrnet_jax.inference import gallery
-from pshrnet_jax.inference import loading
+from pshrnet_jax.inference import commands
 
-_MODEL, _WHICH = loading.define_flags()
+_MODEL, _WHICH = commands.define_flags()
+flags.adopt_module_key_flags(commands)  # --help lists them too.
 _QUERY = flags.DEFINE_multi_string(
     "query", None, "Query image(s); more may follow as plain arguments.",
     required=True)
@@ -47,6 +47,7 @@ _LAMBDA = flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking lambda.",
 
 
 def _gallery_features(model, variables, info):
+  from pshrnet_jax.inference import gallery  # pylint: disable=g-import-not-at-top
   if os.path.isfile(_GALLERY.value):
     feats, paths, _ = gallery.load_features(_GALLERY.value, info.fingerprint)
     return feats, paths, []
@@ -57,6 +58,7 @@ def _gallery_features(model, variables, info):
 
 
 def _describe(path: str) -> str:
+  from pshrnet_jax.inference import gallery  # pylint: disable=g-import-not-at-top
   ident = gallery.identity_of(path)
   return "" if ident is None else f"id {ident[0]} cam {ident[1]}"
 
@@ -67,9 +69,13 @@ def main(argv):
   try:
     if _OUT.value:
       atomic.refuse_to_clobber(_OUT.value, overwrite=True, folder=True)
-      for name in gallery.REPORT_FILES:
+      for name in commands.REPORT_FILES:
         atomic.refuse_to_clobber(os.path.join(_OUT.value, name),
                                  overwrite=_OVERWRITE.value)
+    # JAX and the model code once the flags and --out have passed: --help,
+    # a bad flag and a refused file answer at once.
+    from pshrnet_jax.inference import gallery  # pylint: disable=g-import-not-at-top
+    from pshrnet_jax.inference import loading  # pylint: disable=g-import-not-at-top
     model, variables, info = loading.load_model(_MODEL.value, _WHICH.value)
     g_feats, g_paths, g_failed = _gallery_features(model, variables, info)
     queries = gallery.embed(model, variables, info,

@@ -24,13 +24,12 @@ from pshrnet_jax.errors import UnreadableImageError
 from pshrnet_jax.evaluation import features as features_lib
 from pshrnet_jax.evaluation import plots
 from pshrnet_jax.evaluation import rerank as rerank_lib
+from pshrnet_jax.inference.commands import REPORT_FILES
 from pshrnet_jax.inference.loading import ModelInfo
 
 # Market-1501 / DukeMTMC-reID names: identity, then camera (1-based).
 _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 FEATURES_FORMAT = "pshrnet_jax.features.v1"
-# What `write_report` writes into a search's --out folder.
-REPORT_FILES = ("ranked_list.png", "search.json")
 
 
 @dataclasses.dataclass

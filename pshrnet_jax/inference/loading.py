@@ -18,16 +18,12 @@ from typing import Any, Mapping
 
 import jax
 import ml_collections
-from absl import flags
-
 from pshrnet_jax import convert
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import ConfigError
+from pshrnet_jax.inference.commands import WHICH
 from pshrnet_jax.models import factory
 from pshrnet_jax.models import inputs
-
-WHICH = ("student", "teacher")
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
@@ -90,14 +86,6 @@ def _from_export(directory: str, which: str | None):
                    description.get("lr_interpolation", "bilinear"),
                    description, convert.fingerprint(variables))
   return model, variables, info
-
-
-def define_flags():
-  """The --model and --which flags of the search, extract and export commands."""
-  return (flags.DEFINE_string("model", None, "Workdir, export or converted "
-                              "checkpoint.", required=True),
-          flags.DEFINE_enum("which", None, list(WHICH), "student or teacher "
-                            "(default: the folder's, or a workdir's student)."))
 
 
 def load_model(path: str | os.PathLike, which: str | None = None):
