@@ -33,7 +33,7 @@ and the next one starts), all within `--budget_s`:
                   GPU runs deterministic (`--resume_flags`; the next
                   alternative if XLA refuses one); with no flags (the CPU
                   smoke), (e)'s bit-identical row stands for it;
-  torch_compile   the PyTorch steps under `torch.compile`.
+  torch_compile   the PyTorch steps under `torch.compile` (`--compile_rows`).
 
 It prints progress with timestamps, then one table, and writes
 DIR/accelerator_check.json (every figure), DIR/accelerator_check.txt (the
@@ -75,7 +75,7 @@ PARTS = (("pipeline", 75), ("jax", 240), ("torch", 90), ("loop", 200),
 SMOKE = dict(width=4, head_planes=[4, 8, 16, 32], hrnet_modules=[1, 1, 1],
              hrnet_blocks=1, sr_blocks=2, sr_features=8, image_size=[64, 32],
              p=4, k=2, num_classes=6, rows="1:float32,2:bfloat16",
-             nobarrier_rows="1:float32", warmup=1, steps=2, extract_batch=4,
+             nobarrier_rows="1:float32", compile_rows="1:float32", warmup=1, steps=2, extract_batch=4,
              extract_repeats=2, matmul_size=256, compile_backend="eager",
              workers=2, pipeline_steps=4, set_ids=6, set_test_ids=6,
              set_images=2, loop_steps=8, loop_log_every=1,
@@ -119,6 +119,9 @@ def parse(argv):
                       "2:bfloat16", help="phase:dtype of the step rows, in "
                       "the order they run")
   parser.add_argument("--nobarrier_rows", default="1:float32,2:float32")
+  parser.add_argument("--compile_rows", default="",
+                      help="phase:dtype of torch_compile's rows (default: "
+                      "--rows)")
   for name, default in (("warmup", 3), ("steps", 20), ("extract_batch", 128),
                         ("extract_repeats", 20), ("matmul_size", 8192),
                         ("workers", os.cpu_count()), ("pipeline_steps", 100),
@@ -151,6 +154,7 @@ def parse(argv):
   jax_steps.check_size_flags(parser, args)
   args.row_list = _pairs(args.rows)
   args.nobarrier_list = _pairs(args.nobarrier_rows)
+  args.compile_list = _pairs(args.compile_rows) or args.row_list
   args.dtype_list = list(dict.fromkeys(d for _, d in args.row_list))
   unknown = set(args.parts.split(",")) - {p for p, _ in PARTS}
   if unknown:
@@ -186,6 +190,8 @@ def run_part(args) -> None:
     record.attempt(args.part, accel_jax.run, args, record, args.part)
   else:
     from scripts import accel_torch  # pylint: disable=g-import-not-at-top
+    if args.part == "torch_compile":
+      args.row_list = args.compile_list
     record.attempt(args.part, accel_torch.run, args, record, args.part)
 
 
