@@ -45,6 +45,25 @@ if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
 
 
+# The files that take longest, in that order, ahead of all others (which keep
+# their order). pytest.ini hands whole files to the workers as they free up
+# (`--dist loadfile --no-loadscope-reorder`): a long file handed out last
+# would leave the other core idle until it ends, so the long ones go first
+# and the short ones even out the end. Longest: the accelerator smoke (one
+# core, seven processes), the kill chain (six starts of the main command),
+# the ablation runs, the two-process run.
+_LONGEST_FIRST = ("test_accelerator_check.py", "test_kill_resume.py",
+                  "test_ablations.py", "test_multiprocess.py",
+                  "test_parity.py", "test_bad_input.py", "test_inference.py",
+                  "test_reliability.py", "test_train.py", "test_convert.py",
+                  "test_models.py", "test_main.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 # The tiny end-to-end runs, shared by the test files that read them: made
 # once per test session, however many pytest-xdist workers ask for them.
 

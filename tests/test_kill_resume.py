@@ -103,12 +103,15 @@ def _run_and_stop(argv, cpu, stop, out_dir):
 def runs(tiny_source, tmp_path_factory):
   reference = str(tmp_path_factory.mktemp("uninterrupted"))
   stopped = str(tmp_path_factory.mktemp("stopped"))
+  # The chain (five starts) on the last core, the reference on the first:
+  # the accelerator smoke, which runs beside this file (conftest.py's
+  # order), pins its training runs to the first core.
   cpus = sorted(os.sched_getaffinity(0))
   starts = str(tmp_path_factory.mktemp("starts"))
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     uninterrupted = pool.submit(_run, _command(tiny_source, reference),
-                                cpus[-1])
-    chain = [_run_and_stop(_command(tiny_source, stopped, "-v"), cpus[0],
+                                cpus[0])
+    chain = [_run_and_stop(_command(tiny_source, stopped, "-v"), cpus[-1],
                            stop, os.path.join(starts, str(i)))
              for i, stop in enumerate(_STOPS + (None,))]
     return {"reference": reference, "stopped": stopped,
