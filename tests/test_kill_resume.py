@@ -47,7 +47,9 @@ _OVERRIDES = {"mode": "all", "train.phase2_epochs": 2,
               "train.checkpoint_every_steps": 3, "model.backbone": "resnet50"}
 # (what the line that triggers the stop matches, the signal).
 _STOPS = (
-    (r"phase1 step 5/8 ", signal.SIGKILL),
+    # After step 7 the save of checkpoint 6 has begun, and checkpoint 3 is
+    # complete (a save first waits for the one before it to be written).
+    (r"phase1 step 7/8 ", signal.SIGKILL),
     (r"phase1: exporting the teacher to .*/phase1/teacher\.", signal.SIGKILL),
     (r"phase2 step 2/8 ", signal.SIGTERM),
     (r"phase2: saving checkpoint 6 to .*/phase2/checkpoints\.",
@@ -126,6 +128,13 @@ def test_every_stop_happened_as_planned(runs):
       assert code == -signal.SIGKILL, (pattern, code, log[-3000:])
   code, log, _, _ = runs["chain"][-1]
   assert code == 0, log[-3000:]
+  # Each start after a SIGKILL went on from the last complete checkpoint.
+  resumed = {1: r"phase1: resumed from step [36] of 8\.",  # Mid-epoch.
+             2: r"phase1: resumed from step 8 of 8\.",  # Then exported.
+             4: r"phase2: resumed from step [2-7] of 8\."}
+  for start, pattern in resumed.items():
+    log = runs["chain"][start][1]
+    assert re.search(pattern, log), (start, log[-3000:])
 
 
 def test_sigterm_saves_the_current_step_and_exits_143(runs):
