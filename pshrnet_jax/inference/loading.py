@@ -18,12 +18,14 @@ from typing import Any, Mapping
 
 import jax
 import ml_collections
+
 from pshrnet_jax import convert
 from pshrnet_jax import workdir_layout
 from pshrnet_jax.errors import ConfigError
 from pshrnet_jax.inference.commands import WHICH
 from pshrnet_jax.models import factory
 from pshrnet_jax.models import inputs
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
