@@ -328,12 +328,18 @@ def test_scripts_do_not_import_tests():
 @pytest.mark.parametrize("module, unwanted", [
     ("pshrnet_jax.training.loop",
      ("matplotlib", "tensorflow_datasets", "torch", "skimage")),
-    ("pshrnet_jax.main", ("matplotlib", "tensorflow_datasets", "torch")),
+    ("pshrnet_jax.main",
+     ("jax", "matplotlib", "tensorflow_datasets", "torch")),
+    ("pshrnet_jax.extract", ("jax",)),
+    ("pshrnet_jax.search", ("jax",)),
+    ("pshrnet_jax.export", ("jax",)),
 ])
 def test_import_cost_stays_where_it_is_used(module, unwanted):
   # The trainer needs no plotting or SR metrics, and the command imports
   # matplotlib only when a report draws (half a second of every start); TFDS
-  # (seconds to import) is loaded only for --config.data.source=tfds.
+  # (seconds to import) is loaded only for --config.data.source=tfds. The
+  # commands import JAX (two seconds) once their flags and output paths
+  # have passed: --help, a bad flag and a refused file answer at once.
   code = (f"import sys, {module}; "
           f"print(sorted(m for m in {unwanted!r} if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
