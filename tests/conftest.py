@@ -4,8 +4,9 @@
   so the data-parallel tests run in this process; every other test places
   its arrays on one device (`tiny_setup.tiny_config` sets num_devices=1).
 - Compile time dominates this suite on a CPU, so every test process reuses
-  compiled executables across runs through JAX's persistent cache, and the
-  tests that run a training step share it through the `phase_step` fixture.
+  compiled executables across runs through JAX's persistent cache; within
+  a process, tests that build an equal step share its trace
+  (`steps.jit_step`'s key).
 """
 
 import fcntl
@@ -113,17 +114,3 @@ def tiny_killed(tiny_source, tmp_path_factory):
       tmp_path_factory, "killed",
       lambda d: tiny_setup.run_killed(tiny_source, d))
 
-
-@pytest.fixture(scope="session")
-def phase_step():
-  """`tiny_setup.build_step`, built once per (config, phase, mesh) in this
-  worker: tests that run the same step share its tracing and compile."""
-  built = {}
-
-  def get(config, phase, mesh):
-    key = (json.dumps(config.to_dict(), sort_keys=True, default=str),
-           phase.name, tuple(d.id for d in mesh.devices.flat))
-    if key not in built:
-      built[key] = tiny_setup.build_step(config, phase, mesh)
-    return built[key]
-  return get

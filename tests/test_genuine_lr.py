@@ -127,11 +127,11 @@ def test_phase2_pairs_flag_a_real_hr_original(caviar_train):
 
 
 @pytest.fixture(scope="module")
-def masked_steps(phase_step):
+def masked_steps():
   """The tiny phase-2 step on one batch with a genuine-LR pair, three ways."""
   config = tiny.tiny_config()
   mesh = sharding.make_data_mesh(1)
-  built = phase_step(config, phases.STUDENT, mesh)
+  built = tiny.build_step(config, phases.STUDENT, mesh)
   student, teacher = built.model, built.teacher
   optimizer, step_fn = built.optimizer, built.step
   batch = tiny.tiny_batch()

@@ -139,9 +139,9 @@ def batch():
 
 
 @pytest.fixture(scope="module")
-def phase1(config, mesh, batch, phase_step):
+def phase1(config, mesh, batch):
   """The teacher's variables, one phase-1 step, and the reference."""
-  built = phase_step(config, phases.TEACHER, mesh)
+  built = tiny.build_step(config, phases.TEACHER, mesh)
   model, optimizer, step_fn = built.model, built.optimizer, built.step
   variables = _with_decay_probe(tiny.init_variables(model, config.seed),
                                 ("head", "fc1", "bias"))
@@ -174,9 +174,9 @@ def phase1(config, mesh, batch, phase_step):
 
 
 @pytest.fixture(scope="module")
-def phase2(config, mesh, batch, phase1, phase_step):
+def phase2(config, mesh, batch, phase1):
   """One phase-2 step against the phase-1 teacher, and the reference."""
-  built = phase_step(config, phases.STUDENT, mesh)
+  built = tiny.build_step(config, phases.STUDENT, mesh)
   student, teacher = built.model, built.teacher
   optimizer, step_fn = built.optimizer, built.step
   variables = _with_decay_probe(tiny.init_variables(student, config.seed),
@@ -342,12 +342,11 @@ def _max_abs_diff(a, b) -> float:
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def test_data_parallel_step_matches_single_device(config, batch, phase2,
-                                                  phase_step):
+def test_data_parallel_step_matches_single_device(config, batch, phase2):
   """The phase-2 step on 8 devices (batch split over "data") vs 1 device."""
   assert jax.device_count() == 8  # conftest.py forces 8 CPU devices.
   mesh8 = sharding.make_data_mesh(8)
-  built = phase_step(config, phases.STUDENT, mesh8)
+  built = tiny.build_step(config, phases.STUDENT, mesh8)
   optimizer, step8 = built.optimizer, built.step
   start = phase2["start"]
   global_batch = sharding.put_batch(batch, mesh8)
@@ -384,4 +383,3 @@ def test_data_parallel_step_matches_single_device(config, batch, phase2,
   # The step really moved things, so agreement is not vacuous.
   assert result["max_param_change"] > 1e-3
   assert result["max_batch_stats_change"] > 1e-3
-

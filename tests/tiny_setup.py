@@ -123,7 +123,7 @@ def init_variables(model, seed: int) -> dict:
 
 def build_step(config: ml_collections.ConfigDict, phase, mesh):
   """`loop.build_step` for the tiny set: what `driver.run` trains with.
-  Tests get it through conftest's `phase_step` fixture, which shares it."""
+  Built again with equal settings, it reuses the first build's trace."""
   return loop.build_step(config, phase, NUM_TRAIN_IDS, STEPS_PER_EPOCH, mesh)
 
 
