@@ -75,13 +75,12 @@ PARTS = (("pipeline", 75), ("jax", 240), ("torch", 90), ("loop", 200),
 SMOKE = dict(width=4, head_planes=[4, 8, 16, 32], hrnet_modules=[1, 1, 1],
              hrnet_blocks=1, sr_blocks=2, sr_features=8, image_size=[64, 32],
              p=4, k=2, num_classes=6, rows="1:float32,2:bfloat16",
-             nobarrier_rows="1:float32", compile_rows="1:float32", warmup=1, steps=2, extract_batch=4,
-             extract_repeats=2, matmul_size=256, compile_backend="eager",
-             workers=1, pipeline_steps=4, set_ids=6, set_test_ids=6,
-             set_images=2, loop_steps=8, loop_log_every=1,
+             nobarrier_rows="1:float32", compile_rows="1:float32", warmup=1,
+             steps=2, extract_batch=4, extract_repeats=2, matmul_size=256,
+             compile_backend="eager", workers=1, pipeline_steps=4, set_ids=6,
+             set_test_ids=6, set_images=2, loop_steps=8, loop_log_every=1,
              loop_dtype="float32", resume_epochs=2, pin_one_core=True,
-             torch_threads=1, resume_flags="",
-             budget_s=1800, cap_s=900)
+             torch_threads=1, resume_flags="", budget_s=1800, cap_s=900)
 # XLA:GPU's deterministic mode (deterministic algorithms, no autotuning);
 # the second is its finer-grained form, tried if the first is refused.
 DETERMINISTIC_FLAGS = ("--xla_gpu_deterministic_ops=true;"

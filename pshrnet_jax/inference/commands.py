@@ -13,7 +13,7 @@ REPORT_FILES = ("ranked_list.png", "search.json")
 
 
 def define_flags():
-  """The --model and --which flags of the search, extract and export commands."""
+  """The --model and --which flags of search, extract and export."""
   return (flags.DEFINE_string("model", None, "Workdir, export or converted "
                               "checkpoint.", required=True),
           flags.DEFINE_enum("which", None, list(WHICH), "student or teacher "
